@@ -1,0 +1,13 @@
+//! The gRPC contract of the chat services, generated from `proto/` at build time.
+
+pub mod chat {
+    pub mod v1 {
+        tonic::include_proto!("chat.v1");
+    }
+}
+
+pub mod message {
+    pub mod v1 {
+        tonic::include_proto!("message.v1");
+    }
+}
