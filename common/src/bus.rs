@@ -1,0 +1,972 @@
+//! The event bus: RabbitMQ in production, an in-process fan-out for the embedded single-binary
+//! mode and unit tests. One enum rather than a trait object keeps the call sites plain `async`.
+//!
+//! Delivery is at least once: `publish` returns only once every message is confirmed (publisher
+//! confirms on AMQP, channel capacity in-process), and any error means "retry the whole batch".
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio::sync::{Mutex, mpsc};
+
+use crate::REQUEST_ID_HEADER;
+
+/// How long a connection attempt may take before the broker counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a batch may wait for its confirms; a broker that stops answering must not hang the
+/// relay forever (the connection is dropped and the batch retried).
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The body is a structured-mode CloudEvent.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+/// AMQP delivery mode 2: the broker writes the message to disk (in durable queues).
+const PERSISTENT: u8 = 2;
+
+/// One event as published: routing key = event type; message_id = event id (the CloudEvents id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub message_id: String,
+    pub payload: Arc<[u8]>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("broker not reachable within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("publish not confirmed within {0:?}")]
+    ConfirmTimeout(Duration),
+    #[error("broker refused (nacked) message {message_id}")]
+    Nacked { message_id: String },
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    /// The channel ended before an ack/nack reached the broker (it will redeliver).
+    #[error("channel closed")]
+    Closed,
+}
+
+/// A subscription: a queue bound to `(exchange, binding pattern)` pairs.
+#[derive(Debug, Clone)]
+pub struct SubscriptionSpec {
+    /// AMQP queue name; `""` lets the broker name it (only sensible with `exclusive`).
+    pub queue: String,
+    pub bindings: Vec<(String, String)>,
+    /// Exclusive + auto-delete (gateways, tests); otherwise a durable queue.
+    pub exclusive: bool,
+    /// Unacknowledged deliveries in flight (AMQP basic.qos); the channel capacity in-process.
+    pub prefetch: u16,
+}
+
+#[derive(Clone)]
+pub enum EventBus {
+    Amqp(AmqpBus),
+    InProcess(InProcessBus),
+}
+
+impl EventBus {
+    /// Lazy: connects on first use, reconnects after any failure.
+    pub fn amqp(url: impl Into<String>) -> Self {
+        EventBus::Amqp(AmqpBus::new(url.into()))
+    }
+
+    pub fn in_process() -> Self {
+        EventBus::InProcess(InProcessBus::default())
+    }
+
+    /// Publishes in order and returns once every message is confirmed. On `Err` nothing is known
+    /// about which messages made it: retry the whole batch (consumers dedupe by `message_id`).
+    pub async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.publish(batch).await,
+            EventBus::InProcess(bus) => {
+                bus.publish(batch).await;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.subscribe(spec).await,
+            EventBus::InProcess(bus) => Ok(bus.subscribe(spec)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// AMQP
+
+/// Publishing and consuming use separate connections: RabbitMQ blocks a publishing connection
+/// under a resource alarm, which must not also stall consumers' acks.
+#[derive(Clone)]
+pub struct AmqpBus {
+    inner: Arc<AmqpInner>,
+}
+
+struct AmqpInner {
+    url: String,
+    publisher: Mutex<Option<Publisher>>,
+    consumer_conn: Mutex<Option<Connection>>,
+}
+
+/// A connection with its confirm-mode channel and the exchanges declared on it.
+struct Publisher {
+    conn: Connection,
+    channel: Channel,
+    declared: HashSet<String>,
+}
+
+impl Publisher {
+    fn usable(&self) -> bool {
+        self.conn.status().connected() && self.channel.status().connected()
+    }
+}
+
+impl AmqpBus {
+    fn new(url: String) -> Self {
+        AmqpBus {
+            inner: Arc::new(AmqpInner {
+                url,
+                publisher: Mutex::new(None),
+                consumer_conn: Mutex::new(None),
+            }),
+        }
+    }
+
+    async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Invalid names would fail the same way on every retry: report before touching the broker.
+        let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        // One batch at a time: confirms are per channel and order must hold across callers.
+        let mut slot = self.inner.publisher.lock().await;
+        let result = match tokio::time::timeout(
+            CONFIRM_TIMEOUT,
+            publish_on(&mut slot, &self.inner.url, &prepared),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+        };
+        if result.is_err() {
+            // Whatever failed, start over on a fresh connection next time.
+            *slot = None;
+        }
+        result
+    }
+
+    async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+        let queue = short("queue name", &spec.queue)?;
+        let bindings = spec
+            .bindings
+            .iter()
+            .map(|(ex, pattern)| Ok((short("exchange", ex)?, short("binding pattern", pattern)?)))
+            .collect::<Result<Vec<_>, BusError>>()?;
+
+        let channel = {
+            let mut slot = self.inner.consumer_conn.lock().await;
+            if !slot.as_ref().is_some_and(|c| c.status().connected()) {
+                *slot = None;
+                *slot = Some(connect(&self.inner.url).await?);
+            }
+            let conn = slot.as_ref().expect("just connected");
+            match conn.create_channel().await {
+                Ok(channel) => channel,
+                Err(e) => {
+                    *slot = None;
+                    return Err(e.into());
+                }
+            }
+        };
+        channel
+            .basic_qos(spec.prefetch, BasicQosOptions::default())
+            .await?;
+        for (exchange, _) in &bindings {
+            declare_exchange(&channel, exchange.clone()).await?;
+        }
+        let declared = channel
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    durable: !spec.exclusive,
+                    exclusive: spec.exclusive,
+                    auto_delete: spec.exclusive,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let queue = declared.name().clone();
+        for (exchange, pattern) in bindings {
+            channel
+                .queue_bind(
+                    queue.clone(),
+                    exchange,
+                    pattern,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        let consumer = channel
+            .basic_consume(
+                queue,
+                ShortString::default(), // broker-generated consumer tag
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Subscription {
+            inner: SubscriptionInner::Amqp(Box::new(AmqpSubscription {
+                _channel: channel,
+                consumer,
+            })),
+        })
+    }
+}
+
+/// Connects with a deadline: lapin itself would wait for the OS TCP timeout on a dead address.
+async fn connect(url: &str) -> Result<Connection, BusError> {
+    let props = ConnectionProperties::default();
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(BusError::ConnectTimeout(CONNECT_TIMEOUT)),
+    }
+}
+
+async fn declare_exchange(channel: &Channel, exchange: ShortString) -> Result<(), BusError> {
+    channel
+        .exchange_declare(
+            exchange,
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+struct Prepared<'a> {
+    exchange: ShortString,
+    routing_key: ShortString,
+    properties: BasicProperties,
+    message: &'a EventMessage,
+}
+
+fn prepare(m: &EventMessage) -> Result<Prepared<'_>, BusError> {
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type(CONTENT_TYPE.into())
+        .with_message_id(short("message id", &m.message_id)?);
+    if let Some(request_id) = &m.request_id {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            REQUEST_ID_HEADER.into(),
+            AMQPValue::LongString(request_id.as_str().into()),
+        );
+        properties = properties.with_headers(headers);
+    }
+    Ok(Prepared {
+        exchange: short("exchange", &m.exchange)?,
+        routing_key: short("routing key", &m.routing_key)?,
+        properties,
+        message: m,
+    })
+}
+
+/// lapin's `ShortString::from` panics past 255 bytes; this reports it instead.
+fn short(what: &'static str, s: &str) -> Result<ShortString, BusError> {
+    ShortString::try_new(s).map_err(|e| BusError::Invalid {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+async fn publish_on(
+    slot: &mut Option<Publisher>,
+    url: &str,
+    batch: &[Prepared<'_>],
+) -> Result<(), BusError> {
+    if !slot.as_ref().is_some_and(Publisher::usable) {
+        *slot = None;
+        let conn = connect(url).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *slot = Some(Publisher {
+            conn,
+            channel,
+            declared: HashSet::new(),
+        });
+    }
+    let publisher = slot.as_mut().expect("just connected");
+
+    for p in batch {
+        // The default exchange ("") exists and cannot be declared.
+        if !p.exchange.as_str().is_empty() && !publisher.declared.contains(p.exchange.as_str()) {
+            declare_exchange(&publisher.channel, p.exchange.clone()).await?;
+            publisher.declared.insert(p.exchange.to_string());
+        }
+    }
+    // Pipelined: send everything, then collect the confirms (the broker confirms in order).
+    let mut confirms = Vec::with_capacity(batch.len());
+    for p in batch {
+        let confirm = publisher
+            .channel
+            .basic_publish(
+                p.exchange.clone(),
+                p.routing_key.clone(),
+                BasicPublishOptions::default(),
+                &p.message.payload,
+                p.properties.clone(),
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    for (p, confirm) in batch.iter().zip(confirms) {
+        match confirm.await? {
+            Confirmation::Ack(_) => {}
+            Confirmation::Nack(_) | Confirmation::NotRequested => {
+                return Err(BusError::Nacked {
+                    message_id: p.message.message_id.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn from_amqp(d: &lapin::message::Delivery) -> EventMessage {
+    let request_id = d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(REQUEST_ID_HEADER))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        });
+    EventMessage {
+        exchange: d.exchange.to_string(),
+        routing_key: d.routing_key.to_string(),
+        message_id: d
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        payload: Arc::from(d.data.as_slice()),
+        request_id,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process
+
+/// Fan-out to in-memory subscriptions. Unlike RabbitMQ, every subscription gets its own copy
+/// (queue names are not shared) and nothing is kept for subscriptions that do not exist yet.
+#[derive(Clone, Default)]
+pub struct InProcessBus {
+    subscriptions: Arc<StdMutex<Vec<InProcessSubscription>>>,
+}
+
+#[derive(Clone)]
+struct InProcessSubscription {
+    bindings: Vec<(String, String)>,
+    exclusive: bool,
+    tx: mpsc::Sender<EventMessage>,
+}
+
+impl InProcessSubscription {
+    fn matches(&self, m: &EventMessage) -> bool {
+        self.bindings
+            .iter()
+            .any(|(ex, pattern)| *ex == m.exchange && topic_matches(pattern, &m.routing_key))
+    }
+}
+
+impl InProcessBus {
+    async fn publish(&self, batch: &[EventMessage]) {
+        // A snapshot: the lock is never held across an await.
+        let subscriptions = self.subscriptions.lock().expect("bus lock").clone();
+        for m in batch {
+            for s in subscriptions.iter().filter(|s| s.matches(m)) {
+                if s.exclusive {
+                    if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(m.clone()) {
+                        tracing::warn!(routing_key = %m.routing_key, message_id = %m.message_id,
+                            "in-process bus: exclusive subscription full; message dropped");
+                    }
+                } else {
+                    // Waiting for capacity is the in-process "confirm": a slow durable
+                    // consumer slows the publisher down instead of losing events.
+                    let _ = s.tx.send(m.clone()).await;
+                }
+            }
+        }
+        self.subscriptions
+            .lock()
+            .expect("bus lock")
+            .retain(|s| !s.tx.is_closed());
+    }
+
+    fn subscribe(&self, spec: SubscriptionSpec) -> Subscription {
+        let (tx, rx) = mpsc::channel(usize::from(spec.prefetch.max(1)));
+        self.subscriptions
+            .lock()
+            .expect("bus lock")
+            .push(InProcessSubscription {
+                bindings: spec.bindings,
+                exclusive: spec.exclusive,
+                tx,
+            });
+        Subscription {
+            inner: SubscriptionInner::InProcess {
+                rx,
+                requeued: Arc::default(),
+            },
+        }
+    }
+}
+
+/// RabbitMQ topic matching: words separated by `.`, `*` matches exactly one word, `#` zero or
+/// more.
+pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
+    fn matches(pattern: &[&str], key: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => key.is_empty(),
+            Some((&"#", rest)) => (0..=key.len()).any(|skip| matches(rest, &key[skip..])),
+            Some((&word, rest)) => key.split_first().is_some_and(|(&k, key_rest)| {
+                (word == "*" || word == k) && matches(rest, key_rest)
+            }),
+        }
+    }
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let key: Vec<&str> = routing_key.split('.').collect();
+    matches(&pattern, &key)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscriptions and deliveries
+
+type Requeued = Arc<StdMutex<VecDeque<EventMessage>>>;
+
+pub struct Subscription {
+    inner: SubscriptionInner,
+}
+
+struct AmqpSubscription {
+    // Held so the channel stays open as long as the subscription lives.
+    _channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+enum SubscriptionInner {
+    Amqp(Box<AmqpSubscription>),
+    InProcess {
+        rx: mpsc::Receiver<EventMessage>,
+        requeued: Requeued,
+    },
+}
+
+impl Subscription {
+    /// Next delivery; `None` when the subscription ended (connection lost: the caller
+    /// resubscribes).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        match &mut self.inner {
+            SubscriptionInner::Amqp(amqp) => match amqp.consumer.next().await? {
+                Ok(d) => Some(Delivery {
+                    message: from_amqp(&d),
+                    acker: Acker::Amqp(d.acker),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "bus: subscription ended");
+                    None
+                }
+            },
+            SubscriptionInner::InProcess { rx, requeued } => {
+                let again = requeued.lock().expect("requeue lock").pop_front();
+                let message = match again {
+                    Some(m) => m,
+                    None => rx.recv().await?,
+                };
+                Some(Delivery {
+                    message,
+                    acker: Acker::InProcess(requeued.clone()),
+                })
+            }
+        }
+    }
+}
+
+pub struct Delivery {
+    pub message: EventMessage,
+    acker: Acker,
+}
+
+enum Acker {
+    Amqp(lapin::Acker),
+    /// Where `nack_requeue` puts the message back, for this subscription's next `next()`.
+    InProcess(Requeued),
+}
+
+impl Delivery {
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::Amqp(acker) => sent(acker.ack(BasicAckOptions::default()).await?),
+            Acker::InProcess(_) => Ok(()),
+        }
+    }
+
+    pub async fn nack_requeue(self) -> Result<(), BusError> {
+        match self.acker {
+            Acker::Amqp(acker) => sent(
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await?,
+            ),
+            Acker::InProcess(requeued) => {
+                requeued
+                    .lock()
+                    .expect("requeue lock")
+                    .push_back(self.message);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// lapin answers `Ok(false)` when the channel is gone: the broker never saw the (n)ack.
+fn sent(done: bool) -> Result<(), BusError> {
+    if done { Ok(()) } else { Err(BusError::Closed) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+    /// Same rule as `testkit::require_rabbitmq` (testkit is not a dev-dependency of common):
+    /// a missing broker fails under CI=true and is skipped, and recorded, otherwise.
+    async fn require_rabbitmq(test: &str) -> Option<String> {
+        let url = std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into());
+        let uri: lapin::uri::AMQPUri = url.parse().expect("TEST_AMQP_URL parses");
+        let addr = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let reachable = matches!(
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(&addr)
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        if reachable {
+            return Some(url);
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{test}: RabbitMQ not reachable at {addr} (CI=true)");
+        }
+        let line = format!("SKIPPED {test}: RabbitMQ not reachable at {addr}\n");
+        eprint!("{line}");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        // One write of the whole line: parallel test binaries append to the same file.
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target.join("skipped-tests.txt"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+        None
+    }
+
+    fn unique(base: &str) -> String {
+        format!(
+            "t{}.{base}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    }
+
+    fn message(exchange: &str, routing_key: &str, i: usize) -> EventMessage {
+        EventMessage {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            payload: Arc::from(format!("{{\"n\":{i}}}").as_bytes()),
+            request_id: i.is_multiple_of(2).then(|| format!("req-{i}")),
+        }
+    }
+
+    async fn delete_exchange(url: &str, exchange: &str) {
+        let conn = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("connect for cleanup");
+        let channel = conn.create_channel().await.expect("channel");
+        let _ = channel
+            .exchange_delete(exchange.into(), Default::default())
+            .await;
+        let _ = conn.close(200, "OK".into()).await;
+    }
+
+    #[tokio::test]
+    async fn amqp_publishes_a_batch_in_order_with_ids_and_headers() {
+        let Some(url) = require_rabbitmq("bus::amqp_publishes_a_batch_in_order").await else {
+            return;
+        };
+        let exchange = unique("chat.events");
+        let bus = EventBus::amqp(url.clone());
+        let mut sub = bus
+            .subscribe(SubscriptionSpec {
+                queue: String::new(),
+                bindings: vec![
+                    (exchange.clone(), "chat_created".into()),
+                    (exchange.clone(), "chat_updated".into()),
+                ],
+                exclusive: true,
+                prefetch: 50,
+            })
+            .await
+            .expect("subscribe");
+
+        let batch: Vec<EventMessage> = (0..200)
+            .map(|i| {
+                message(
+                    &exchange,
+                    if i % 3 == 0 {
+                        "chat_created"
+                    } else {
+                        "chat_updated"
+                    },
+                    i,
+                )
+            })
+            .collect();
+        bus.publish(&batch).await.expect("publish");
+        // Not bound: must not arrive.
+        bus.publish(&[message(&exchange, "chatroom_created", 999)])
+            .await
+            .expect("publish unbound");
+
+        for expected in &batch {
+            let d = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .expect("delivery in time")
+                .expect("subscription open");
+            assert_eq!(&d.message, expected);
+            d.ack().await.expect("ack");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sub.next())
+                .await
+                .is_err(),
+            "nothing else is routed"
+        );
+        drop(sub);
+        delete_exchange(&url, &exchange).await;
+    }
+
+    #[tokio::test]
+    async fn amqp_durable_queue_keeps_messages_and_requeues_on_nack() {
+        let Some(url) = require_rabbitmq("bus::amqp_durable_queue_keeps_messages").await else {
+            return;
+        };
+        let exchange = unique("message.events");
+        let queue = unique("search");
+        let bus = EventBus::amqp(url.clone());
+        let spec = SubscriptionSpec {
+            queue: queue.clone(),
+            bindings: vec![(exchange.clone(), "#".into())],
+            exclusive: false,
+            prefetch: 10,
+        };
+        drop(bus.subscribe(spec.clone()).await.expect("declare queue"));
+        // Published while nobody consumes: the durable queue keeps it.
+        let m = message(&exchange, "messagechat_created", 1);
+        bus.publish(std::slice::from_ref(&m))
+            .await
+            .expect("publish");
+
+        let mut sub = bus.subscribe(spec.clone()).await.expect("resubscribe");
+        let d = sub.next().await.expect("delivery");
+        assert_eq!(d.message, m);
+        d.nack_requeue().await.expect("nack");
+        let d = sub.next().await.expect("redelivery");
+        assert_eq!(d.message, m);
+        d.ack().await.expect("ack");
+        drop(sub);
+
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("connect for cleanup");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .expect("delete queue");
+        drop(channel);
+        let _ = conn.close(200, "OK".into()).await;
+        delete_exchange(&url, &exchange).await;
+    }
+
+    #[tokio::test]
+    async fn amqp_reconnects_after_the_connection_is_lost() {
+        let Some(url) = require_rabbitmq("bus::amqp_reconnects").await else {
+            return;
+        };
+        let exchange = unique("chat.events");
+        let bus = AmqpBus::new(url.clone());
+        let mut sub = EventBus::Amqp(bus.clone())
+            .subscribe(SubscriptionSpec {
+                queue: String::new(),
+                bindings: vec![(exchange.clone(), "#".into())],
+                exclusive: true,
+                prefetch: 10,
+            })
+            .await
+            .expect("subscribe");
+        bus.publish(&[message(&exchange, "chat_created", 1)])
+            .await
+            .expect("first publish");
+        sub.next()
+            .await
+            .expect("first delivery")
+            .ack()
+            .await
+            .unwrap();
+
+        // Kill both connections from under the bus.
+        if let Some(p) = bus.inner.publisher.lock().await.as_ref() {
+            p.conn.close(320, "test".into()).await.expect("close");
+        }
+        if let Some(c) = bus.inner.consumer_conn.lock().await.as_ref() {
+            c.close(320, "test".into()).await.expect("close");
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("subscription notices");
+        assert!(ended.is_none(), "subscription ends with the connection");
+
+        let mut sub = EventBus::Amqp(bus.clone())
+            .subscribe(SubscriptionSpec {
+                queue: String::new(),
+                bindings: vec![(exchange.clone(), "#".into())],
+                exclusive: true,
+                prefetch: 10,
+            })
+            .await
+            .expect("resubscribe on a new connection");
+        let m = message(&exchange, "chat_updated", 2);
+        bus.publish(std::slice::from_ref(&m))
+            .await
+            .expect("publish reconnects");
+        assert_eq!(sub.next().await.expect("delivery").message, m);
+        drop(sub);
+        delete_exchange(&url, &exchange).await;
+    }
+
+    #[tokio::test]
+    async fn amqp_unreachable_broker_fails_fast() {
+        let bus = EventBus::amqp("amqp://guest:guest@127.0.0.1:1/%2f");
+        let started = Instant::now();
+        let result = bus.publish(&[message("x", "chat_created", 1)]).await;
+        assert!(result.is_err());
+        assert!(started.elapsed() <= CONNECT_TIMEOUT + Duration::from_secs(1));
+        let sub = bus
+            .subscribe(SubscriptionSpec {
+                queue: String::new(),
+                bindings: vec![("x".into(), "#".into())],
+                exclusive: true,
+                prefetch: 1,
+            })
+            .await;
+        assert!(sub.is_err());
+    }
+
+    #[tokio::test]
+    async fn amqp_broker_that_never_answers_times_out() {
+        // Accepts TCP (the kernel completes the handshake) but never speaks AMQP.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let bus = EventBus::amqp(format!(
+            "amqp://guest:guest@{}/%2f",
+            silent.local_addr().unwrap()
+        ));
+        let started = Instant::now();
+        let result = bus.publish(&[message("x", "chat_created", 1)]).await;
+        assert!(
+            matches!(result, Err(BusError::ConnectTimeout(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn amqp_rejects_names_longer_than_255_bytes_without_panicking() {
+        let bus = EventBus::amqp("amqp://guest:guest@127.0.0.1:1/%2f");
+        let result = bus.publish(&[message("x", &"k".repeat(256), 1)]).await;
+        assert!(
+            matches!(result, Err(BusError::Invalid { .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn topic_patterns_match_like_rabbitmq() {
+        let cases = [
+            ("chat_created", "chat_created", true),
+            ("chat_created", "chat_updated", false),
+            ("#", "chat_created", true),
+            ("#", "a.b.c", true),
+            ("#", "", true),
+            ("*", "chat_created", true),
+            ("*", "a.b", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a", false),
+            ("a.*", "a.b.c", false),
+            ("a.#", "a", true),
+            ("a.#", "a.b.c", true),
+            ("a.#", "b.a", false),
+            ("#.c", "a.b.c", true),
+            ("#.c", "c", true),
+            ("#.c", "a.b", false),
+            ("a.#.c", "a.c", true),
+            ("a.#.c", "a.x.y.c", true),
+            ("a.#.c", "a.x.y", false),
+            ("*.b.#", "a.b", true),
+            ("*.b.#", "a.b.c.d", true),
+            ("*.b.#", "b", false),
+            ("#.#", "a", true),
+            ("a.*.#.d", "a.b.d", true),
+            ("a.*.#.d", "a.d", false),
+        ];
+        for (pattern, key, expected) in cases {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} vs {key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_routes_by_exchange_and_pattern() {
+        let bus = EventBus::in_process();
+        let spec = |bindings: Vec<(String, String)>| SubscriptionSpec {
+            queue: String::new(),
+            bindings,
+            exclusive: true,
+            prefetch: 16,
+        };
+        let mut chats = bus
+            .subscribe(spec(vec![("chat.events".into(), "chat_created".into())]))
+            .await
+            .unwrap();
+        let mut all = bus
+            .subscribe(spec(vec![
+                ("chat.events".into(), "#".into()),
+                ("message.events".into(), "#".into()),
+            ]))
+            .await
+            .unwrap();
+        let batch = [
+            message("chat.events", "chat_created", 0),
+            message("chat.events", "chatroom_created", 1),
+            message("message.events", "messagechat_created", 2),
+        ];
+        bus.publish(&batch).await.unwrap();
+        assert_eq!(chats.next().await.unwrap().message, batch[0]);
+        for expected in &batch {
+            assert_eq!(&all.next().await.unwrap().message, expected);
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), chats.next())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn in_process_durable_subscription_applies_backpressure() {
+        let bus = EventBus::in_process();
+        let mut sub = bus
+            .subscribe(SubscriptionSpec {
+                queue: "q".into(),
+                bindings: vec![("ex".into(), "#".into())],
+                exclusive: false,
+                prefetch: 2,
+            })
+            .await
+            .unwrap();
+        let batch: Vec<EventMessage> = (0..5).map(|i| message("ex", "k", i)).collect();
+        let publisher = {
+            let bus = bus.clone();
+            let batch = batch.clone();
+            tokio::spawn(async move { bus.publish(&batch).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!publisher.is_finished(), "publish waits for the consumer");
+
+        // A requeued message comes back first.
+        let first = sub.next().await.unwrap();
+        assert_eq!(first.message, batch[0]);
+        first.nack_requeue().await.unwrap();
+        for expected in &batch {
+            let d = sub.next().await.unwrap();
+            assert_eq!(&d.message, expected);
+            d.ack().await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(1), publisher)
+            .await
+            .expect("publish completes once read")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_process_drops_for_full_exclusive_and_forgets_closed_subscriptions() {
+        let InProcessBus { subscriptions } = InProcessBus::default();
+        let bus = EventBus::InProcess(InProcessBus {
+            subscriptions: subscriptions.clone(),
+        });
+        let spec = |exclusive| SubscriptionSpec {
+            queue: String::new(),
+            bindings: vec![("ex".into(), "#".into())],
+            exclusive,
+            prefetch: 1,
+        };
+        let mut full = bus.subscribe(spec(true)).await.unwrap();
+        let closed = bus.subscribe(spec(false)).await.unwrap();
+        drop(closed);
+        let batch: Vec<EventMessage> = (0..3).map(|i| message("ex", "k", i)).collect();
+        tokio::time::timeout(Duration::from_secs(1), bus.publish(&batch))
+            .await
+            .expect("never blocks on exclusive or closed subscriptions")
+            .unwrap();
+        assert_eq!(full.next().await.unwrap().message, batch[0]);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), full.next())
+                .await
+                .is_err()
+        );
+        assert_eq!(subscriptions.lock().unwrap().len(), 1);
+    }
+}

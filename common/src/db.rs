@@ -1,0 +1,321 @@
+//! Storage connection shared by both services: one diesel connection type over PostgreSQL (the
+//! split deployment) or SQLite (the embedded default), a small blocking pool, and the one async
+//! entry point (`Db::run`) that keeps diesel's blocking calls off the async threads.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+/// A connection to either backend. Query code is written once against this type; the few
+/// statements only one backend has match on the variant.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+/// Which backend a URL names. `postgres://` / `postgresql://` is PostgreSQL; `sqlite://<path>`
+/// or a plain file path is SQLite. Chosen explicitly: diesel's derived `establish` would try
+/// every backend in turn and silently create a SQLite file named after an unreachable
+/// PostgreSQL URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    Postgres { url: String, schema: String },
+    Sqlite { path: String },
+}
+
+impl DbTarget {
+    /// `schema` is the PostgreSQL schema the service owns (ignored for SQLite, where every
+    /// service has a file of its own).
+    pub fn parse(url: &str, schema: &str) -> Self {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DbTarget::Postgres {
+                url: url.to_owned(),
+                schema: schema.to_owned(),
+            }
+        } else {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            DbTarget::Sqlite {
+                path: path.to_owned(),
+            }
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        matches!(self, DbTarget::Sqlite { .. })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl DbError {
+    /// A unique-constraint violation (used to turn races into a clean conflict).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Opens connections for the pool and prepares each one for the service.
+#[derive(Debug, Clone)]
+struct Connector {
+    target: DbTarget,
+}
+
+impl ManageConnection for Connector {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match &self.target {
+            DbTarget::Postgres { url, schema } => {
+                let mut conn =
+                    PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                // Every service sees only its own schema.
+                diesel::sql_query(format!("SET search_path TO {}", quote_ident(schema)))
+                    .execute(&mut conn)
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Pg(conn))
+            }
+            DbTarget::Sqlite { path } => {
+                let mut conn =
+                    SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers proceed during a write; busy_timeout waits for the lock
+                // rather than failing at once.
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA synchronous = NORMAL",
+                    "PRAGMA busy_timeout = 5000",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    diesel::sql_query(pragma)
+                        .execute(&mut conn)
+                        .map_err(r2d2::Error::QueryError)?;
+                }
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map(|_| ())
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        match conn {
+            DbConnection::Pg(c) => r2d2::R2D2Connection::is_broken(c),
+            DbConnection::Sqlite(c) => r2d2::R2D2Connection::is_broken(c),
+        }
+    }
+}
+
+/// Identifiers cannot be bound as parameters; schema names come from configuration, so quote.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The migrations a service embeds, one set per backend (their DDL differs). Services keep
+/// them in a `const`, so each use is a fresh value.
+pub struct Migrations {
+    pub postgres: EmbeddedMigrations,
+    pub sqlite: EmbeddedMigrations,
+}
+
+/// A pool of connections to one service's storage.
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<Connector>,
+    target: DbTarget,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("target", &self.target).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// PostgreSQL pool size. SQLite always uses one connection: it has a single writer, and one
+    /// connection serialises writes without lock-upgrade failures.
+    pub pool_size: u32,
+    /// How long a request waits for a connection before it fails as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            pool_size: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Db {
+    /// Connects, creates the service's schema (PostgreSQL) or file (SQLite) if missing and runs
+    /// the pending migrations. Blocking: call it from `spawn_blocking` or before serving.
+    pub fn connect(
+        target: DbTarget,
+        migrations: Migrations,
+        options: &DbOptions,
+    ) -> Result<Db, DbError> {
+        if let DbTarget::Postgres { url, schema } = &target {
+            let mut conn = PgConnection::establish(url).map_err(|e| {
+                DbError::Unavailable(format!("{url_safe}: {e}", url_safe = redact(url)))
+            })?;
+            diesel::sql_query(format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .execute(&mut conn)?;
+        }
+        if let DbTarget::Sqlite { path } = &target
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DbError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let size = if target.is_sqlite() {
+            1
+        } else {
+            options.pool_size
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(size.min(2)))
+            .connection_timeout(options.acquire_timeout)
+            .build(Connector {
+                target: target.clone(),
+            })
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        let db = Db { pool, target };
+        db.migrate(migrations)?;
+        Ok(db)
+    }
+
+    fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
+        let mut conn = self.get()?;
+        let result = match &mut *conn {
+            DbConnection::Pg(c) => c.run_pending_migrations(migrations.postgres).map(|_| ()),
+            DbConnection::Sqlite(c) => c.run_pending_migrations(migrations.sqlite).map(|_| ()),
+        };
+        result.map_err(|e| DbError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    fn get(&self) -> Result<r2d2::PooledConnection<Connector>, DbError> {
+        self.pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    pub fn target(&self) -> &DbTarget {
+        &self.target
+    }
+
+    /// Runs `f` with a connection on the blocking thread pool.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db.get()?;
+            f(&mut conn)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Inserts many rows in one statement. A `match` on the backend because diesel's
+/// multi-backend connection has no batch insert.
+#[macro_export]
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Pg(c) => diesel::insert_into($table).values($rows).execute(c),
+            $crate::db::DbConnection::Sqlite(c) => {
+                diesel::insert_into($table).values($rows).execute(c)
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_picks_the_backend_by_scheme() {
+        assert_eq!(
+            DbTarget::parse("postgres://u@h/db", "chat"),
+            DbTarget::Postgres {
+                url: "postgres://u@h/db".into(),
+                schema: "chat".into()
+            }
+        );
+        assert!(!DbTarget::parse("postgresql://h/db", "x").is_sqlite());
+        assert_eq!(
+            DbTarget::parse("sqlite://data/chat.db", "chat"),
+            DbTarget::Sqlite {
+                path: "data/chat.db".into()
+            }
+        );
+        assert_eq!(
+            DbTarget::parse("./chat.db", "chat"),
+            DbTarget::Sqlite {
+                path: "./chat.db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/chat"),
+            "postgres://app:***@db:5432/chat"
+        );
+        assert_eq!(redact("postgres://app@db/chat"), "postgres://app@db/chat");
+        assert_eq!(redact("data/chat.db"), "data/chat.db");
+    }
+
+    #[test]
+    fn quote_ident_escapes_quotes() {
+        assert_eq!(quote_ident("chat_manager"), "\"chat_manager\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

@@ -1,0 +1,36 @@
+//! What the chat services share: the storage connection, the outbox and its relay, the event
+//! bus, the contract's timestamps, pagination and JSON shapes.
+
+pub mod bus;
+pub mod db;
+pub mod outbox;
+pub mod page;
+pub mod resources;
+pub mod telemetry;
+pub mod time;
+
+/// gRPC metadata key (and AMQP header) carrying the request id from the gateway to the events.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Resolves on SIGINT or SIGTERM: what every binary stops serving on.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
