@@ -1,0 +1,129 @@
+//! Chatrooms: each participant's own view of a chat. Created and deleted with the chat's
+//! participants (see `chats`); renamed and deleted on their own here.
+
+use chrono::NaiveDateTime;
+use common::db::DbConnection;
+use common::outbox::DomainEvent;
+use common::page::Page;
+use common::resources::ChatroomJson;
+use common::time;
+use proto::chat::v1 as pb;
+
+use crate::chats::{Change, ChatType, check_name_detail};
+use crate::db::models::{ChatRow, ChatroomRow, ChatroomView};
+use crate::db::queries;
+use crate::error::ChatError;
+
+/// A new chatroom of `owner_id` in `chat`, copying the chat's name and detail.
+pub fn new_row(chat: &ChatRow, owner_id: &str, now: NaiveDateTime) -> ChatroomRow {
+    ChatroomRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        customer_id: chat.customer_id.clone(),
+        chat_id: chat.id.clone(),
+        owner_id: owner_id.to_owned(),
+        name: chat.name.clone(),
+        detail: chat.detail.clone(),
+        tm_create: now,
+        tm_update: now,
+        tm_delete: time::live(),
+    }
+}
+
+pub fn view(room: ChatroomRow, chat: &ChatRow) -> ChatroomView {
+    ChatroomView {
+        room,
+        chat_type: chat.chat_type.clone(),
+        participant_ids: chat.participants(),
+    }
+}
+
+pub fn to_proto(v: &ChatroomView) -> pb::Chatroom {
+    let r = &v.room;
+    pb::Chatroom {
+        id: r.id.clone(),
+        customer_id: r.customer_id.clone(),
+        r#type: ChatType::from_db(&v.chat_type).to_proto() as i32,
+        chat_id: r.chat_id.clone(),
+        owner_id: r.owner_id.clone(),
+        participant_ids: v.participant_ids.clone(),
+        name: r.name.clone(),
+        detail: r.detail.clone(),
+        tm_create: time::format(r.tm_create),
+        tm_update: time::format(r.tm_update),
+        tm_delete: time::format(r.tm_delete),
+    }
+}
+
+fn event(kind: &'static str, v: &ChatroomView) -> DomainEvent {
+    DomainEvent::new(kind, &v.room.customer_id, ChatroomJson::from(to_proto(v)))
+}
+
+pub fn get(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: Option<&str>,
+) -> Result<ChatroomView, ChatError> {
+    queries::find_room(conn, customer_id, id, owner_id)?
+        .ok_or_else(|| ChatError::not_found("chatroom"))
+}
+
+fn get_live(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: Option<&str>,
+) -> Result<ChatroomView, ChatError> {
+    let v = get(conn, customer_id, id, owner_id)?;
+    if v.room.tm_delete != time::live() {
+        return Err(ChatError::not_found("chatroom"));
+    }
+    Ok(v)
+}
+
+pub fn list(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    owner_id: Option<&str>,
+    page: &Page,
+) -> Result<(Vec<ChatroomView>, String), ChatError> {
+    let rows = queries::list_rooms(conn, customer_id, owner_id, page)?;
+    Ok(page.finish(rows, |v| (v.room.tm_create, v.room.id.clone())))
+}
+
+pub fn update(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: Option<&str>,
+    name: Option<String>,
+    detail: Option<String>,
+) -> Result<Change<ChatroomView>, ChatError> {
+    check_name_detail(name.as_deref(), detail.as_deref())?;
+    let mut v = get_live(conn, customer_id, id, owner_id)?;
+    if let Some(name) = name {
+        v.room.name = name;
+    }
+    if let Some(detail) = detail {
+        v.room.detail = detail;
+    }
+    v.room.tm_update = time::now();
+    queries::save_room(conn, &v.room)?;
+    let events = vec![event("chatroom_updated", &v)];
+    Ok((v, events))
+}
+
+pub fn delete(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: Option<&str>,
+) -> Result<Change<ChatroomView>, ChatError> {
+    let mut v = get_live(conn, customer_id, id, owner_id)?;
+    let now = time::now();
+    v.room.tm_update = now;
+    v.room.tm_delete = now;
+    queries::save_room(conn, &v.room)?;
+    let events = vec![event("chatroom_deleted", &v)];
+    Ok((v, events))
+}
