@@ -1,0 +1,193 @@
+//! The HTTP application: state, router, request ids and the extractors every handler uses.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::HeaderValue;
+use http::request::Parts;
+use tracing::Instrument;
+
+use crate::auth::{Caller, TokenVerifier};
+use crate::error::ApiError;
+use crate::routes;
+use crate::upstream::{ChatClient, GrpcTransport};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub chat: ChatClient,
+    pub verifier: TokenVerifier,
+}
+
+impl AppState {
+    pub fn new(chat: GrpcTransport, verifier: TokenVerifier) -> Self {
+        AppState {
+            chat: ChatClient::new(chat),
+            verifier,
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/v1.0", routes::router())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
+        })
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// The id of one request, from the caller's `X-Request-Id` or made here; it goes to the
+/// services in gRPC metadata and from there into the events' headers.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(common::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut res = async move {
+        let res = next.run(req).await;
+        tracing::info!(status = res.status().as_u16(), "handled");
+        res
+    }
+    .instrument(span)
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(common::REQUEST_ID_HEADER, v);
+    }
+    res
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string())))
+    }
+}
+
+impl RequestId {
+    /// A gRPC request carrying this request id.
+    pub fn grpc<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Ok(v) = self.0.parse() {
+            req.metadata_mut().insert(common::REQUEST_ID_HEADER, v);
+        }
+        req
+    }
+}
+
+/// Any verified caller.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = state
+            .verifier
+            .caller_from_parts(&parts.headers, parts.uri.query())?;
+        Ok(Authenticated(caller))
+    }
+}
+
+/// A caller with admin or manager rights on its customer (customer-level endpoints).
+pub struct CustomerAdmin(pub Caller);
+
+impl FromRequestParts<AppState> for CustomerAdmin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authenticated(caller) = Authenticated::from_request_parts(parts, state).await?;
+        if !caller.is_customer_manager() {
+            return Err(ApiError::PermissionDenied(
+                "this endpoint needs customer admin or manager permission".into(),
+            ));
+        }
+        Ok(CustomerAdmin(caller))
+    }
+}
+
+/// A UUID path parameter, normalised; a malformed one is 400 naming the parameter.
+pub fn path_uuid(name: &str, value: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(value)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| ApiError::invalid(format!("{name}: not a valid UUID: {value:?}")))
+}
+
+/// The `{id}` of a path.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("path: {e}")))?;
+        let id = params
+            .get("id")
+            .ok_or_else(|| ApiError::Internal("route has no {id}".into()))?;
+        Ok(PathId(path_uuid("id", id)?))
+    }
+}
+
+/// The query string as name/value pairs (the last of repeated names wins).
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::invalid(format!("query: {e}")))?;
+        Ok(QueryParams(map))
+    }
+}
+
+impl QueryParams {
+    /// `page_size` (1.., capped at 100 by the service) and `page_token`.
+    pub fn page(&self) -> Result<proto::chat::v1::PageRequest, ApiError> {
+        let page_size = match self.0.get("page_size") {
+            None => 0,
+            Some(s) => match s.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => n.min(u64::from(u32::MAX)) as u32,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "page_size: must be a whole number of at least 1, got {s:?}"
+                    )));
+                }
+            },
+        };
+        let page_token = self.0.get("page_token").cloned().unwrap_or_default();
+        Ok(proto::chat::v1::PageRequest {
+            page_size,
+            page_token,
+        })
+    }
+
+    /// An optional UUID parameter.
+    pub fn uuid(&self, name: &str) -> Result<Option<String>, ApiError> {
+        self.0
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| path_uuid(name, v))
+            .transpose()
+    }
+}

@@ -1,0 +1,84 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The customer id of the seed tutorial: the embedded default's printed token is for it, so
+/// the tutorial's requests line up.
+pub const SEED_CUSTOMER_ID: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+
+/// api-gateway: the chat REST API. With no upstream URLs it runs everything in this process
+/// (the embedded default); with CHAT_MANAGER_URL it forwards to the split services.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mint a token (signed with JWT_SECRET, or the embedded default's key in DATA_DIR).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// HTTP listen address.
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen_addr: SocketAddr,
+    /// HS256 signing key of the tokens. Required with CHAT_MANAGER_URL; the embedded default
+    /// otherwise keeps a generated key in DATA_DIR.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// chat-manager's gRPC URL (e.g. http://127.0.0.1:9001). Unset: the embedded default.
+    #[arg(long, env = "CHAT_MANAGER_URL")]
+    pub chat_manager_url: Option<String>,
+    /// Where the embedded default keeps its SQLite files and generated key.
+    #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The tenant.
+    #[arg(long, default_value = SEED_CUSTOMER_ID)]
+    pub customer_id: uuid::Uuid,
+    /// The agent identity; without it the token has the `customer` shape (a customer-level
+    /// admin with no agent identity).
+    #[arg(long)]
+    pub agent_id: Option<uuid::Uuid>,
+    /// The agent's display name (becomes `target_name` of what the agent posts).
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// admin, manager, agent, superadmin, or a numeric bit mask.
+    #[arg(long, default_value = "admin", value_parser = parse_permission)]
+    pub permission: u64,
+    /// Lifetime in hours.
+    #[arg(long, default_value_t = 24)]
+    pub ttl_hours: u64,
+}
+
+fn parse_permission(s: &str) -> Result<u64, String> {
+    use crate::auth::permission::*;
+    match s {
+        "admin" => Ok(CUSTOMER_ADMIN),
+        "manager" => Ok(CUSTOMER_MANAGER),
+        "agent" => Ok(CUSTOMER_AGENT),
+        "superadmin" => Ok(PROJECT_SUPER_ADMIN),
+        other => {
+            let parsed = match other.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => other.parse(),
+            };
+            parsed.map_err(|_| format!("unknown permission {other:?}: use admin, manager, agent, superadmin or a number"))
+        }
+    }
+}

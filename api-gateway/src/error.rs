@@ -1,0 +1,107 @@
+//! The gateway's one error type and the one place it becomes an HTTP response:
+//! `{"error": {"code": "...", "message": "..."}}` with the contract's status codes.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ApiError::InvalidArgument(msg.into())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            ApiError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        crate::json::response(status, &body)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthenticated(e.to_string())
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let msg = s.message().to_owned();
+        match s.code() {
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                ApiError::InvalidArgument(msg)
+            }
+            Code::NotFound => ApiError::NotFound(msg),
+            Code::AlreadyExists | Code::Aborted => ApiError::Conflict(msg),
+            Code::PermissionDenied => ApiError::PermissionDenied(msg),
+            Code::Unauthenticated => ApiError::Unauthenticated(msg),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                tracing::warn!(code = ?s.code(), message = %msg, "upstream unavailable");
+                ApiError::Unavailable("a backing service is unavailable; try again".into())
+            }
+            _ => {
+                tracing::error!(code = ?s.code(), message = %msg, "upstream error");
+                ApiError::Internal("internal error".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+use std::time::Duration;
+
+use api_gateway::app::AppState;
+use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token};
+use api_gateway::config::{Cli, Command, SEED_CUSTOMER_ID, ServeConfig, TokenArgs};
+use api_gateway::{embedded, upstream};
+use clap::Parser;
+use tokio::sync::watch;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    common::telemetry::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => {
+            let secret = signing_key(&cli.serve)?;
+            println!("{}", mint(&secret, &args)?);
+            Ok(())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+fn signing_key(config: &ServeConfig) -> Result<Vec<u8>, BoxError> {
+    if config.chat_manager_url.is_some() && config.jwt_secret.is_none() {
+        return Err("JWT_SECRET is required when CHAT_MANAGER_URL is set".into());
+    }
+    Ok(embedded::jwt_secret(
+        config.jwt_secret.as_deref(),
+        &config.data_dir,
+    )?)
+}
+
+fn mint(secret: &[u8], args: &TokenArgs) -> Result<String, BoxError> {
+    Ok(mint_token(
+        secret,
+        &TokenRequest {
+            customer_id: args.customer_id,
+            agent_id: args.agent_id,
+            agent_name: args.name.clone(),
+            permission: args.permission,
+            ttl: Duration::from_secs(args.ttl_hours * 3600),
+        },
+    )?)
+}
+
+async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    let secret = signing_key(&config)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let chat = match &config.chat_manager_url {
+        Some(url) => upstream::remote(url)?,
+        None => {
+            let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
+            tasks.extend(embedded.tasks);
+            embedded.chat
+        }
+    };
+    let state = AppState::new(chat, TokenVerifier::new(&secret));
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
+    let addr = listener.local_addr()?;
+
+    if config.chat_manager_url.is_none() {
+        let token = mint(
+            &secret,
+            &TokenArgs {
+                customer_id: SEED_CUSTOMER_ID.parse()?,
+                agent_id: None,
+                name: String::new(),
+                permission: api_gateway::auth::permission::CUSTOMER_ADMIN,
+                ttl_hours: 24,
+            },
+        )?;
+        println!(
+            "Chat API (embedded, data in {}) ready at http://{addr}/v1.0",
+            config.data_dir.display()
+        );
+        println!("Admin token for customer {SEED_CUSTOMER_ID}, valid 24 h:\n{token}");
+        println!("Example: curl 'http://{addr}/v1.0/chats?token={token}'");
+    } else {
+        tracing::info!(%addr, "api-gateway listening");
+    }
+
+    api_gateway::serve(listener, state, common::shutdown_signal()).await?;
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
+}

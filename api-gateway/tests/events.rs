@@ -1,0 +1,238 @@
+//! Events on the real RabbitMQ: what a change publishes, and that nothing is lost while the
+//! broker is unreachable.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+/// Reads everything the queue holds now, waiting up to `wait` for the first `min` events.
+async fn collect(
+    reader: &mut testkit::EventReader,
+    min: usize,
+    wait: Duration,
+) -> Vec<(String, lapin::BasicProperties, serde_json::Value)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while out.len() < min {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match reader.next_within(left).await {
+            Some(e) => out.push(e),
+            None => break,
+        }
+    }
+    // Anything more that is already on its way (there should be nothing).
+    while let Some(e) = reader.next_within(Duration::from_millis(300)).await {
+        out.push(e);
+    }
+    out
+}
+
+#[tokio::test]
+async fn changes_publish_cloudevents_to_the_chat_exchange() {
+    let test = "events::changes_publish_cloudevents_to_the_chat_exchange";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let exchange = amqp.name("chat.events");
+    let stack = Stack::split(&pg.url, &pg.schema, &amqp.url, &exchange).await;
+    let mut reader = testkit::EventReader::bind(&amqp.url, &exchange).await;
+
+    let customer = new_id();
+    let token = customer_token(&customer);
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let created = s_post(&stack, &token, &chat_body("group", &a, &[&a, &b], "team")).await;
+    let request_id = created.headers["x-request-id"].to_str().unwrap().to_owned();
+    let chat = created.ok().clone();
+    let id = chat["id"].as_str().unwrap();
+
+    let events = collect(&mut reader, 3, Duration::from_secs(10)).await;
+    let types: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        types,
+        ["chat_created", "chatroom_created", "chatroom_created"]
+    );
+    let (_, props, body) = &events[0];
+    assert_eq!(body["specversion"], "1.0");
+    assert_eq!(body["type"], "chat_created");
+    assert_eq!(body["source"], "chat-manager");
+    assert_eq!(body["datacontenttype"], "application/json");
+    assert_eq!(body["customerid"], customer.as_str());
+    assert!(chrono::DateTime::parse_from_rfc3339(body["time"].as_str().unwrap()).is_ok());
+    assert_eq!(
+        body["data"], chat,
+        "data is the resource JSON the API returned"
+    );
+    assert_eq!(
+        props.message_id().as_ref().map(|m| m.as_str()),
+        body["id"].as_str()
+    );
+    assert_eq!(*props.delivery_mode(), Some(2), "persistent");
+    let header = props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-request-id").cloned());
+    assert_eq!(
+        header.and_then(|v| v.as_long_string().map(|s| s.to_string())),
+        Some(request_id),
+        "the gateway's request id travels into the event headers"
+    );
+    let room_owners: HashSet<String> = events[1..]
+        .iter()
+        .map(|(_, _, b)| {
+            assert_eq!(b["data"]["chat_id"], id);
+            b["data"]["owner_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(room_owners, HashSet::from([a.clone(), b.clone()]));
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|(_, _, b)| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "every event has its own id");
+
+    // Adding a participant: chat_updated, the new room, the other rooms updated.
+    stack
+        .post(
+            &format!("/chats/{id}/participant_ids"),
+            &token,
+            &json!({"participant_id": c}).to_string(),
+        )
+        .await
+        .ok();
+    let events = collect(&mut reader, 4, Duration::from_secs(10)).await;
+    let types: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "chat_updated",
+            "chatroom_created",
+            "chatroom_updated",
+            "chatroom_updated"
+        ]
+    );
+    assert_eq!(events[1].2["data"]["owner_id"], c.as_str());
+
+    // Deleting: chat_deleted and one chatroom_deleted per live room.
+    stack.delete(&format!("/chats/{id}"), &token).await.ok();
+    let events = collect(&mut reader, 4, Duration::from_secs(10)).await;
+    let types: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "chat_deleted",
+            "chatroom_deleted",
+            "chatroom_deleted",
+            "chatroom_deleted"
+        ]
+    );
+
+    // A failed request publishes nothing.
+    stack
+        .post("/chats", &token, "{\"type\": \"group\"}")
+        .await
+        .assert_error(400, "invalid_argument", "owner_id");
+    assert!(
+        collect(&mut reader, 0, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+    stack.stop().await;
+}
+
+async fn s_post(stack: &Stack, token: &str, body: &str) -> Reply {
+    stack.post("/chats", token, body).await
+}
+
+#[tokio::test]
+async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back() {
+    let test = "events::events_written_while_the_broker_is_unreachable_arrive_once_it_is_back";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let exchange = amqp.name("chat.events");
+    // Bind the reader first, straight to the broker, so the exchange and queue exist.
+    let mut reader = testkit::EventReader::bind(&amqp.url, &exchange).await;
+    // The relay reaches RabbitMQ only through a proxy we can cut.
+    let proxy = testkit::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let relay_url = amqp
+        .url
+        .replace("127.0.0.1:5672", &proxy.addr().to_string());
+    assert_ne!(relay_url, amqp.url, "the relay must go through the proxy");
+    let stack = Stack::split(&pg.url, &pg.schema, &relay_url, &exchange).await;
+    let token = customer_token(&new_id());
+
+    // Warm up: one chat while the broker is reachable.
+    let (a, b) = (new_id(), new_id());
+    stack
+        .post(
+            "/chats",
+            &token,
+            &chat_body("group", &a, &[&a, &b], "before"),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        collect(&mut reader, 3, Duration::from_secs(10)).await.len(),
+        3
+    );
+
+    // Cut the broker off and keep writing: every write still succeeds.
+    proxy.set_up(false);
+    let mut chat_ids = HashSet::new();
+    for i in 0..10 {
+        let (a, b) = (new_id(), new_id());
+        let chat = stack
+            .post(
+                "/chats",
+                &token,
+                &chat_body("group", &a, &[&a, &b], &format!("during {i}")),
+            )
+            .await
+            .ok()
+            .clone();
+        chat_ids.insert(chat["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        collect(&mut reader, 0, Duration::from_millis(200))
+            .await
+            .is_empty(),
+        "nothing can have been published while the broker was unreachable"
+    );
+
+    // Back: all 10 chats and their 20 rooms arrive, in order, each event once.
+    proxy.set_up(true);
+    let events = collect(&mut reader, 30, Duration::from_secs(30)).await;
+    let created: HashSet<String> = events
+        .iter()
+        .filter(|(k, _, _)| k == "chat_created")
+        .map(|(_, _, b)| b["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(created, chat_ids);
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|(_, _, b)| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events.len(),
+        30,
+        "each event exactly once: {:?}",
+        events.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    assert_eq!(ids.len(), 30);
+    eprintln!(
+        "broker outage: 10 writes accepted while cut off, {} events delivered after reconnect",
+        events.len()
+    );
+    stack.stop().await;
+}

@@ -1,0 +1,276 @@
+//! Starts the whole system for a test, in either way of running, and talks to it over HTTP.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use api_gateway::app::AppState;
+use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
+use api_gateway::{embedded, upstream};
+use common::bus::EventBus;
+use common::db::{Db, DbOptions, DbTarget};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const SECRET: &[u8] = b"integration-test-secret";
+/// The seed tutorial's tenant and agents.
+pub const SEED_CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+pub const AGENT_1: &str = "eb1ac5c0-ff63-47e2-bcdb-5da9c336eb4b";
+pub const AGENT_2: &str = "47fe0b7c-7333-46cf-8b23-61e14e62490a";
+
+/// A running gateway and the services behind it; stops them when dropped.
+pub struct Stack {
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    data_dir: Option<PathBuf>,
+    /// What the split stack needs to be kept alive (schema and exchange guards).
+    _guards: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+pub fn temp_data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("chat-test-{}", uuid::Uuid::new_v4().simple()))
+}
+
+impl Stack {
+    /// The embedded default: everything in process, SQLite in a fresh data directory.
+    pub async fn embedded() -> Stack {
+        Self::embedded_in(temp_data_dir(), true).await
+    }
+
+    /// The embedded default over `data_dir`; `owns_dir` removes it on drop.
+    pub async fn embedded_in(data_dir: PathBuf, owns_dir: bool) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        let e = embedded::start(&data_dir, rx.clone())
+            .await
+            .expect("embedded start");
+        let mut stack = Self::with_gateway(e.chat, tx, rx).await;
+        stack.tasks.extend(e.tasks);
+        stack.data_dir = owns_dir.then_some(data_dir);
+        stack
+    }
+
+    /// The split deployment: chat-manager's gRPC server on an ephemeral port over PostgreSQL
+    /// (schema `schema`), its relay publishing to RabbitMQ at `amqp_url` on `exchange`; the
+    /// gateway forwards over a real socket.
+    pub async fn split(pg_url: &str, schema: &str, amqp_url: &str, exchange: &str) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        let target = DbTarget::parse(pg_url, schema);
+        let db = tokio::task::spawn_blocking(move || {
+            Db::connect(
+                target,
+                chat_manager::db::MIGRATIONS,
+                &DbOptions {
+                    pool_size: 4,
+                    ..DbOptions::default()
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .expect("connect to PostgreSQL");
+        let (service, relay) =
+            chat_manager::service(db, EventBus::amqp(amqp_url), exchange, rx.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut shutdown = rx.clone();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async move {
+                        let _ = shutdown.wait_for(|s| *s).await;
+                    },
+                )
+                .await;
+        });
+        let chat = upstream::remote(&format!("http://{addr}")).unwrap();
+        let mut stack = Self::with_gateway(chat, tx, rx).await;
+        stack.tasks.push(relay);
+        stack.tasks.push(server);
+        stack
+    }
+
+    /// Only the gateway, forwarding to chat-manager at `url` (which may not be running).
+    pub async fn remote_only(url: &str) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        Self::with_gateway(upstream::remote(url).unwrap(), tx, rx).await
+    }
+
+    async fn with_gateway(
+        chat: upstream::GrpcTransport,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+    ) -> Stack {
+        let state = AppState::new(chat, TokenVerifier::new(SECRET));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let mut shutdown = rx;
+        let gateway = tokio::spawn(async move {
+            let _ = api_gateway::serve(listener, state, async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+        });
+        Stack {
+            base: format!("http://{addr}/v1.0"),
+            http: reqwest::Client::new(),
+            shutdown: tx,
+            tasks: vec![gateway],
+            data_dir: None,
+            _guards: Vec::new(),
+        }
+    }
+
+    pub fn keep<T: Send + 'static>(&mut self, guard: T) {
+        self._guards.push(Box::new(guard));
+    }
+
+    /// Stops serving and waits until the services have stopped (relays flushed).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    /// Sends a request; `path` is under /v1.0 and may carry a query; the token goes in the
+    /// query string like the seed's requests.
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<&str>) -> Reply {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("{}{path}{sep}token={token}", self.base);
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            // As the seed sends it.
+            .header("Content-Type", "text/plain");
+        if let Some(b) = body {
+            req = req.body(b.to_owned());
+        }
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, token, None).await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: &str) -> Reply {
+        self.call("POST", path, token, Some(body)).await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: &str) -> Reply {
+        self.call("PUT", path, token, Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, token, None).await
+    }
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    async fn from(res: reqwest::Response) -> Reply {
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// Asserts the status and returns the JSON.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {}: {}",
+            self.status, self.text
+        );
+        &self.json
+    }
+
+    /// Asserts an error reply: status, code, and a message that names `field`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str, field: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.json["error"]["code"], code, "body: {}", self.text);
+        let message = self.json["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "message {message:?} should name {field:?}"
+        );
+    }
+}
+
+/// A customer-level admin token of the seed's shape (the `customer` claim).
+pub fn customer_token(customer_id: &str) -> String {
+    token(
+        customer_id,
+        None,
+        permission::CUSTOMER_ADMIN,
+        Duration::from_secs(3600),
+    )
+}
+
+pub fn agent_token(customer_id: &str, agent_id: &str, permission: u64) -> String {
+    token(
+        customer_id,
+        Some(agent_id),
+        permission,
+        Duration::from_secs(3600),
+    )
+}
+
+pub fn token(customer_id: &str, agent_id: Option<&str>, permission: u64, ttl: Duration) -> String {
+    mint_token(
+        SECRET,
+        &TokenRequest {
+            customer_id: customer_id.parse().unwrap(),
+            agent_id: agent_id.map(|a| a.parse().unwrap()),
+            agent_name: "Agent".into(),
+            permission,
+            ttl,
+        },
+    )
+    .unwrap()
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A `POST /chats` body.
+pub fn chat_body(kind: &str, owner: &str, participants: &[&str], name: &str) -> String {
+    serde_json::json!({
+        "type": kind,
+        "owner_id": owner,
+        "participant_ids": participants,
+        "name": name,
+        "detail": "",
+    })
+    .to_string()
+}
