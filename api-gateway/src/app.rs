@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::auth::{Caller, TokenVerifier};
 use crate::error::ApiError;
 use crate::routes;
-use crate::upstream::{ChatClient, GrpcTransport};
+use common::grpc_client::{ChatClient, GrpcTransport};
 
 #[derive(Clone)]
 pub struct AppState {

@@ -9,7 +9,7 @@ use common::db::{Db, DbOptions, DbTarget};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::upstream::{self, GrpcTransport};
+use common::grpc_client::{self, GrpcTransport};
 
 pub struct Embedded {
     pub chat: GrpcTransport,
@@ -32,7 +32,7 @@ pub async fn start(
     let (server, relay) =
         chat_manager::service(db, bus.clone(), chat_manager::DEFAULT_EXCHANGE, shutdown);
     Ok(Embedded {
-        chat: upstream::in_process(server),
+        chat: grpc_client::in_process(server),
         bus,
         tasks: vec![relay],
     })

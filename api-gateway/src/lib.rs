@@ -8,7 +8,6 @@ pub mod embedded;
 pub mod error;
 pub mod json;
 mod routes;
-pub mod upstream;
 
 use std::future::Future;
 

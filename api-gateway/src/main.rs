@@ -3,8 +3,9 @@ use std::time::Duration;
 use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token};
 use api_gateway::config::{Cli, Command, SEED_CUSTOMER_ID, ServeConfig, TokenArgs};
-use api_gateway::{embedded, upstream};
+use api_gateway::embedded;
 use clap::Parser;
+use common::grpc_client;
 use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,7 +53,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let mut tasks = Vec::new();
 
     let chat = match &config.chat_manager_url {
-        Some(url) => upstream::remote(url)?,
+        Some(url) => grpc_client::remote(url)?,
         None => {
             let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
             tasks.extend(embedded.tasks);

@@ -9,7 +9,7 @@ use common::resources::ChatroomJson;
 use common::time;
 use proto::chat::v1 as pb;
 
-use crate::chats::{Change, ChatType, check_name_detail};
+use crate::chats::{self, Change, ChatType, NewChat, check_name_detail, normal_pair, normalise};
 use crate::db::models::{ChatRow, ChatroomRow, ChatroomView};
 use crate::db::queries;
 use crate::error::ChatError;
@@ -126,4 +126,59 @@ pub fn delete(
     queries::save_room(conn, &v.room)?;
     let events = vec![event("chatroom_deleted", &v)];
     Ok((v, events))
+}
+
+/// An agent opens a chat: a new chat owned by the agent (added to the participants if
+/// missing), `normal` for a pair and `group` for more; for a pair that already has a live
+/// normal chat, the agent's chatroom of it (made anew if the agent had deleted theirs).
+pub fn create_for_agent(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    agent_id: &str,
+    participant_ids: Vec<String>,
+    name: String,
+    detail: String,
+) -> Result<Change<ChatroomView>, ChatError> {
+    let mut participants = participant_ids;
+    participants.push(agent_id.to_owned());
+    let participants = normalise(participants);
+    if participants.len() < 2 {
+        return Err(ChatError::invalid(
+            "participant_ids: name at least one participant besides yourself",
+        ));
+    }
+    let chat_type = if participants.len() == 2 {
+        ChatType::Normal
+    } else {
+        ChatType::Group
+    };
+    if let Some(pair) = normal_pair(chat_type, &participants)
+        && let Some(chat) = queries::find_normal_chat(conn, customer_id, &pair)?
+    {
+        let rooms = queries::live_rooms_of_chat(conn, &chat.id)?;
+        if let Some(room) = rooms.into_iter().find(|r| r.owner_id == agent_id) {
+            return Ok((view(room, &chat), Vec::new()));
+        }
+        let room = new_row(&chat, agent_id, time::now());
+        queries::insert_chatrooms(conn, std::slice::from_ref(&room))?;
+        let v = view(room, &chat);
+        let events = vec![event("chatroom_created", &v)];
+        return Ok((v, events));
+    }
+    let (chat, events) = chats::create(
+        conn,
+        NewChat {
+            customer_id: customer_id.to_owned(),
+            chat_type,
+            owner_id: agent_id.to_owned(),
+            participant_ids: participants,
+            name,
+            detail,
+        },
+    )?;
+    let room = queries::live_rooms_of_chat(conn, &chat.id)?
+        .into_iter()
+        .find(|r| r.owner_id == agent_id)
+        .ok_or_else(|| ChatError::Internal("the new chat has no chatroom for its owner".into()))?;
+    Ok((view(room, &chat), events))
 }

@@ -50,8 +50,7 @@ impl ChatType {
     }
 }
 
-/// A change and the events it implies.
-pub type Change<T> = (T, Vec<DomainEvent>);
+pub use common::store::Change;
 
 #[derive(Debug, Clone)]
 pub struct NewChat {
@@ -91,12 +90,12 @@ fn room_event(kind: &'static str, view: &ChatroomView) -> DomainEvent {
     )
 }
 
-fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {
+pub(crate) fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {
     (chat_type == ChatType::Normal).then(|| participants.join(","))
 }
 
 /// Sorted and without duplicates, as the contract returns them.
-fn normalise(mut ids: Vec<String>) -> Vec<String> {
+pub(crate) fn normalise(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
     ids.dedup();
     ids
@@ -206,6 +205,20 @@ fn get_live(conn: &mut DbConnection, customer_id: &str, id: &str) -> Result<Chat
         return Err(ChatError::not_found("chat"));
     }
     Ok(chat)
+}
+
+/// The chat (live or deleted) with its live chatrooms.
+pub fn members(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+) -> Result<(ChatRow, Vec<ChatroomView>), ChatError> {
+    let chat = get(conn, customer_id, id)?;
+    let rooms = queries::live_rooms_of_chat(conn, &chat.id)?
+        .into_iter()
+        .map(|r| chatrooms::view(r, &chat))
+        .collect();
+    Ok((chat, rooms))
 }
 
 pub fn list(

@@ -1,4 +1,5 @@
 use common::db::DbError;
+use common::idempotency::IdempotencyError;
 use common::page::PageError;
 
 /// Everything a chat-manager call can fail with; `From<ChatError> for tonic::Status` is the one
@@ -14,6 +15,9 @@ pub enum ChatError {
     /// A second live normal chat for the same pair.
     #[error("{0}")]
     Conflict(String),
+    /// A concurrent request with the same idempotency key won: run the call again to replay.
+    #[error("retry")]
+    Retry,
     #[error("storage unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -50,6 +54,26 @@ impl From<diesel::result::Error> for ChatError {
     }
 }
 
+impl common::store::StoreError for ChatError {
+    fn is_retry(&self) -> bool {
+        matches!(self, ChatError::Retry)
+    }
+    fn corrupt(message: String) -> Self {
+        ChatError::Internal(message)
+    }
+}
+
+impl From<IdempotencyError> for ChatError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::Mismatch => ChatError::Conflict(e.to_string()),
+            IdempotencyError::Invalid(_) => ChatError::InvalidArgument(e.to_string()),
+            IdempotencyError::Race => ChatError::Retry,
+            IdempotencyError::Db(d) => d.into(),
+        }
+    }
+}
+
 impl From<PageError> for ChatError {
     fn from(e: PageError) -> Self {
         ChatError::InvalidArgument(e.to_string())
@@ -62,6 +86,7 @@ impl From<ChatError> for tonic::Status {
             ChatError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             ChatError::NotFound(m) => tonic::Status::not_found(m),
             ChatError::Conflict(m) => tonic::Status::already_exists(m),
+            ChatError::Retry => tonic::Status::aborted("concurrent request; retry"),
             ChatError::Unavailable(m) => {
                 tracing::warn!(error = %m, "storage unavailable");
                 tonic::Status::unavailable("storage unavailable")
@@ -76,22 +101,10 @@ impl From<ChatError> for tonic::Status {
 
 /// A UUID from the wire, normalised to lowercase hyphenated form.
 pub fn parse_id(field: &str, value: &str) -> Result<String, ChatError> {
-    uuid::Uuid::parse_str(value)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| ChatError::invalid(format!("{field}: not a valid UUID: {value:?}")))
+    common::validate::id(field, value).map_err(ChatError::InvalidArgument)
 }
 
 /// Text that both storage backends can keep.
 pub fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), ChatError> {
-    if value.contains('\0') {
-        return Err(ChatError::invalid(format!(
-            "{field}: must not contain U+0000"
-        )));
-    }
-    if value.chars().count() > max_chars {
-        return Err(ChatError::invalid(format!(
-            "{field}: longer than {max_chars} characters"
-        )));
-    }
-    Ok(())
+    common::validate::text(field, value, max_chars).map_err(ChatError::InvalidArgument)
 }

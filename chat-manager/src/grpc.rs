@@ -1,6 +1,7 @@
 //! Thin gRPC handlers: map requests to domain calls, results to replies, errors to `Status`
 //! (via `From<ChatError>`).
 
+use common::idempotency::IdempotencyKey;
 use common::page::Page;
 use proto::chat::v1 as pb;
 use proto::chat::v1::chat_service_server::ChatService;
@@ -22,11 +23,16 @@ impl ChatGrpc {
     }
 }
 
+fn idempotency_key<T: prost::Message>(
+    req: &Request<T>,
+    customer_id: &str,
+    method: &str,
+) -> Result<Option<IdempotencyKey>, ChatError> {
+    Ok(IdempotencyKey::of_request(req, customer_id, method)?)
+}
+
 fn request_id<T>(req: &Request<T>) -> Option<String> {
-    req.metadata()
-        .get(common::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    common::request_id(req.metadata())
 }
 
 fn page(p: Option<pb::PageRequest>) -> Result<Page, ChatError> {
@@ -54,6 +60,7 @@ type Reply<T> = Result<Response<T>, Status>;
 impl ChatService for ChatGrpc {
     async fn create_chat(&self, req: Request<pb::CreateChatRequest>) -> Reply<pb::Chat> {
         let rid = request_id(&req);
+        let key = idempotency_key(&req, &req.get_ref().customer_id, "CreateChat")?;
         let r = req.into_inner();
         let new = NewChat {
             customer_id: parse_id("customer_id", &r.customer_id)?,
@@ -70,9 +77,12 @@ impl ChatService for ChatGrpc {
         };
         let chat = self
             .manager
-            .write(rid, move |c| chats::create(c, new))
+            .create(rid, key, move |c| {
+                let (chat, events) = chats::create(c, new.clone())?;
+                Ok::<_, ChatError>((chats::to_proto(&chat), events))
+            })
             .await?;
-        Ok(Response::new(chats::to_proto(&chat)))
+        Ok(Response::new(chat))
     }
 
     async fn get_chat(&self, req: Request<pb::GetChatRequest>) -> Reply<pb::Chat> {
@@ -141,17 +151,20 @@ impl ChatService for ChatGrpc {
 
     async fn add_participant(&self, req: Request<pb::AddParticipantRequest>) -> Reply<pb::Chat> {
         let rid = request_id(&req);
+        let key = idempotency_key(&req, &req.get_ref().customer_id, "AddParticipant")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
         let participant = parse_id("participant_id", &r.participant_id)?;
         let chat = self
             .manager
-            .write(rid, move |c| {
-                chats::add_participant(c, &customer, &id, participant)
+            .create(rid, key, move |c| {
+                let (chat, events) =
+                    chats::add_participant(c, &customer, &id, participant.clone())?;
+                Ok::<_, ChatError>((chats::to_proto(&chat), events))
             })
             .await?;
-        Ok(Response::new(chats::to_proto(&chat)))
+        Ok(Response::new(chat))
     }
 
     async fn remove_participant(
@@ -236,5 +249,58 @@ impl ChatService for ChatGrpc {
             })
             .await?;
         Ok(Response::new(chatrooms::to_proto(&room)))
+    }
+
+    async fn create_chatroom(
+        &self,
+        req: Request<pb::CreateChatroomRequest>,
+    ) -> Reply<pb::Chatroom> {
+        let rid = request_id(&req);
+        let key = idempotency_key(&req, &req.get_ref().customer_id, "CreateChatroom")?;
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let agent = parse_id("agent_id", &r.agent_id)?;
+        let participants: Vec<String> = r
+            .participant_ids
+            .iter()
+            .enumerate()
+            .map(|(i, p)| parse_id(&format!("participant_ids[{i}]"), p))
+            .collect::<Result<_, _>>()?;
+        let create = move |c: &mut common::db::DbConnection| {
+            let (room, events) = chatrooms::create_for_agent(
+                c,
+                &customer,
+                &agent,
+                participants.clone(),
+                r.name.clone(),
+                r.detail.clone(),
+            )?;
+            Ok::<_, ChatError>((chatrooms::to_proto(&room), events))
+        };
+        // Two agents opening the same pair at once: the loser of the unique index finds the
+        // winner's chat on a second try.
+        let room = match self
+            .manager
+            .create(rid.clone(), key.clone(), create.clone())
+            .await
+        {
+            Err(ChatError::Conflict(_)) => self.manager.create(rid, key, create).await?,
+            other => other?,
+        };
+        Ok(Response::new(room))
+    }
+
+    async fn get_chat_members(&self, req: Request<pb::GetChatRequest>) -> Reply<pb::ChatMembers> {
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let (chat, rooms) = self
+            .manager
+            .read(move |c| chats::members(c, &customer, &id))
+            .await?;
+        Ok(Response::new(pb::ChatMembers {
+            chat: Some(chats::to_proto(&chat)),
+            chatrooms: rooms.iter().map(chatrooms::to_proto).collect(),
+        }))
     }
 }

@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use chat_manager::config::Config;
 use clap::Parser;
 use common::bus::EventBus;
@@ -16,7 +14,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pool_size: config.database_pool_size,
         ..DbOptions::default()
     };
-    let db = connect_with_retry(target, options).await;
+    let db = Db::connect_with_retry(target, chat_manager::db::MIGRATIONS, options).await;
     let bus = EventBus::amqp(config.amqp_url.clone());
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -30,24 +28,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
     Ok(())
-}
-
-/// Waits for the database at start-up rather than crash-looping while it comes up.
-async fn connect_with_retry(target: DbTarget, options: DbOptions) -> Db {
-    let mut delay = Duration::from_millis(500);
-    loop {
-        let (t, o) = (target.clone(), options.clone());
-        let attempt =
-            tokio::task::spawn_blocking(move || Db::connect(t, chat_manager::db::MIGRATIONS, &o))
-                .await
-                .expect("connect task");
-        match attempt {
-            Ok(db) => return db,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "database not ready");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
 }

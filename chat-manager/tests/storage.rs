@@ -116,7 +116,11 @@ on_both_backends!(pages_are_exact_when_timestamps_tie, |db| {
 });
 
 on_both_backends!(concurrent_creates_of_one_pair_make_one_chat, |db| {
-    let manager = ChatManager::new(db.clone(), RelaySignal::default());
+    let manager = ChatManager::new(
+        db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
     let customer = id();
     let (a, b) = (id(), id());
     let mut tasks = Vec::new();
@@ -157,7 +161,11 @@ on_both_backends!(concurrent_creates_of_one_pair_make_one_chat, |db| {
 });
 
 on_both_backends!(a_refused_change_writes_nothing, |db| {
-    let manager = ChatManager::new(db.clone(), RelaySignal::default());
+    let manager = ChatManager::new(
+        db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
     let customer = id();
     let (a, b, c) = (id(), id(), id());
     let new = NewChat {

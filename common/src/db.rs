@@ -130,11 +130,22 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The migrations a service embeds, one set per backend (their DDL differs). Services keep
-/// them in a `const`, so each use is a fresh value.
+/// The migrations a service embeds, one set per backend (their DDL differs).
+#[derive(Clone, Copy)]
 pub struct Migrations {
-    pub postgres: EmbeddedMigrations,
-    pub sqlite: EmbeddedMigrations,
+    pub postgres: &'static EmbeddedMigrations,
+    pub sqlite: &'static EmbeddedMigrations,
+}
+
+/// Lets a `&'static EmbeddedMigrations` be run more than once (diesel takes the source by value).
+struct StaticSource(&'static EmbeddedMigrations);
+
+impl<DB: diesel::backend::Backend> diesel::migration::MigrationSource<DB> for StaticSource {
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<DB>>>> {
+        diesel::migration::MigrationSource::<DB>::migrations(self.0)
+    }
 }
 
 /// A pool of connections to one service's storage.
@@ -211,11 +222,39 @@ impl Db {
         Ok(db)
     }
 
+    /// Connects as `connect` does, waiting for the database (with backoff) rather than failing
+    /// while it comes up.
+    pub async fn connect_with_retry(
+        target: DbTarget,
+        migrations: Migrations,
+        options: DbOptions,
+    ) -> Db {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let (t, o) = (target.clone(), options.clone());
+            let attempt = tokio::task::spawn_blocking(move || Db::connect(t, migrations, &o))
+                .await
+                .expect("connect task");
+            match attempt {
+                Ok(db) => return db,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "database not ready");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
     fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
         let mut conn = self.get()?;
         let result = match &mut *conn {
-            DbConnection::Pg(c) => c.run_pending_migrations(migrations.postgres).map(|_| ()),
-            DbConnection::Sqlite(c) => c.run_pending_migrations(migrations.sqlite).map(|_| ()),
+            DbConnection::Pg(c) => c
+                .run_pending_migrations(StaticSource(migrations.postgres))
+                .map(|_| ()),
+            DbConnection::Sqlite(c) => c
+                .run_pending_migrations(StaticSource(migrations.sqlite))
+                .map(|_| ()),
         };
         result.map_err(|e| DbError::Unavailable(format!("migration failed: {e}")))
     }

@@ -3,14 +3,26 @@
 
 pub mod bus;
 pub mod db;
+pub mod grpc_client;
+pub mod idempotency;
 pub mod outbox;
 pub mod page;
 pub mod resources;
+pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod validate;
 
 /// gRPC metadata key (and AMQP header) carrying the request id from the gateway to the events.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request id a gRPC call carries, if any.
+pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
 
 /// Resolves on SIGINT or SIGTERM: what every binary stops serving on.
 pub async fn shutdown_signal() {

@@ -3,7 +3,8 @@
 //! subscribers see one shape.
 
 use proto::chat::v1 as chat;
-use serde::Serialize;
+use proto::message::v1 as msg;
+use serde::{Deserialize, Serialize};
 
 pub fn chat_type_name(t: i32) -> &'static str {
     match chat::ChatType::try_from(t) {
@@ -79,6 +80,163 @@ impl From<chat::Chatroom> for ChatroomJson {
     }
 }
 
+pub fn message_type_name(t: i32) -> &'static str {
+    match msg::MessageType::try_from(t) {
+        Ok(msg::MessageType::Normal) => "normal",
+        Ok(msg::MessageType::System) => "system",
+        _ => "",
+    }
+}
+
+/// An address: missing strings are `""`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AddressJson {
+    #[serde(rename = "type")]
+    pub address_type: String,
+    pub target: String,
+    pub target_name: String,
+    pub name: String,
+    pub detail: String,
+}
+
+impl From<msg::Address> for AddressJson {
+    fn from(a: msg::Address) -> Self {
+        AddressJson {
+            address_type: a.r#type,
+            target: a.target,
+            target_name: a.target_name,
+            name: a.name,
+            detail: a.detail,
+        }
+    }
+}
+
+impl From<AddressJson> for msg::Address {
+    fn from(a: AddressJson) -> Self {
+        msg::Address {
+            r#type: a.address_type,
+            target: a.target,
+            target_name: a.target_name,
+            name: a.name,
+            detail: a.detail,
+        }
+    }
+}
+
+/// The agent of an `agent` media: only its id is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentRefJson {
+    pub id: String,
+}
+
+/// A media carries only the field of its type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MediaJson {
+    Address { address: AddressJson },
+    Agent { agent: AgentRefJson },
+    File { file_id: String },
+    Link { link_url: String },
+}
+
+impl From<msg::Media> for MediaJson {
+    fn from(m: msg::Media) -> Self {
+        use msg::media::Kind;
+        match m.kind {
+            Some(Kind::Address(a)) => MediaJson::Address { address: a.into() },
+            Some(Kind::AgentId(id)) => MediaJson::Agent {
+                agent: AgentRefJson { id },
+            },
+            Some(Kind::FileId(file_id)) => MediaJson::File { file_id },
+            Some(Kind::LinkUrl(link_url)) => MediaJson::Link { link_url },
+            None => MediaJson::Link {
+                link_url: String::new(),
+            },
+        }
+    }
+}
+
+impl From<MediaJson> for msg::Media {
+    fn from(m: MediaJson) -> Self {
+        use msg::media::Kind;
+        msg::Media {
+            kind: Some(match m {
+                MediaJson::Address { address } => Kind::Address(address.into()),
+                MediaJson::Agent { agent } => Kind::AgentId(agent.id),
+                MediaJson::File { file_id } => Kind::FileId(file_id),
+                MediaJson::Link { link_url } => Kind::LinkUrl(link_url),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatmessageJson {
+    pub id: String,
+    pub customer_id: String,
+    pub chat_id: String,
+    pub source: AddressJson,
+    #[serde(rename = "type")]
+    pub message_type: &'static str,
+    pub text: String,
+    pub medias: Vec<MediaJson>,
+    pub tm_create: String,
+    pub tm_update: String,
+    pub tm_delete: String,
+}
+
+impl From<msg::Chatmessage> for ChatmessageJson {
+    fn from(m: msg::Chatmessage) -> Self {
+        ChatmessageJson {
+            message_type: message_type_name(m.r#type),
+            id: m.id,
+            customer_id: m.customer_id,
+            chat_id: m.chat_id,
+            source: m.source.unwrap_or_default().into(),
+            text: m.text,
+            medias: m.medias.into_iter().map(MediaJson::from).collect(),
+            tm_create: m.tm_create,
+            tm_update: m.tm_update,
+            tm_delete: m.tm_delete,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChatroommessageJson {
+    pub id: String,
+    pub customer_id: String,
+    pub chatroom_id: String,
+    pub messagechat_id: String,
+    pub source: AddressJson,
+    #[serde(rename = "type")]
+    pub message_type: &'static str,
+    pub text: String,
+    pub medias: Vec<MediaJson>,
+    pub tm_create: String,
+    pub tm_update: String,
+    pub tm_delete: String,
+}
+
+impl From<msg::Chatroommessage> for ChatroommessageJson {
+    fn from(m: msg::Chatroommessage) -> Self {
+        ChatroommessageJson {
+            message_type: message_type_name(m.r#type),
+            id: m.id,
+            customer_id: m.customer_id,
+            chatroom_id: m.chatroom_id,
+            messagechat_id: m.messagechat_id,
+            source: m.source.unwrap_or_default().into(),
+            text: m.text,
+            medias: m.medias.into_iter().map(MediaJson::from).collect(),
+            tm_create: m.tm_create,
+            tm_update: m.tm_update,
+            tm_delete: m.tm_delete,
+        }
+    }
+}
+
 /// A page of a list, as the seed shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ListJson<T> {
@@ -89,6 +247,46 @@ pub struct ListJson<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medias_carry_only_the_field_of_their_type() {
+        let medias = vec![
+            MediaJson::Link {
+                link_url: "https://example.com/a".into(),
+            },
+            MediaJson::Agent {
+                agent: AgentRefJson { id: "a1".into() },
+            },
+            MediaJson::File {
+                file_id: "f1".into(),
+            },
+        ];
+        let text = serde_json::to_string(&medias).unwrap();
+        assert_eq!(
+            text,
+            r#"[{"type":"link","link_url":"https://example.com/a"},{"type":"agent","agent":{"id":"a1"}},{"type":"file","file_id":"f1"}]"#
+        );
+        let back: Vec<MediaJson> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, medias);
+        let roundtrip: Vec<MediaJson> = medias
+            .iter()
+            .cloned()
+            .map(msg::Media::from)
+            .map(MediaJson::from)
+            .collect();
+        assert_eq!(roundtrip, medias);
+        assert!(serde_json::from_str::<MediaJson>(r#"{"type":"link"}"#).is_err());
+        assert!(serde_json::from_str::<MediaJson>(r#"{"type":"video","link_url":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn missing_address_strings_are_empty() {
+        let a: AddressJson = serde_json::from_str(r#"{"type":"agent","target":"t"}"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"type":"agent","target":"t","target_name":"","name":"","detail":""}"#
+        );
+    }
 
     #[test]
     fn chat_json_has_the_seed_field_order() {

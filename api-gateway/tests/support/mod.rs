@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
-use api_gateway::{embedded, upstream};
+use api_gateway::embedded;
 use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
+use common::grpc_client;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -100,7 +101,7 @@ impl Stack {
                 )
                 .await;
         });
-        let chat = upstream::remote(&format!("http://{addr}")).unwrap();
+        let chat = grpc_client::remote(&format!("http://{addr}")).unwrap();
         let mut stack = Self::with_gateway(chat, tx, rx).await;
         stack.tasks.push(relay);
         stack.tasks.push(server);
@@ -110,11 +111,11 @@ impl Stack {
     /// Only the gateway, forwarding to chat-manager at `url` (which may not be running).
     pub async fn remote_only(url: &str) -> Stack {
         let (tx, rx) = watch::channel(false);
-        Self::with_gateway(upstream::remote(url).unwrap(), tx, rx).await
+        Self::with_gateway(grpc_client::remote(url).unwrap(), tx, rx).await
     }
 
     async fn with_gateway(
-        chat: upstream::GrpcTransport,
+        chat: grpc_client::GrpcTransport,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {

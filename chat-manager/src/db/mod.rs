@@ -5,9 +5,12 @@ pub mod models;
 pub mod queries;
 pub mod schema;
 
-use diesel_migrations::embed_migrations;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+
+static POSTGRES: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+static SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 pub const MIGRATIONS: common::db::Migrations = common::db::Migrations {
-    postgres: embed_migrations!("migrations/postgres"),
-    sqlite: embed_migrations!("migrations/sqlite"),
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
 };

@@ -164,3 +164,17 @@ pub fn list_rooms(
         paginate!(query, chatrooms::tm_create, chatrooms::id, page).load(conn)?;
     Ok(rows.into_iter().map(to_view).collect())
 }
+
+/// The live normal chat of a pair ("<a>,<b>", sorted), if any.
+pub fn find_normal_chat(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    pair: &str,
+) -> QueryResult<Option<ChatRow>> {
+    chats::table
+        .filter(chats::customer_id.eq(customer_id))
+        .filter(chats::normal_pair.eq(pair))
+        .select(ChatRow::as_select())
+        .first(conn)
+        .optional()
+}

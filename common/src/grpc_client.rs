@@ -1,10 +1,12 @@
-//! The gRPC clients the gateway forwards to. One client type either way: over a socket to a
-//! separately running service (split deployment) or straight into the generated server in
-//! this process (embedded default), so the handlers cannot tell the two apart.
+//! The transport under every gRPC client (the gateway's, and message-manager's client of
+//! chat-manager). One type either way: over a socket to a separately running service (split
+//! deployment) or straight into the generated server in this process (embedded default), so
+//! the callers cannot tell the two apart.
 
 use std::time::Duration;
 
 use proto::chat::v1::chat_service_client::ChatServiceClient;
+use proto::message::v1::message_service_client::MessageServiceClient;
 use tonic::body::Body;
 use tonic::transport::Endpoint;
 use tower::util::BoxCloneSyncService;
@@ -13,6 +15,7 @@ use tower::{BoxError, ServiceExt};
 pub type GrpcTransport =
     BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
 pub type ChatClient = ChatServiceClient<GrpcTransport>;
+pub type MessageClient = MessageServiceClient<GrpcTransport>;
 
 /// A failure to reach a service. A concrete type rather than `BoxError`: with a boxed trait
 /// object here, rustc cannot prove the handlers' futures `Send` (a higher-ranked lifetime

@@ -1,0 +1,116 @@
+//! The write path every service shares: a change and the events it implies commit in one
+//! transaction (the outbox), creating calls honour an idempotency key, and the relay is woken
+//! after each commit.
+
+use std::sync::Arc;
+
+use diesel::Connection;
+
+use crate::db::{Db, DbConnection, DbError};
+use crate::idempotency::{IdempotencyError, IdempotencyKey};
+use crate::outbox::{self, DomainEvent, RelaySignal};
+
+/// A change and the events it implies.
+pub type Change<T> = (T, Vec<DomainEvent>);
+
+/// What a service's error type must offer the store.
+pub trait StoreError:
+    From<DbError> + From<diesel::result::Error> + From<IdempotencyError> + Send + 'static
+{
+    /// A concurrent request with the same idempotency key committed first.
+    fn is_retry(&self) -> bool;
+    /// The stored first result could not be decoded.
+    fn corrupt(message: String) -> Self;
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    relay: RelaySignal,
+    /// CloudEvents `source` of the events written here.
+    source: &'static str,
+}
+
+impl Store {
+    pub fn new(db: Db, relay: RelaySignal, source: &'static str) -> Self {
+        Store { db, relay, source }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: StoreError,
+    {
+        self.db.run(f).await
+    }
+
+    /// Commits the change and its events together, then wakes the relay.
+    pub async fn write<T, E, F>(&self, request_id: Option<String>, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<Change<T>, E> + Send + 'static,
+        T: Send + 'static,
+        E: StoreError,
+    {
+        let source = self.source;
+        let result = self
+            .db
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let (value, events) = f(conn)?;
+                    outbox::record(conn, source, request_id.as_deref(), &events)?;
+                    Ok(value)
+                })
+            })
+            .await;
+        if result.is_ok() {
+            self.relay.wake();
+        }
+        result
+    }
+
+    /// A creating write honouring an idempotency key: a retry returns the first result and
+    /// creates nothing. When a concurrent request with the same key commits first, the call
+    /// runs again, which then replays that request's result.
+    pub async fn create<P, E, F>(
+        &self,
+        request_id: Option<String>,
+        key: Option<IdempotencyKey>,
+        f: F,
+    ) -> Result<P, E>
+    where
+        P: prost::Message + Default + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<Change<P>, E> + Send + Sync + 'static,
+        E: StoreError,
+    {
+        let f = Arc::new(f);
+        let mut attempts = 0;
+        loop {
+            let (f, key, rid) = (f.clone(), key.clone(), request_id.clone());
+            let result: Result<P, E> = self
+                .write(rid, move |conn| {
+                    if let Some(key) = &key
+                        && let Some(first) = key.replay_or_claim(conn)?
+                    {
+                        let first = P::decode(first.as_slice())
+                            .map_err(|e| E::corrupt(format!("stored result: {e}")))?;
+                        return Ok((first, Vec::new()));
+                    }
+                    let (value, events) = f(conn)?;
+                    if let Some(key) = &key {
+                        key.complete(conn, &value.encode_to_vec())?;
+                    }
+                    Ok((value, events))
+                })
+                .await;
+            match result {
+                Err(e) if e.is_retry() && attempts < 3 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+}

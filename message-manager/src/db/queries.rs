@@ -1,0 +1,233 @@
+use chrono::NaiveDateTime;
+use common::db::DbConnection;
+use common::page::Page;
+use common::time;
+use common::{insert_rows, paginate};
+use diesel::prelude::*;
+
+use super::models::{ChatmessageRow, ChatroommessageRow, MemberChat, MemberChatroom};
+use super::schema::{
+    chatmessages, chatroommessages, member_chatrooms, member_chats, processed_events,
+};
+
+pub fn insert_message(
+    conn: &mut DbConnection,
+    message: &ChatmessageRow,
+    copies: &[ChatroommessageRow],
+) -> QueryResult<()> {
+    diesel::insert_into(chatmessages::table)
+        .values(message)
+        .execute(conn)?;
+    // SQLite caps bound parameters per statement (12 columns x 500 rows stays under it).
+    for chunk in copies.chunks(500) {
+        insert_rows!(conn, chatroommessages::table, chunk)?;
+    }
+    Ok(())
+}
+
+pub fn find_message(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+) -> QueryResult<Option<ChatmessageRow>> {
+    chatmessages::table
+        .filter(chatmessages::id.eq(id))
+        .filter(chatmessages::customer_id.eq(customer_id))
+        .select(ChatmessageRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn list_messages(
+    conn: &mut DbConnection,
+    chat_id: &str,
+    page: &Page,
+) -> QueryResult<Vec<ChatmessageRow>> {
+    let query = chatmessages::table
+        .filter(chatmessages::chat_id.eq(chat_id))
+        .filter(chatmessages::tm_delete.eq(time::live()))
+        .select(ChatmessageRow::as_select())
+        .into_boxed();
+    paginate!(query, chatmessages::tm_create, chatmessages::id, page).load(conn)
+}
+
+pub fn find_copy(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: Option<&str>,
+) -> QueryResult<Option<ChatroommessageRow>> {
+    let mut query = chatroommessages::table
+        .filter(chatroommessages::id.eq(id))
+        .filter(chatroommessages::customer_id.eq(customer_id))
+        .select(ChatroommessageRow::as_select())
+        .into_boxed();
+    if let Some(owner) = owner_id {
+        query = query.filter(chatroommessages::owner_id.eq(owner));
+    }
+    query.first(conn).optional()
+}
+
+pub fn live_copies_of(
+    conn: &mut DbConnection,
+    messagechat_id: &str,
+) -> QueryResult<Vec<ChatroommessageRow>> {
+    chatroommessages::table
+        .filter(chatroommessages::messagechat_id.eq(messagechat_id))
+        .filter(chatroommessages::tm_delete.eq(time::live()))
+        .select(ChatroommessageRow::as_select())
+        .load(conn)
+}
+
+pub fn list_copies(
+    conn: &mut DbConnection,
+    chatroom_id: &str,
+    page: &Page,
+) -> QueryResult<Vec<ChatroommessageRow>> {
+    let query = chatroommessages::table
+        .filter(chatroommessages::chatroom_id.eq(chatroom_id))
+        .filter(chatroommessages::tm_delete.eq(time::live()))
+        .select(ChatroommessageRow::as_select())
+        .into_boxed();
+    paginate!(
+        query,
+        chatroommessages::tm_create,
+        chatroommessages::id,
+        page
+    )
+    .load(conn)
+}
+
+pub fn delete_message(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(chatmessages::table.filter(chatmessages::id.eq(id)))
+        .set((
+            chatmessages::tm_update.eq(now),
+            chatmessages::tm_delete.eq(now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn delete_copies(
+    conn: &mut DbConnection,
+    ids: &[String],
+    now: NaiveDateTime,
+) -> QueryResult<()> {
+    for chunk in ids.chunks(500) {
+        diesel::update(chatroommessages::table.filter(chatroommessages::id.eq_any(chunk)))
+            .set((
+                chatroommessages::tm_update.eq(now),
+                chatroommessages::tm_delete.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+// The membership view.
+
+pub fn member_chat(conn: &mut DbConnection, id: &str) -> QueryResult<Option<MemberChat>> {
+    member_chats::table
+        .find(id)
+        .select(MemberChat::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn member_room(conn: &mut DbConnection, id: &str) -> QueryResult<Option<MemberChatroom>> {
+    member_chatrooms::table
+        .find(id)
+        .select(MemberChatroom::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn live_member_rooms(
+    conn: &mut DbConnection,
+    chat_id: &str,
+) -> QueryResult<Vec<MemberChatroom>> {
+    member_chatrooms::table
+        .filter(member_chatrooms::chat_id.eq(chat_id))
+        .filter(member_chatrooms::tm_delete.eq(time::live()))
+        .order(member_chatrooms::id.asc())
+        .select(MemberChatroom::as_select())
+        .load(conn)
+}
+
+/// Stores what the view learnt of a chat, unless it already knows a newer state. A deletion
+/// is final.
+pub fn upsert_member_chat(conn: &mut DbConnection, chat: &MemberChat) -> QueryResult<()> {
+    match member_chat(conn, &chat.id)? {
+        None => insert_or_ignore(conn, |c| {
+            diesel::insert_into(member_chats::table)
+                .values(chat)
+                .execute(c)
+        }),
+        Some(known) if newer(&known.tm_update, &known.tm_delete, chat.tm_update) => {
+            diesel::update(member_chats::table.find(&chat.id))
+                .set(chat)
+                .execute(conn)
+                .map(|_| ())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+pub fn upsert_member_room(conn: &mut DbConnection, room: &MemberChatroom) -> QueryResult<()> {
+    match member_room(conn, &room.id)? {
+        None => insert_or_ignore(conn, |c| {
+            diesel::insert_into(member_chatrooms::table)
+                .values(room)
+                .execute(c)
+        }),
+        Some(known) if newer(&known.tm_update, &known.tm_delete, room.tm_update) => {
+            diesel::update(member_chatrooms::table.find(&room.id))
+                .set(room)
+                .execute(conn)
+                .map(|_| ())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn newer(
+    known_update: &NaiveDateTime,
+    known_delete: &NaiveDateTime,
+    incoming: NaiveDateTime,
+) -> bool {
+    *known_delete == time::live() && incoming >= *known_update
+}
+
+/// A concurrent writer inserted the same row first: what it wrote is as good. The insert runs
+/// in a savepoint, so on PostgreSQL the surrounding transaction survives the violation.
+fn insert_or_ignore(
+    conn: &mut DbConnection,
+    insert: impl FnOnce(&mut DbConnection) -> QueryResult<usize>,
+) -> QueryResult<()> {
+    match conn.transaction(insert) {
+        Ok(_)
+        | Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Records an applied event; false when it had been applied already.
+pub fn mark_processed(conn: &mut DbConnection, event_id: &str) -> QueryResult<bool> {
+    let seen = processed_events::table
+        .find(event_id)
+        .count()
+        .get_result::<i64>(conn)?;
+    if seen > 0 {
+        return Ok(false);
+    }
+    diesel::insert_into(processed_events::table)
+        .values((
+            processed_events::id.eq(event_id),
+            processed_events::processed_at.eq(time::now()),
+        ))
+        .execute(conn)?;
+    Ok(true)
+}

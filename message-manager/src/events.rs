@@ -1,0 +1,136 @@
+//! Consuming chat-manager's events into the membership view. Idempotent: each event id is
+//! recorded in the same transaction as its effect, so a redelivery changes nothing.
+
+use std::time::Duration;
+
+use common::bus::{Delivery, EventBus, Subscription, SubscriptionSpec};
+use common::db::Db;
+use diesel::Connection;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::db::queries;
+use crate::error::MessageError;
+use crate::membership;
+
+pub const CHAT_EVENT_TYPES: [&str; 6] = [
+    "chat_created",
+    "chat_updated",
+    "chat_deleted",
+    "chatroom_created",
+    "chatroom_updated",
+    "chatroom_deleted",
+];
+
+/// A durable queue bound to each chat event type (topic `*` matches whole words only, so the
+/// types are bound by name).
+pub fn subscription_spec(chat_exchange: &str, queue: &str) -> SubscriptionSpec {
+    SubscriptionSpec {
+        queue: queue.to_owned(),
+        bindings: CHAT_EVENT_TYPES
+            .iter()
+            .map(|t| (chat_exchange.to_owned(), (*t).to_owned()))
+            .collect(),
+        exclusive: false,
+        prefetch: 64,
+    }
+}
+
+pub struct ChatEventConsumer {
+    pub db: Db,
+    pub bus: EventBus,
+    pub spec: SubscriptionSpec,
+}
+
+/// What became of one delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    /// Seen before: acknowledged without effect.
+    Duplicate,
+}
+
+impl ChatEventConsumer {
+    /// Consumes until `shutdown`, resubscribing (with backoff) whenever the subscription ends.
+    pub async fn run(self, first: Subscription, mut shutdown: watch::Receiver<bool>) {
+        let mut subscription = Some(first);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut sub = match subscription.take() {
+                Some(s) => s,
+                None => match self.bus.subscribe(self.spec.clone()).await {
+                    Ok(s) => {
+                        backoff = Duration::from_millis(200);
+                        s
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "chat events: subscribe failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            loop {
+                let delivery = tokio::select! {
+                    d = sub.next() => d,
+                    _ = shutdown.changed() => return,
+                };
+                let Some(delivery) = delivery else {
+                    tracing::warn!("chat events: subscription ended; resubscribing");
+                    break;
+                };
+                self.process(delivery).await;
+            }
+        }
+    }
+
+    async fn process(&self, delivery: Delivery) {
+        match handle(&self.db, &delivery.message.payload).await {
+            Ok(outcome) => {
+                tracing::debug!(?outcome, key = %delivery.message.routing_key, "chat event");
+                let _ = delivery.ack().await;
+            }
+            Err(MessageError::InvalidArgument(why)) => {
+                // A malformed event will never apply: drop it rather than block the queue.
+                tracing::error!(error = %why, id = %delivery.message.message_id, "chat event dropped");
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "chat event failed; will be redelivered");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = delivery.nack_requeue().await;
+            }
+        }
+    }
+}
+
+/// Applies one CloudEvents payload to the view, once.
+pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
+    let event: Value = serde_json::from_slice(payload)
+        .map_err(|e| MessageError::invalid(format!("event: not JSON: {e}")))?;
+    let id = event
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MessageError::invalid("event: no id"))?
+        .to_owned();
+    let event_type = event
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MessageError::invalid("event: no type"))?
+        .to_owned();
+    let data = event.get("data").cloned().unwrap_or(Value::Null);
+    db.run(move |conn| {
+        conn.transaction(|conn| {
+            if !queries::mark_processed(conn, &id)? {
+                return Ok(Handled::Duplicate);
+            }
+            membership::apply_event(conn, &event_type, &data)?;
+            Ok(Handled::Applied)
+        })
+    })
+    .await
+}

@@ -1,0 +1,261 @@
+//! Thin gRPC handlers: map requests to domain calls, results to replies, errors to `Status`
+//! (via `From<MessageError>`).
+
+use common::idempotency::IdempotencyKey;
+use common::page::Page;
+use proto::message::v1 as pb;
+use proto::message::v1::message_service_server::MessageService;
+use tonic::{Request, Response, Status};
+
+use crate::MessageManager;
+use crate::chatmessages::{self, MessageType, NewMessage};
+use crate::chatroommessages;
+use crate::error::{MessageError, parse_id};
+
+#[derive(Debug, Clone)]
+pub struct MessageGrpc {
+    manager: MessageManager,
+}
+
+impl MessageGrpc {
+    pub fn new(manager: MessageManager) -> Self {
+        MessageGrpc { manager }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn page(p: Option<pb::PageRequest>) -> Result<Page, MessageError> {
+    let p = p.unwrap_or_default();
+    Ok(Page::new(p.page_size, &p.page_token)?)
+}
+
+fn optional_id(field: &str, v: Option<String>) -> Result<Option<String>, MessageError> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| parse_id(field, &s))
+        .transpose()
+}
+
+fn message_type(t: i32) -> Result<MessageType, MessageError> {
+    match pb::MessageType::try_from(t) {
+        Ok(pb::MessageType::Normal) => Ok(MessageType::Normal),
+        Ok(pb::MessageType::System) => Ok(MessageType::System),
+        _ => Err(MessageError::invalid("type: must be normal or system")),
+    }
+}
+
+fn key<T: prost::Message>(
+    req: &Request<T>,
+    customer: &str,
+    method: &str,
+) -> Result<Option<IdempotencyKey>, MessageError> {
+    Ok(IdempotencyKey::of_request(req, customer, method)?)
+}
+
+#[tonic::async_trait]
+impl MessageService for MessageGrpc {
+    async fn create_chatmessage(
+        &self,
+        req: Request<pb::CreateChatmessageRequest>,
+    ) -> Reply<pb::Chatmessage> {
+        let rid = common::request_id(req.metadata());
+        let key = key(&req, &req.get_ref().customer_id, "CreateChatmessage")?;
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let chat_id = parse_id("chat_id", &r.chat_id)?;
+        let new = NewMessage {
+            message_type: message_type(r.r#type)?,
+            source: r.source.unwrap_or_default(),
+            customer_id: customer.clone(),
+            chat_id: chat_id.clone(),
+            text: r.text,
+            medias: r.medias,
+        };
+        let members = self
+            .manager
+            .members(&customer, &chat_id, rid.as_deref())
+            .await?;
+        // Refuse bad input before claiming an idempotency key.
+        chatmessages::check(&members, &new)?;
+        let message = self
+            .manager
+            .store()
+            .create(rid, key, move |c| {
+                let ((message, _), events) = chatmessages::create(c, &members, new.clone())?;
+                Ok::<_, MessageError>((chatmessages::to_proto(&message), events))
+            })
+            .await?;
+        Ok(Response::new(message))
+    }
+
+    async fn get_chatmessage(
+        &self,
+        req: Request<pb::GetChatmessageRequest>,
+    ) -> Reply<pb::Chatmessage> {
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let row = self
+            .manager
+            .store()
+            .read(move |c| chatmessages::get(c, &customer, &id))
+            .await?;
+        Ok(Response::new(chatmessages::to_proto(&row)))
+    }
+
+    async fn list_chatmessages(
+        &self,
+        req: Request<pb::ListChatmessagesRequest>,
+    ) -> Reply<pb::ListChatmessagesResponse> {
+        let rid = common::request_id(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let chat_id = parse_id("chat_id", &r.chat_id)?;
+        let page = page(r.page)?;
+        let members = self
+            .manager
+            .members(&customer, &chat_id, rid.as_deref())
+            .await?;
+        let (rows, next) = self
+            .manager
+            .store()
+            .read(move |c| chatmessages::list(c, &members, &page))
+            .await?;
+        Ok(Response::new(pb::ListChatmessagesResponse {
+            chatmessages: rows.iter().map(chatmessages::to_proto).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn delete_chatmessage(
+        &self,
+        req: Request<pb::DeleteChatmessageRequest>,
+    ) -> Reply<pb::Chatmessage> {
+        let rid = common::request_id(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let row = self
+            .manager
+            .store()
+            .write(rid, move |c| chatmessages::delete(c, &customer, &id))
+            .await?;
+        Ok(Response::new(chatmessages::to_proto(&row)))
+    }
+
+    async fn create_chatroommessage(
+        &self,
+        req: Request<pb::CreateChatroommessageRequest>,
+    ) -> Reply<pb::Chatroommessage> {
+        let rid = common::request_id(req.metadata());
+        let key = key(&req, &req.get_ref().customer_id, "CreateChatroommessage")?;
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let room_id = parse_id("chatroom_id", &r.chatroom_id)?;
+        let owner = parse_id("owner_id", &r.owner_id)?;
+        let room = self
+            .manager
+            .room(&customer, &room_id, rid.as_deref())
+            .await?;
+        if room.owner_id != owner || room.tm_delete != common::time::live() {
+            return Err(MessageError::not_found("chatroom").into());
+        }
+        let members = self
+            .manager
+            .members(&customer, &room.chat_id, rid.as_deref())
+            .await?;
+        let new = NewMessage {
+            customer_id: customer,
+            chat_id: room.chat_id.clone(),
+            source: pb::Address {
+                r#type: "agent".into(),
+                target: owner,
+                target_name: r.owner_name,
+                name: String::new(),
+                detail: String::new(),
+            },
+            message_type: MessageType::Normal,
+            text: r.text,
+            medias: r.medias,
+        };
+        chatmessages::check(&members, &new)?;
+        let copy = self
+            .manager
+            .store()
+            .create(rid, key, move |c| {
+                let ((_, copies), events) = chatmessages::create(c, &members, new.clone())?;
+                let own = copies
+                    .iter()
+                    .find(|copy| copy.chatroom_id == room_id)
+                    .ok_or_else(|| {
+                        MessageError::Internal("no copy in the sender's chatroom".into())
+                    })?;
+                Ok::<_, MessageError>((chatroommessages::to_proto(own), events))
+            })
+            .await?;
+        Ok(Response::new(copy))
+    }
+
+    async fn get_chatroommessage(
+        &self,
+        req: Request<pb::GetChatroommessageRequest>,
+    ) -> Reply<pb::Chatroommessage> {
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let owner = optional_id("owner_id", r.owner_id)?;
+        let row = self
+            .manager
+            .store()
+            .read(move |c| chatroommessages::get(c, &customer, &id, owner.as_deref()))
+            .await?;
+        Ok(Response::new(chatroommessages::to_proto(&row)))
+    }
+
+    async fn list_chatroommessages(
+        &self,
+        req: Request<pb::ListChatroommessagesRequest>,
+    ) -> Reply<pb::ListChatroommessagesResponse> {
+        let rid = common::request_id(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let room_id = parse_id("chatroom_id", &r.chatroom_id)?;
+        let owner = optional_id("owner_id", r.owner_id)?;
+        let page = page(r.page)?;
+        let room = self
+            .manager
+            .room(&customer, &room_id, rid.as_deref())
+            .await?;
+        if owner.is_some_and(|o| o != room.owner_id) {
+            return Err(MessageError::not_found("chatroom").into());
+        }
+        let (rows, next) = self
+            .manager
+            .store()
+            .read(move |c| chatroommessages::list(c, &room, &page))
+            .await?;
+        Ok(Response::new(pb::ListChatroommessagesResponse {
+            chatroommessages: rows.iter().map(chatroommessages::to_proto).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn delete_chatroommessage(
+        &self,
+        req: Request<pb::DeleteChatroommessageRequest>,
+    ) -> Reply<pb::Chatroommessage> {
+        let rid = common::request_id(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let owner = optional_id("owner_id", r.owner_id)?;
+        let row = self
+            .manager
+            .store()
+            .write(rid, move |c| {
+                chatroommessages::delete(c, &customer, &id, owner.as_deref())
+            })
+            .await?;
+        Ok(Response::new(chatroommessages::to_proto(&row)))
+    }
+}

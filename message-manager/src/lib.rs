@@ -1,0 +1,229 @@
+//! message-manager: chatmessages and their per-chatroom copies, over gRPC
+//! (`message.v1.MessageService`).
+//!
+//! It learns chats, participants and chatrooms from chat-manager's events (`events`) into a
+//! local view (`membership`), and asks chat-manager over gRPC when the view has not caught up.
+//! `service()` builds the gRPC service, its outbox relay and the consumer; `main.rs` serves it
+//! on a socket, and the gateway's embedded default calls it in-process.
+
+pub mod chatmessages;
+pub mod chatroommessages;
+pub mod config;
+pub mod content;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod membership;
+
+use common::bus::{EventBus, Subscription};
+use common::db::Db;
+use common::grpc_client::ChatClient;
+use common::outbox::{Relay, RelaySignal};
+use common::store::Store;
+use diesel::Connection;
+use proto::chat::v1 as chat_pb;
+use proto::message::v1::message_service_server::MessageServiceServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::db::models::MemberChatroom;
+use crate::error::MessageError;
+use crate::membership::Members;
+
+/// CloudEvents `source` of message-manager's events.
+pub const EVENT_SOURCE: &str = "message-manager";
+/// The exchange message-manager publishes to, unless configured otherwise.
+pub const DEFAULT_EXCHANGE: &str = "message.events";
+/// message-manager's durable queue of chat-manager's events.
+pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = "message-manager.chat-events";
+
+/// The domain entry point: the store, and chat-manager for what the view does not know yet.
+#[derive(Debug, Clone)]
+pub struct MessageManager {
+    store: Store,
+    chat: Option<ChatClient>,
+}
+
+impl MessageManager {
+    pub fn new(store: Store, chat: Option<ChatClient>) -> Self {
+        MessageManager { store, chat }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The chat and its live chatrooms. The view answers when it knows the chat fully; a miss,
+    /// or a participant without a live chatroom (its event may still be on the way), asks
+    /// chat-manager and fills the view. With chat-manager unreachable, what the view knows is
+    /// used: messages to known chats are still accepted.
+    pub async fn members(
+        &self,
+        customer_id: &str,
+        chat_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<Members, MessageError> {
+        let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
+        let known = self
+            .store
+            .read(move |conn| membership::load(conn, &c, &id))
+            .await?;
+        if let Some(m) = &known
+            && (!m.is_live() || m.is_complete())
+        {
+            return Ok(known.expect("checked"));
+        }
+        let req = chat_pb::GetChatRequest {
+            customer_id: customer_id.to_owned(),
+            id: chat_id.to_owned(),
+        };
+        match self.ask_chat_manager(req, request_id).await {
+            Ok(answer) => {
+                let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
+                self.store
+                    .read(move |conn| {
+                        conn.transaction(|conn| {
+                            membership::fill(conn, &answer)?;
+                            membership::load(conn, &c, &id)
+                        })
+                    })
+                    .await?
+                    .ok_or_else(|| MessageError::not_found("chat"))
+            }
+            Err(MessageError::Unavailable(why)) => known.ok_or(MessageError::Unavailable(why)),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ask_chat_manager(
+        &self,
+        req: chat_pb::GetChatRequest,
+        request_id: Option<&str>,
+    ) -> Result<chat_pb::ChatMembers, MessageError> {
+        let Some(client) = &self.chat else {
+            return Err(MessageError::Unavailable(
+                "no chat-manager configured".into(),
+            ));
+        };
+        let mut request = tonic::Request::new(req);
+        if let Some(v) = request_id.and_then(|r| r.parse().ok()) {
+            request.metadata_mut().insert(common::REQUEST_ID_HEADER, v);
+        }
+        match client.clone().get_chat_members(request).await {
+            Ok(res) => Ok(res.into_inner()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(MessageError::not_found("chat")),
+            Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                Err(MessageError::InvalidArgument(s.message().to_owned()))
+            }
+            Err(s) => Err(MessageError::Unavailable(format!(
+                "chat-manager: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// The chatroom of the tenant, from the view or, on a miss, from chat-manager.
+    pub async fn room(
+        &self,
+        customer_id: &str,
+        room_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<MemberChatroom, MessageError> {
+        let (c, id) = (customer_id.to_owned(), room_id.to_owned());
+        let known = self
+            .store
+            .read(move |conn| membership::load_room(conn, &c, &id))
+            .await?;
+        if let Some(room) = known {
+            return Ok(room);
+        }
+        let Some(client) = &self.chat else {
+            return Err(MessageError::Unavailable(
+                "no chat-manager configured".into(),
+            ));
+        };
+        let req = chat_pb::GetChatroomRequest {
+            customer_id: customer_id.to_owned(),
+            id: room_id.to_owned(),
+            owner_id: None,
+        };
+        let room = match client.clone().get_chatroom(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Err(MessageError::not_found("chatroom"));
+            }
+            Err(s) => {
+                return Err(MessageError::Unavailable(format!(
+                    "chat-manager: {}",
+                    s.message()
+                )));
+            }
+        };
+        // Learn the whole chat, then store this room (it may be a deleted one, which the
+        // chat's live list leaves out).
+        let row = membership::member_room_from_proto(&room)?;
+        self.members(customer_id, &room.chat_id, request_id).await?;
+        self.store
+            .read(move |conn| {
+                db::queries::upsert_member_room(conn, &row)?;
+                Ok::<_, MessageError>(row)
+            })
+            .await
+    }
+}
+
+/// Subscribes to chat-manager's events. Done before chat-manager's relay starts in the
+/// embedded default, whose in-process bus keeps nothing for late subscribers.
+pub async fn subscribe_chat_events(
+    bus: &EventBus,
+    chat_exchange: &str,
+    queue: &str,
+) -> Result<Subscription, common::bus::BusError> {
+    bus.subscribe(events::subscription_spec(chat_exchange, queue))
+        .await
+}
+
+/// Where message-manager's events go and where chat-manager's come from.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub chat_exchange: String,
+    pub chat_events_queue: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            exchange: DEFAULT_EXCHANGE.into(),
+            chat_exchange: "chat.events".into(),
+            chat_events_queue: DEFAULT_CHAT_EVENTS_QUEUE.into(),
+        }
+    }
+}
+
+/// The gRPC service over `db`, its relay, and the consumer of chat-manager's events
+/// (`subscription`, made by `subscribe_chat_events`), until `shutdown` turns true.
+pub fn service(
+    db: Db,
+    bus: EventBus,
+    topology: Topology,
+    subscription: Subscription,
+    chat: Option<ChatClient>,
+    shutdown: watch::Receiver<bool>,
+) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
+    let signal = RelaySignal::default();
+    let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone());
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let consumer = events::ChatEventConsumer {
+        db: db.clone(),
+        bus,
+        spec: events::subscription_spec(&topology.chat_exchange, &topology.chat_events_queue),
+    };
+    let consumer_task = tokio::spawn(consumer.run(subscription, shutdown));
+    let manager = MessageManager::new(Store::new(db, signal, EVENT_SOURCE), chat);
+    (
+        MessageServiceServer::new(grpc::MessageGrpc::new(manager)),
+        vec![relay_task, consumer_task],
+    )
+}
