@@ -10,21 +10,23 @@ use http::HeaderValue;
 use http::request::Parts;
 use tracing::Instrument;
 
-use crate::auth::{Caller, TokenVerifier};
+use crate::auth::{AgentIdentity, Caller, TokenVerifier};
 use crate::error::ApiError;
 use crate::routes;
-use common::grpc_client::{ChatClient, GrpcTransport};
+use common::grpc_client::{ChatClient, GrpcTransport, MessageClient};
 
 #[derive(Clone)]
 pub struct AppState {
     pub chat: ChatClient,
+    pub message: MessageClient,
     pub verifier: TokenVerifier,
 }
 
 impl AppState {
-    pub fn new(chat: GrpcTransport, verifier: TokenVerifier) -> Self {
+    pub fn new(chat: GrpcTransport, message: GrpcTransport, verifier: TokenVerifier) -> Self {
         AppState {
             chat: ChatClient::new(chat),
+            message: MessageClient::new(message),
             verifier,
         }
     }
@@ -45,6 +47,62 @@ pub fn router(state: AppState) -> Router {
 /// services in gRPC metadata and from there into the events' headers.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// What travels with a call to a service: the request id and, on creating calls, the
+/// client's `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct CallMeta {
+    pub request_id: RequestId,
+    pub idempotency_key: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallMeta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let request_id = RequestId::from_request_parts(parts, state).await?;
+        let idempotency_key = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .map_err(|_| ApiError::invalid("Idempotency-Key: must be printable ASCII"))?;
+                if key.is_empty() || key.len() > common::idempotency::MAX_KEY_LEN {
+                    return Err(ApiError::invalid(format!(
+                        "Idempotency-Key: must be 1 to {} characters",
+                        common::idempotency::MAX_KEY_LEN
+                    )));
+                }
+                Some(key.to_owned())
+            }
+        };
+        Ok(CallMeta {
+            request_id,
+            idempotency_key,
+        })
+    }
+}
+
+impl CallMeta {
+    /// A creating gRPC call: the request id, and the idempotency key scoped to the caller
+    /// (its agent, or its customer for a customer-level token).
+    pub fn grpc<T>(&self, message: T, caller: &Caller) -> tonic::Request<T> {
+        let mut req = self.request_id.grpc(message);
+        if let Some(key) = &self.idempotency_key {
+            let scope = match &caller.agent {
+                Some(agent) => format!("agent:{}", agent.id),
+                None => format!("customer:{}", caller.customer_id),
+            };
+            if let (Ok(k), Ok(s)) = (key.parse(), scope.parse()) {
+                req.metadata_mut()
+                    .insert(common::idempotency::KEY_HEADER, k);
+                req.metadata_mut()
+                    .insert(common::idempotency::SCOPE_HEADER, s);
+            }
+        }
+        req
+    }
+}
 
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id = req
@@ -123,6 +181,41 @@ impl FromRequestParts<AppState> for CustomerAdmin {
     }
 }
 
+/// A caller with an agent identity (agent endpoints, and posting as oneself).
+pub struct AgentCaller(pub Caller, pub AgentIdentity);
+
+fn require_agent(caller: Caller) -> Result<AgentCaller, ApiError> {
+    match caller.agent.clone() {
+        Some(agent) => Ok(AgentCaller(caller, agent)),
+        None => Err(ApiError::PermissionDenied(
+            "this endpoint acts as an agent: the token has no agent identity".into(),
+        )),
+    }
+}
+
+impl FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authenticated(caller) = Authenticated::from_request_parts(parts, state).await?;
+        require_agent(caller)
+    }
+}
+
+/// An agent with admin or manager rights: customer-level endpoints that act as the agent
+/// (`POST /chatrooms`, `POST /chatroommessages`).
+pub struct AdminAgent(pub Caller, pub AgentIdentity);
+
+impl FromRequestParts<AppState> for AdminAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let CustomerAdmin(caller) = CustomerAdmin::from_request_parts(parts, state).await?;
+        let AgentCaller(caller, agent) = require_agent(caller)?;
+        Ok(AdminAgent(caller, agent))
+    }
+}
+
 /// A UUID path parameter, normalised; a malformed one is 400 naming the parameter.
 pub fn path_uuid(name: &str, value: &str) -> Result<String, ApiError> {
     uuid::Uuid::parse_str(value)
@@ -180,6 +273,21 @@ impl QueryParams {
             page_size,
             page_token,
         })
+    }
+
+    /// The page parameters, for message-manager.
+    pub fn message_page(&self) -> Result<proto::message::v1::PageRequest, ApiError> {
+        let p = self.page()?;
+        Ok(proto::message::v1::PageRequest {
+            page_size: p.page_size,
+            page_token: p.page_token,
+        })
+    }
+
+    /// A required UUID parameter.
+    pub fn required_uuid(&self, name: &str) -> Result<String, ApiError> {
+        self.uuid(name)?
+            .ok_or_else(|| ApiError::invalid(format!("{name}: required")))
     }
 
     /// An optional UUID parameter.

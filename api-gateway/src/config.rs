@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 pub const SEED_CUSTOMER_ID: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 
 /// api-gateway: the chat REST API. With no upstream URLs it runs everything in this process
-/// (the embedded default); with CHAT_MANAGER_URL it forwards to the split services.
+/// (the embedded default); with CHAT_MANAGER_URL and MESSAGE_MANAGER_URL it forwards to the
+/// split services.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
@@ -41,6 +42,9 @@ pub struct ServeConfig {
     /// chat-manager's gRPC URL (e.g. http://127.0.0.1:9001). Unset: the embedded default.
     #[arg(long, env = "CHAT_MANAGER_URL")]
     pub chat_manager_url: Option<String>,
+    /// message-manager's gRPC URL (e.g. http://127.0.0.1:9002). Required with CHAT_MANAGER_URL.
+    #[arg(long, env = "MESSAGE_MANAGER_URL")]
+    pub message_manager_url: Option<String>,
     /// Where the embedded default keeps its SQLite files and generated key.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,

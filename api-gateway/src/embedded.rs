@@ -1,6 +1,6 @@
-//! The embedded default: chat-manager in this process over a SQLite file in the data
-//! directory, publishing to an in-process event bus. Only the storage and the bus differ from
-//! the split deployment; the domain code is the same.
+//! The embedded default: chat-manager and message-manager in this process, each over its own
+//! SQLite file in the data directory, talking through an in-process event bus. Only the
+//! storage and the bus differ from the split deployment; the domain code is the same.
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +9,25 @@ use common::db::{Db, DbOptions, DbTarget};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use common::grpc_client::{self, GrpcTransport};
+use common::grpc_client::{self, ChatClient, GrpcTransport};
 
 pub struct Embedded {
     pub chat: GrpcTransport,
+    pub message: GrpcTransport,
     pub bus: EventBus,
     pub tasks: Vec<JoinHandle<()>>,
+}
+
+async fn open(
+    data_dir: &Path,
+    file: &str,
+    migrations: common::db::Migrations,
+) -> Result<Db, Box<dyn std::error::Error + Send + Sync>> {
+    let target = DbTarget::parse(&data_dir.join(file).to_string_lossy(), "");
+    Ok(
+        tokio::task::spawn_blocking(move || Db::connect(target, migrations, &DbOptions::default()))
+            .await??,
+    )
 }
 
 pub async fn start(
@@ -23,18 +36,44 @@ pub async fn start(
 ) -> Result<Embedded, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(data_dir)?;
     let bus = EventBus::in_process();
-    let path = data_dir.join("chat-manager.db");
-    let target = DbTarget::parse(&path.to_string_lossy(), "chat_manager");
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(target, chat_manager::db::MIGRATIONS, &DbOptions::default())
-    })
-    .await??;
-    let (server, relay) =
-        chat_manager::service(db, bus.clone(), chat_manager::DEFAULT_EXCHANGE, shutdown);
+    let chat_db = open(data_dir, "chat-manager.db", chat_manager::db::MIGRATIONS).await?;
+    let message_db = open(
+        data_dir,
+        "message-manager.db",
+        message_manager::db::MIGRATIONS,
+    )
+    .await?;
+
+    // message-manager subscribes before chat-manager's relay can publish: the in-process bus
+    // keeps nothing for late subscribers.
+    let topology = message_manager::Topology::default();
+    let subscription = message_manager::subscribe_chat_events(
+        &bus,
+        &topology.chat_exchange,
+        &topology.chat_events_queue,
+    )
+    .await?;
+    let (chat_server, chat_relay) = chat_manager::service(
+        chat_db,
+        bus.clone(),
+        chat_manager::DEFAULT_EXCHANGE,
+        shutdown.clone(),
+    );
+    let chat = grpc_client::in_process(chat_server);
+    let (message_server, mut tasks) = message_manager::service(
+        message_db,
+        bus.clone(),
+        topology,
+        subscription,
+        Some(ChatClient::new(chat.clone())),
+        shutdown,
+    );
+    tasks.push(chat_relay);
     Ok(Embedded {
-        chat: grpc_client::in_process(server),
+        chat,
+        message: grpc_client::in_process(message_server),
         bus,
-        tasks: vec![relay],
+        tasks,
     })
 }
 

@@ -52,15 +52,20 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let chat = match &config.chat_manager_url {
-        Some(url) => grpc_client::remote(url)?,
-        None => {
+    let (chat, message) = match (&config.chat_manager_url, &config.message_manager_url) {
+        (Some(chat), Some(message)) => (grpc_client::remote(chat)?, grpc_client::remote(message)?),
+        (None, None) => {
             let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
             tasks.extend(embedded.tasks);
-            embedded.chat
+            (embedded.chat, embedded.message)
+        }
+        _ => {
+            return Err(
+                "set both CHAT_MANAGER_URL and MESSAGE_MANAGER_URL, or neither (embedded)".into(),
+            );
         }
     };
-    let state = AppState::new(chat, TokenVerifier::new(&secret));
+    let state = AppState::new(chat, message, TokenVerifier::new(&secret));
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
 

@@ -46,11 +46,9 @@ against_both!(
 );
 
 async fn split_stack(test: &str) -> Option<Stack> {
-    let pg = testkit::require_postgres(test).await?;
-    let amqp = testkit::require_rabbitmq(test).await?;
-    let mut stack = Stack::split(&pg.url, &pg.schema, &amqp.url, &amqp.name("chat.events")).await;
-    stack.keep(pg);
-    stack.keep(amqp);
+    let (env, guards) = split_env(test).await?;
+    let mut stack = Stack::split(&env).await;
+    stack.keep(guards);
     Some(stack)
 }
 

@@ -34,15 +34,11 @@ async fn collect(
 #[tokio::test]
 async fn changes_publish_cloudevents_to_the_chat_exchange() {
     let test = "events::changes_publish_cloudevents_to_the_chat_exchange";
-    let Some(pg) = testkit::require_postgres(test).await else {
+    let Some((env, _guards)) = split_env(test).await else {
         return;
     };
-    let Some(amqp) = testkit::require_rabbitmq(test).await else {
-        return;
-    };
-    let exchange = amqp.name("chat.events");
-    let stack = Stack::split(&pg.url, &pg.schema, &amqp.url, &exchange).await;
-    let mut reader = testkit::EventReader::bind(&amqp.url, &exchange).await;
+    let stack = Stack::split(&env).await;
+    let mut reader = testkit::EventReader::bind(&env.amqp_url, &env.chat_exchange).await;
 
     let customer = new_id();
     let token = customer_token(&customer);
@@ -153,22 +149,31 @@ async fn s_post(stack: &Stack, token: &str, body: &str) -> Reply {
 #[tokio::test]
 async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back() {
     let test = "events::events_written_while_the_broker_is_unreachable_arrive_once_it_is_back";
-    let Some(pg) = testkit::require_postgres(test).await else {
+    let Some((mut env, _guards)) = split_env(test).await else {
         return;
     };
-    let Some(amqp) = testkit::require_rabbitmq(test).await else {
-        return;
-    };
-    let exchange = amqp.name("chat.events");
     // Bind the reader first, straight to the broker, so the exchange and queue exist.
-    let mut reader = testkit::EventReader::bind(&amqp.url, &exchange).await;
-    // The relay reaches RabbitMQ only through a proxy we can cut.
-    let proxy = testkit::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let relay_url = amqp
-        .url
-        .replace("127.0.0.1:5672", &proxy.addr().to_string());
-    assert_ne!(relay_url, amqp.url, "the relay must go through the proxy");
-    let stack = Stack::split(&pg.url, &pg.schema, &relay_url, &exchange).await;
+    let mut reader = testkit::EventReader::bind(&env.amqp_url, &env.chat_exchange).await;
+    // chat-manager's relay reaches RabbitMQ only through a proxy we can cut.
+    let amqp_host = env
+        .amqp_url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let amqp_addr = tokio::net::lookup_host(&amqp_host)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = testkit::TcpProxy::start(amqp_addr).await;
+    env.chat_amqp_url = env.amqp_url.replace(&amqp_host, &proxy.addr().to_string());
+    assert_ne!(
+        env.chat_amqp_url, env.amqp_url,
+        "the relay must go through the proxy"
+    );
+    let stack = Stack::split(&env).await;
     let token = customer_token(&new_id());
 
     // Warm up: one chat while the broker is reachable.

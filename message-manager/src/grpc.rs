@@ -71,12 +71,8 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        let members = self
-            .manager
-            .members(&customer, &chat_id, rid.as_deref())
-            .await?;
-        // Refuse bad input before claiming an idempotency key.
-        chatmessages::check(&members, &new)?;
+        // Refuses bad input before an idempotency key is claimed.
+        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
         let message = self
             .manager
             .store()
@@ -160,10 +156,6 @@ impl MessageService for MessageGrpc {
         if room.owner_id != owner || room.tm_delete != common::time::live() {
             return Err(MessageError::not_found("chatroom").into());
         }
-        let members = self
-            .manager
-            .members(&customer, &room.chat_id, rid.as_deref())
-            .await?;
         let new = NewMessage {
             customer_id: customer,
             chat_id: room.chat_id.clone(),
@@ -178,7 +170,7 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        chatmessages::check(&members, &new)?;
+        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
         let copy = self
             .manager
             .store()

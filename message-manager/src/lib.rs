@@ -64,12 +64,26 @@ impl MessageManager {
         chat_id: &str,
         request_id: Option<&str>,
     ) -> Result<Members, MessageError> {
+        self.members_checked(customer_id, chat_id, request_id, false)
+            .await
+    }
+
+    /// As `members`; with `refresh`, asks chat-manager even when the view looks complete (the
+    /// view may not have caught up with a change yet).
+    pub async fn members_checked(
+        &self,
+        customer_id: &str,
+        chat_id: &str,
+        request_id: Option<&str>,
+        refresh: bool,
+    ) -> Result<Members, MessageError> {
         let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
         let known = self
             .store
             .read(move |conn| membership::load(conn, &c, &id))
             .await?;
         if let Some(m) = &known
+            && !refresh
             && (!m.is_live() || m.is_complete())
         {
             return Ok(known.expect("checked"));
@@ -120,6 +134,30 @@ impl MessageManager {
                 "chat-manager: {}",
                 s.message()
             ))),
+        }
+    }
+
+    /// The chat's members, for a send of `new`: when the message breaks a membership rule by
+    /// the view (say, a participant added a moment ago sends), the view is refreshed from
+    /// chat-manager before the message is refused.
+    pub async fn members_for_send(
+        &self,
+        new: &chatmessages::NewMessage,
+        request_id: Option<&str>,
+    ) -> Result<Members, MessageError> {
+        let members = self
+            .members(&new.customer_id, &new.chat_id, request_id)
+            .await?;
+        match chatmessages::check(&members, new) {
+            Err(MessageError::InvalidArgument(m)) if m.starts_with("source:") => {
+                let fresh = self
+                    .members_checked(&new.customer_id, &new.chat_id, request_id, true)
+                    .await?;
+                chatmessages::check(&fresh, new)?;
+                Ok(fresh)
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(members),
         }
     }
 

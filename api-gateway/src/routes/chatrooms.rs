@@ -1,4 +1,6 @@
-//! `/v1.0/chatrooms...`: customer-level chatroom management.
+//! `/v1.0/chatrooms...` (customer level) and `/v1.0/service_agents/chatrooms...` (the calling
+//! agent's own chatrooms). One set of handlers: the agent variants pass the agent as the owner
+//! every call is limited to.
 
 use axum::Router;
 use axum::extract::State;
@@ -7,27 +9,40 @@ use common::resources::{ChatroomJson, ListJson};
 use proto::chat::v1 as pb;
 use serde::Deserialize;
 
-use crate::app::{AppState, CustomerAdmin, PathId, QueryParams, RequestId};
+use super::Scope;
+use crate::app::{
+    AdminAgent, AgentCaller, AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId,
+};
+use crate::auth::{AgentIdentity, Caller};
 use crate::error::ApiError;
 use crate::json::{Json, JsonBody};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/chatrooms", get(list))
+        .route("/chatrooms", get(list).post(create))
         .route("/chatrooms/{id}", get(read).put(update).delete(remove))
+        .route(
+            "/service_agents/chatrooms",
+            get(agent_list).post(agent_create),
+        )
+        .route(
+            "/service_agents/chatrooms/{id}",
+            get(agent_read).put(agent_update).delete(agent_remove),
+        )
 }
 
 type ChatroomReply = Result<Json<ChatroomJson>, ApiError>;
 
-async fn list(
-    State(app): State<AppState>,
-    CustomerAdmin(caller): CustomerAdmin,
+async fn list_in(
+    app: AppState,
+    scope: Scope,
     rid: RequestId,
     query: QueryParams,
+    owner_filter: Option<String>,
 ) -> Result<Json<ListJson<ChatroomJson>>, ApiError> {
     let req = pb::ListChatroomsRequest {
-        customer_id: caller.customer_id.to_string(),
-        owner_id: query.uuid("owner_id")?,
+        customer_id: scope.customer_id,
+        owner_id: scope.owner_id.or(owner_filter),
         page: Some(query.page()?),
     };
     let res = app
@@ -42,16 +57,11 @@ async fn list(
     }))
 }
 
-async fn read(
-    State(app): State<AppState>,
-    CustomerAdmin(caller): CustomerAdmin,
-    rid: RequestId,
-    PathId(id): PathId,
-) -> ChatroomReply {
+async fn read_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> ChatroomReply {
     let req = pb::GetChatroomRequest {
-        customer_id: caller.customer_id.to_string(),
+        customer_id: scope.customer_id,
         id,
-        owner_id: None,
+        owner_id: scope.owner_id,
     };
     let room = app.chat.clone().get_chatroom(rid.grpc(req)).await?;
     Ok(Json(room.into_inner().into()))
@@ -63,6 +73,97 @@ struct UpdateChatroom {
     detail: Option<String>,
 }
 
+async fn update_in(
+    app: AppState,
+    scope: Scope,
+    rid: RequestId,
+    id: String,
+    body: UpdateChatroom,
+) -> ChatroomReply {
+    let req = pb::UpdateChatroomRequest {
+        customer_id: scope.customer_id,
+        id,
+        owner_id: scope.owner_id,
+        name: body.name,
+        detail: body.detail,
+    };
+    let room = app.chat.clone().update_chatroom(rid.grpc(req)).await?;
+    Ok(Json(room.into_inner().into()))
+}
+
+async fn remove_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> ChatroomReply {
+    let req = pb::DeleteChatroomRequest {
+        customer_id: scope.customer_id,
+        id,
+        owner_id: scope.owner_id,
+    };
+    let room = app.chat.clone().delete_chatroom(rid.grpc(req)).await?;
+    Ok(Json(room.into_inner().into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateChatroom {
+    participant_ids: Option<Vec<uuid::Uuid>>,
+    name: Option<String>,
+    detail: Option<String>,
+}
+
+/// Opens a chat as the agent and returns the agent's chatroom of it.
+async fn create_as(
+    app: AppState,
+    caller: Caller,
+    agent: AgentIdentity,
+    meta: CallMeta,
+    body: CreateChatroom,
+) -> ChatroomReply {
+    let req = pb::CreateChatroomRequest {
+        customer_id: caller.customer_id.to_string(),
+        agent_id: agent.id.to_string(),
+        participant_ids: super::required("participant_ids", body.participant_ids)?
+            .iter()
+            .map(uuid::Uuid::to_string)
+            .collect(),
+        name: body.name.unwrap_or_default(),
+        detail: body.detail.unwrap_or_default(),
+    };
+    let room = app
+        .chat
+        .clone()
+        .create_chatroom(meta.grpc(req, &caller))
+        .await?;
+    Ok(Json(room.into_inner().into()))
+}
+
+// Customer level.
+
+async fn list(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    query: QueryParams,
+) -> Result<Json<ListJson<ChatroomJson>>, ApiError> {
+    let owner = query.uuid("owner_id")?;
+    list_in(app, Scope::customer(&caller), rid, query, owner).await
+}
+
+async fn create(
+    State(app): State<AppState>,
+    AdminAgent(caller, agent): AdminAgent,
+    meta: CallMeta,
+    JsonBody(body): JsonBody<CreateChatroom>,
+) -> ChatroomReply {
+    create_as(app, caller, agent, meta, body).await
+}
+
+async fn read(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> ChatroomReply {
+    read_in(app, Scope::customer(&caller), rid, id).await
+}
+
 async fn update(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -70,15 +171,7 @@ async fn update(
     PathId(id): PathId,
     JsonBody(body): JsonBody<UpdateChatroom>,
 ) -> ChatroomReply {
-    let req = pb::UpdateChatroomRequest {
-        customer_id: caller.customer_id.to_string(),
-        id,
-        owner_id: None,
-        name: body.name,
-        detail: body.detail,
-    };
-    let room = app.chat.clone().update_chatroom(rid.grpc(req)).await?;
-    Ok(Json(room.into_inner().into()))
+    update_in(app, Scope::customer(&caller), rid, id, body).await
 }
 
 async fn remove(
@@ -87,11 +180,53 @@ async fn remove(
     rid: RequestId,
     PathId(id): PathId,
 ) -> ChatroomReply {
-    let req = pb::DeleteChatroomRequest {
-        customer_id: caller.customer_id.to_string(),
-        id,
-        owner_id: None,
-    };
-    let room = app.chat.clone().delete_chatroom(rid.grpc(req)).await?;
-    Ok(Json(room.into_inner().into()))
+    remove_in(app, Scope::customer(&caller), rid, id).await
+}
+
+// The calling agent's own chatrooms.
+
+async fn agent_list(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    query: QueryParams,
+) -> Result<Json<ListJson<ChatroomJson>>, ApiError> {
+    list_in(app, Scope::agent(&caller, &agent), rid, query, None).await
+}
+
+async fn agent_create(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    meta: CallMeta,
+    JsonBody(body): JsonBody<CreateChatroom>,
+) -> ChatroomReply {
+    create_as(app, caller, agent, meta, body).await
+}
+
+async fn agent_read(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> ChatroomReply {
+    read_in(app, Scope::agent(&caller, &agent), rid, id).await
+}
+
+async fn agent_update(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<UpdateChatroom>,
+) -> ChatroomReply {
+    update_in(app, Scope::agent(&caller, &agent), rid, id, body).await
+}
+
+async fn agent_remove(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> ChatroomReply {
+    remove_in(app, Scope::agent(&caller, &agent), rid, id).await
 }

@@ -8,7 +8,7 @@ use proto::chat::v1 as pb;
 use serde::Deserialize;
 
 use super::required;
-use crate::app::{AppState, CustomerAdmin, PathId, QueryParams, RequestId, path_uuid};
+use crate::app::{AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId, path_uuid};
 use crate::error::ApiError;
 use crate::json::{Json, JsonBody};
 
@@ -47,7 +47,7 @@ struct CreateChat {
 async fn create(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
-    rid: RequestId,
+    meta: CallMeta,
     JsonBody(body): JsonBody<CreateChat>,
 ) -> ChatReply {
     let chat_type = match required("type", body.chat_type)? {
@@ -65,7 +65,11 @@ async fn create(
         name: body.name.unwrap_or_default(),
         detail: body.detail.unwrap_or_default(),
     };
-    let chat = app.chat.clone().create_chat(rid.grpc(req)).await?;
+    let chat = app
+        .chat
+        .clone()
+        .create_chat(meta.grpc(req, &caller))
+        .await?;
     Ok(Json(chat.into_inner().into()))
 }
 
@@ -199,7 +203,7 @@ struct AddParticipant {
 async fn add_participant(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
-    rid: RequestId,
+    meta: CallMeta,
     PathId(id): PathId,
     JsonBody(body): JsonBody<AddParticipant>,
 ) -> ChatReply {
@@ -208,7 +212,11 @@ async fn add_participant(
         id,
         participant_id: required("participant_id", body.participant_id)?.to_string(),
     };
-    let chat = app.chat.clone().add_participant(rid.grpc(req)).await?;
+    let chat = app
+        .chat
+        .clone()
+        .add_participant(meta.grpc(req, &caller))
+        .await?;
     Ok(Json(chat.into_inner().into()))
 }
 

@@ -10,7 +10,7 @@ use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
 use api_gateway::embedded;
 use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
-use common::grpc_client;
+use common::grpc_client::{self, ChatClient};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +28,8 @@ pub struct Stack {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     data_dir: Option<PathBuf>,
+    /// Split deployment: message-manager's link to chat-manager, to cut in tests.
+    pub chat_link: Option<testkit::TcpProxy>,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send>>,
 }
@@ -42,6 +44,91 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Where the split deployment keeps its data and events.
+pub struct SplitEnv {
+    pub pg_url: String,
+    pub chat_schema: String,
+    pub message_schema: String,
+    pub amqp_url: String,
+    /// chat-manager's relay may go through a proxy; everything else talks to RabbitMQ directly.
+    pub chat_amqp_url: String,
+    pub chat_exchange: String,
+    pub message_exchange: String,
+    pub chat_events_queue: String,
+}
+
+/// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
+/// names (None when a service is missing and the test is skipped); the guards clean up.
+pub async fn split_env(test: &str) -> Option<(SplitEnv, Vec<Box<dyn std::any::Any + Send>>)> {
+    let chat_pg = testkit::require_postgres(test).await?;
+    let message_pg = testkit::require_postgres(test).await?;
+    let amqp = testkit::require_rabbitmq(test).await?;
+    let env = SplitEnv {
+        pg_url: chat_pg.url.clone(),
+        chat_schema: chat_pg.schema.clone(),
+        message_schema: message_pg.schema.clone(),
+        amqp_url: amqp.url.clone(),
+        chat_amqp_url: amqp.url.clone(),
+        chat_exchange: amqp.name("chat.events"),
+        message_exchange: amqp.name("message.events"),
+        chat_events_queue: amqp.name("message-manager.chat-events"),
+    };
+    Some((
+        env,
+        vec![Box::new(chat_pg), Box::new(message_pg), Box::new(amqp)],
+    ))
+}
+
+async fn connect(url: &str, schema: &str, migrations: common::db::Migrations) -> Db {
+    let target = DbTarget::parse(url, schema);
+    tokio::task::spawn_blocking(move || {
+        Db::connect(
+            target,
+            migrations,
+            &DbOptions {
+                pool_size: 4,
+                ..DbOptions::default()
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .expect("connect to PostgreSQL")
+}
+
+/// Serves a gRPC service on an ephemeral port until `shutdown`.
+async fn serve_grpc<S>(
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+) -> (SocketAddr, JoinHandle<()>)
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async move {
+                    let _ = shutdown.wait_for(|s| *s).await;
+                },
+            )
+            .await;
+    });
+    (addr, task)
 }
 
 pub fn temp_data_dir() -> PathBuf {
@@ -60,66 +147,94 @@ impl Stack {
         let e = embedded::start(&data_dir, rx.clone())
             .await
             .expect("embedded start");
-        let mut stack = Self::with_gateway(e.chat, tx, rx).await;
+        let mut stack = Self::with_gateway(e.chat, e.message, tx, rx).await;
         stack.tasks.extend(e.tasks);
         stack.data_dir = owns_dir.then_some(data_dir);
         stack
     }
 
-    /// The split deployment: chat-manager's gRPC server on an ephemeral port over PostgreSQL
-    /// (schema `schema`), its relay publishing to RabbitMQ at `amqp_url` on `exchange`; the
-    /// gateway forwards over a real socket.
-    pub async fn split(pg_url: &str, schema: &str, amqp_url: &str, exchange: &str) -> Stack {
+    /// The split deployment: chat-manager and message-manager as gRPC servers on ephemeral
+    /// ports, each over its own PostgreSQL schema, their relays publishing to RabbitMQ and
+    /// message-manager consuming chat events from it; the gateway forwards over real sockets.
+    /// message-manager reaches chat-manager through `chat_link`, a proxy a test can cut.
+    pub async fn split(env: &SplitEnv) -> Stack {
         let (tx, rx) = watch::channel(false);
-        let target = DbTarget::parse(pg_url, schema);
-        let db = tokio::task::spawn_blocking(move || {
-            Db::connect(
-                target,
-                chat_manager::db::MIGRATIONS,
-                &DbOptions {
-                    pool_size: 4,
-                    ..DbOptions::default()
-                },
-            )
-        })
+        let chat_db = connect(&env.pg_url, &env.chat_schema, chat_manager::db::MIGRATIONS).await;
+        let message_db = connect(
+            &env.pg_url,
+            &env.message_schema,
+            message_manager::db::MIGRATIONS,
+        )
+        .await;
+
+        let (chat_service, chat_relay) = chat_manager::service(
+            chat_db,
+            EventBus::amqp(&env.chat_amqp_url),
+            &env.chat_exchange,
+            rx.clone(),
+        );
+        let (chat_addr, chat_server) = serve_grpc(chat_service, rx.clone()).await;
+        let chat_link = testkit::TcpProxy::start(chat_addr).await;
+
+        let bus = EventBus::amqp(&env.amqp_url);
+        let topology = message_manager::Topology {
+            exchange: env.message_exchange.clone(),
+            chat_exchange: env.chat_exchange.clone(),
+            chat_events_queue: env.chat_events_queue.clone(),
+        };
+        let subscription = message_manager::subscribe_chat_events(
+            &bus,
+            &topology.chat_exchange,
+            &topology.chat_events_queue,
+        )
         .await
-        .unwrap()
-        .expect("connect to PostgreSQL");
-        let (service, relay) =
-            chat_manager::service(db, EventBus::amqp(amqp_url), exchange, rx.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut shutdown = rx.clone();
-        let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async move {
-                        let _ = shutdown.wait_for(|s| *s).await;
-                    },
-                )
-                .await;
-        });
-        let chat = grpc_client::remote(&format!("http://{addr}")).unwrap();
-        let mut stack = Self::with_gateway(chat, tx, rx).await;
-        stack.tasks.push(relay);
-        stack.tasks.push(server);
+        .expect("subscribe to chat events");
+        let chat_for_messages =
+            ChatClient::new(grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap());
+        let (message_service, message_tasks) = message_manager::service(
+            message_db,
+            bus,
+            topology,
+            subscription,
+            Some(chat_for_messages),
+            rx.clone(),
+        );
+        let (message_addr, message_server) = serve_grpc(message_service, rx.clone()).await;
+
+        let mut stack = Self::with_gateway(
+            grpc_client::remote(&format!("http://{chat_addr}")).unwrap(),
+            grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
+            tx,
+            rx,
+        )
+        .await;
+        stack
+            .tasks
+            .extend([chat_relay, chat_server, message_server]);
+        stack.tasks.extend(message_tasks);
+        stack.chat_link = Some(chat_link);
         stack
     }
 
     /// Only the gateway, forwarding to chat-manager at `url` (which may not be running).
     pub async fn remote_only(url: &str) -> Stack {
         let (tx, rx) = watch::channel(false);
-        Self::with_gateway(grpc_client::remote(url).unwrap(), tx, rx).await
+        Self::with_gateway(
+            grpc_client::remote(url).unwrap(),
+            grpc_client::remote(url).unwrap(),
+            tx,
+            rx,
+        )
+        .await
     }
 
     async fn with_gateway(
         chat: grpc_client::GrpcTransport,
+        message: grpc_client::GrpcTransport,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
-        let state = AppState::new(chat, TokenVerifier::new(SECRET));
+        let state = AppState::new(chat, message, TokenVerifier::new(SECRET));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let mut shutdown = rx;
@@ -135,6 +250,7 @@ impl Stack {
             shutdown: tx,
             tasks: vec![gateway],
             data_dir: None,
+            chat_link: None,
             _guards: Vec::new(),
         }
     }
@@ -164,6 +280,10 @@ impl Stack {
         if let Some(b) = body {
             req = req.body(b.to_owned());
         }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         Reply::from(req.send().await.expect("request sent")).await
     }
 

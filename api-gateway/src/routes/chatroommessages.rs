@@ -1,0 +1,201 @@
+//! `/v1.0/chatroommessages...` (customer level) and `/v1.0/service_agents/chatroommessages...`
+//! (the calling agent's own copies). Posting always posts as the calling agent, into one of
+//! the agent's own chatrooms.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use common::resources::{ChatroommessageJson, ListJson, MediaJson};
+use proto::message::v1 as pb;
+use serde::Deserialize;
+
+use super::Scope;
+use crate::app::{
+    AdminAgent, AgentCaller, AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId,
+};
+use crate::auth::{AgentIdentity, Caller};
+use crate::error::ApiError;
+use crate::json::{Json, JsonBody};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/chatroommessages", get(list).post(create))
+        .route("/chatroommessages/{id}", get(read).delete(remove))
+        .route(
+            "/service_agents/chatroommessages",
+            get(agent_list).post(agent_create),
+        )
+        .route(
+            "/service_agents/chatroommessages/{id}",
+            get(agent_read).delete(agent_remove),
+        )
+}
+
+type CopyReply = Result<Json<ChatroommessageJson>, ApiError>;
+
+#[derive(Debug, Deserialize)]
+struct CreateChatroommessage {
+    chatroom_id: Option<uuid::Uuid>,
+    text: Option<String>,
+    medias: Option<Vec<MediaJson>>,
+}
+
+async fn create_as(
+    app: AppState,
+    caller: Caller,
+    agent: AgentIdentity,
+    meta: CallMeta,
+    body: CreateChatroommessage,
+) -> CopyReply {
+    let req = pb::CreateChatroommessageRequest {
+        customer_id: caller.customer_id.to_string(),
+        chatroom_id: super::required("chatroom_id", body.chatroom_id)?.to_string(),
+        owner_id: agent.id.to_string(),
+        owner_name: agent.name.clone(),
+        text: body.text.unwrap_or_default(),
+        medias: body
+            .medias
+            .unwrap_or_default()
+            .into_iter()
+            .map(pb::Media::from)
+            .collect(),
+    };
+    let copy = app
+        .message
+        .clone()
+        .create_chatroommessage(meta.grpc(req, &caller))
+        .await?;
+    Ok(Json(copy.into_inner().into()))
+}
+
+async fn list_in(
+    app: AppState,
+    scope: Scope,
+    rid: RequestId,
+    query: QueryParams,
+) -> Result<Json<ListJson<ChatroommessageJson>>, ApiError> {
+    let req = pb::ListChatroommessagesRequest {
+        customer_id: scope.customer_id,
+        chatroom_id: query.required_uuid("chatroom_id")?,
+        owner_id: scope.owner_id,
+        page: Some(query.message_page()?),
+    };
+    let res = app
+        .message
+        .clone()
+        .list_chatroommessages(rid.grpc(req))
+        .await?
+        .into_inner();
+    Ok(Json(ListJson {
+        result: res
+            .chatroommessages
+            .into_iter()
+            .map(ChatroommessageJson::from)
+            .collect(),
+        next_page_token: res.next_page_token,
+    }))
+}
+
+async fn read_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> CopyReply {
+    let req = pb::GetChatroommessageRequest {
+        customer_id: scope.customer_id,
+        id,
+        owner_id: scope.owner_id,
+    };
+    let copy = app
+        .message
+        .clone()
+        .get_chatroommessage(rid.grpc(req))
+        .await?;
+    Ok(Json(copy.into_inner().into()))
+}
+
+async fn remove_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> CopyReply {
+    let req = pb::DeleteChatroommessageRequest {
+        customer_id: scope.customer_id,
+        id,
+        owner_id: scope.owner_id,
+    };
+    let copy = app
+        .message
+        .clone()
+        .delete_chatroommessage(rid.grpc(req))
+        .await?;
+    Ok(Json(copy.into_inner().into()))
+}
+
+// Customer level.
+
+async fn create(
+    State(app): State<AppState>,
+    AdminAgent(caller, agent): AdminAgent,
+    meta: CallMeta,
+    JsonBody(body): JsonBody<CreateChatroommessage>,
+) -> CopyReply {
+    create_as(app, caller, agent, meta, body).await
+}
+
+async fn list(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    query: QueryParams,
+) -> Result<Json<ListJson<ChatroommessageJson>>, ApiError> {
+    list_in(app, Scope::customer(&caller), rid, query).await
+}
+
+async fn read(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> CopyReply {
+    read_in(app, Scope::customer(&caller), rid, id).await
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> CopyReply {
+    remove_in(app, Scope::customer(&caller), rid, id).await
+}
+
+// The calling agent's own.
+
+async fn agent_create(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    meta: CallMeta,
+    JsonBody(body): JsonBody<CreateChatroommessage>,
+) -> CopyReply {
+    create_as(app, caller, agent, meta, body).await
+}
+
+async fn agent_list(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    query: QueryParams,
+) -> Result<Json<ListJson<ChatroommessageJson>>, ApiError> {
+    list_in(app, Scope::agent(&caller, &agent), rid, query).await
+}
+
+async fn agent_read(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> CopyReply {
+    read_in(app, Scope::agent(&caller, &agent), rid, id).await
+}
+
+async fn agent_remove(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+) -> CopyReply {
+    remove_in(app, Scope::agent(&caller, &agent), rid, id).await
+}

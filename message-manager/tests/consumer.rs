@@ -1,0 +1,189 @@
+//! The chat-event consumer against real storage: an event applied twice has one effect, and
+//! a late, older event never undoes a newer state or a deletion.
+
+use common::db::{Db, DbError, DbOptions, DbTarget};
+use message_manager::db::queries;
+use message_manager::events::{Handled, handle};
+use message_manager::membership;
+use serde_json::json;
+
+fn event(id: &str, kind: &str, data: serde_json::Value) -> Vec<u8> {
+    json!({"specversion": "1.0", "id": id, "source": "chat-manager", "type": kind,
+           "time": "2026-01-01T00:00:00Z", "datacontenttype": "application/json",
+           "customerid": data["customer_id"], "data": data})
+    .to_string()
+    .into_bytes()
+}
+
+fn chat(
+    id: &str,
+    customer: &str,
+    participants: &[&str],
+    tm_update: &str,
+    tm_delete: &str,
+) -> serde_json::Value {
+    json!({"id": id, "customer_id": customer, "type": "group", "owner_id": participants[0],
+           "participant_ids": participants, "name": "", "detail": "",
+           "tm_create": "2026-01-01 00:00:00.000000", "tm_update": tm_update, "tm_delete": tm_delete})
+}
+
+const LIVE: &str = "9999-01-01 00:00:00.000000";
+
+async fn scenario(db: Db) {
+    let (chat_id, customer) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let created = event(
+        "e1",
+        "chat_created",
+        chat(
+            &chat_id,
+            &customer,
+            &["a", "b"],
+            "2026-01-01 00:00:01.000000",
+            LIVE,
+        ),
+    );
+    assert_eq!(handle(&db, &created).await.unwrap(), Handled::Applied);
+    assert_eq!(
+        handle(&db, &created).await.unwrap(),
+        Handled::Duplicate,
+        "a redelivery changes nothing"
+    );
+
+    let updated = event(
+        "e2",
+        "chat_updated",
+        chat(
+            &chat_id,
+            &customer,
+            &["a", "b", "c"],
+            "2026-01-01 00:00:03.000000",
+            LIVE,
+        ),
+    );
+    assert_eq!(handle(&db, &updated).await.unwrap(), Handled::Applied);
+    // An older update arriving late (say, after a fill from chat-manager) is ignored.
+    let stale = event(
+        "e3",
+        "chat_updated",
+        chat(
+            &chat_id,
+            &customer,
+            &["a"],
+            "2026-01-01 00:00:02.000000",
+            LIVE,
+        ),
+    );
+    assert_eq!(handle(&db, &stale).await.unwrap(), Handled::Applied);
+    let (c, id) = (customer.clone(), chat_id.clone());
+    let members = db
+        .run(move |conn| membership::load(conn, &c, &id))
+        .await
+        .map_err(|e: message_manager::error::MessageError| e)
+        .unwrap()
+        .unwrap();
+    assert_eq!(members.chat.participants(), ["a", "b", "c"]);
+
+    // Deletion is final: nothing after it brings the chat back.
+    let deleted = event(
+        "e4",
+        "chat_deleted",
+        chat(
+            &chat_id,
+            &customer,
+            &["a", "b", "c"],
+            "2026-01-01 00:00:04.000000",
+            "2026-01-01 00:00:04.000000",
+        ),
+    );
+    handle(&db, &deleted).await.unwrap();
+    let later = event(
+        "e5",
+        "chat_updated",
+        chat(
+            &chat_id,
+            &customer,
+            &["a", "b", "c"],
+            "2026-01-01 00:00:05.000000",
+            LIVE,
+        ),
+    );
+    handle(&db, &later).await.unwrap();
+    let (c, id) = (customer.clone(), chat_id.clone());
+    let members = db
+        .run(move |conn| membership::load(conn, &c, &id))
+        .await
+        .map_err(|e: message_manager::error::MessageError| e)
+        .unwrap()
+        .unwrap();
+    assert!(!members.is_live());
+
+    // Another tenant does not see it; a malformed event is refused, not applied.
+    let (other, id) = (uuid::Uuid::new_v4().to_string(), chat_id.clone());
+    let none = db
+        .run(move |conn| membership::load(conn, &other, &id))
+        .await
+        .map_err(|e: message_manager::error::MessageError| e)
+        .unwrap();
+    assert!(none.is_none());
+    assert!(handle(&db, b"not json").await.is_err());
+    assert!(
+        handle(&db, &event("e6", "chat_created", json!({"id": "x"})))
+            .await
+            .is_err()
+    );
+    let seen = db
+        .run(|conn| queries::mark_processed(conn, "e6").map_err(DbError::from))
+        .await
+        .unwrap();
+    assert!(seen, "a refused event is not recorded as processed");
+}
+
+#[tokio::test]
+async fn duplicate_and_stale_events_on_sqlite() {
+    let path = std::env::temp_dir().join(format!("mm-{}.db", uuid::Uuid::new_v4().simple()));
+    let target = DbTarget::Sqlite {
+        path: path.to_string_lossy().into_owned(),
+    };
+    let db = tokio::task::spawn_blocking(move || {
+        Db::connect(
+            target,
+            message_manager::db::MIGRATIONS,
+            &DbOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    scenario(db).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test]
+async fn duplicate_and_stale_events_on_postgres() {
+    let Some(pg) =
+        testkit::require_postgres("consumer::duplicate_and_stale_events_on_postgres").await
+    else {
+        return;
+    };
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    let db = tokio::task::spawn_blocking(move || {
+        Db::connect(
+            target,
+            message_manager::db::MIGRATIONS,
+            &DbOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    scenario(db.clone()).await;
+    drop(db);
+}
