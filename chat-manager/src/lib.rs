@@ -36,7 +36,12 @@ pub fn service(
 ) -> (ChatServiceServer<grpc::ChatGrpc>, JoinHandle<()>) {
     let signal = RelaySignal::default();
     let relay = Relay::new(db.clone(), bus, exchange, signal.clone());
-    let relay_task = tokio::spawn(relay.run(shutdown));
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::spawn(common::idempotency::purge_periodically(
+        db.clone(),
+        std::time::Duration::from_secs(3600),
+        shutdown,
+    ));
     let grpc = grpc::ChatGrpc::new(Store::new(db, signal, EVENT_SOURCE));
     (ChatServiceServer::new(grpc), relay_task)
 }

@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod db;
+pub mod error;
 pub mod grpc_client;
 pub mod idempotency;
 pub mod outbox;

@@ -258,7 +258,12 @@ pub fn service(
         bus,
         spec: events::subscription_spec(&topology.chat_exchange, &topology.chat_events_queue),
     };
-    let consumer_task = tokio::spawn(consumer.run(subscription, shutdown));
+    let consumer_task = tokio::spawn(consumer.run(subscription, shutdown.clone()));
+    tokio::spawn(common::idempotency::purge_periodically(
+        db.clone(),
+        std::time::Duration::from_secs(3600),
+        shutdown,
+    ));
     let manager = MessageManager::new(Store::new(db, signal, EVENT_SOURCE), chat);
     (
         MessageServiceServer::new(grpc::MessageGrpc::new(manager)),

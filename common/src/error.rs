@@ -1,0 +1,102 @@
+use crate::db::DbError;
+use crate::idempotency::IdempotencyError;
+use crate::page::PageError;
+
+/// Everything a service call can fail with (chat-manager's `ChatError` and message-manager's
+/// `MessageError` are this type); `From<ServiceError> for tonic::Status` is the one place these
+/// become wire errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such resource visible to the caller (also another tenant's).
+    #[error("{0}")]
+    NotFound(String),
+    /// A second live normal chat for a pair; an idempotency key reused with another request.
+    #[error("{0}")]
+    Conflict(String),
+    /// A concurrent request with the same idempotency key won: run the call again to replay.
+    #[error("retry")]
+    Retry,
+    /// Storage, or another service that is needed, cannot be reached.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ServiceError::InvalidArgument(msg.into())
+    }
+    pub fn not_found(what: &str) -> Self {
+        ServiceError::NotFound(format!("{what} not found"))
+    }
+}
+
+impl From<DbError> for ServiceError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(m) => ServiceError::Unavailable(m),
+            DbError::Query(q) => ServiceError::from(q),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ServiceError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                ServiceError::Unavailable(info.message().to_owned())
+            }
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl crate::store::StoreError for ServiceError {
+    fn is_retry(&self) -> bool {
+        matches!(self, ServiceError::Retry)
+    }
+    fn corrupt(message: String) -> Self {
+        ServiceError::Internal(message)
+    }
+}
+
+impl From<IdempotencyError> for ServiceError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::Mismatch => ServiceError::Conflict(e.to_string()),
+            IdempotencyError::Invalid(_) => ServiceError::InvalidArgument(e.to_string()),
+            IdempotencyError::Race => ServiceError::Retry,
+            IdempotencyError::Db(d) => d.into(),
+        }
+    }
+}
+
+impl From<PageError> for ServiceError {
+    fn from(e: PageError) -> Self {
+        ServiceError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            ServiceError::NotFound(m) => tonic::Status::not_found(m),
+            ServiceError::Conflict(m) => tonic::Status::already_exists(m),
+            ServiceError::Retry => tonic::Status::aborted("concurrent request; retry"),
+            ServiceError::Unavailable(m) => {
+                tracing::warn!(error = %m, "unavailable");
+                tonic::Status::unavailable("a backing service is unavailable")
+            }
+            ServiceError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}
