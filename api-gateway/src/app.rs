@@ -13,6 +13,8 @@ use tracing::Instrument;
 use crate::auth::{AgentIdentity, Caller, TokenVerifier};
 use crate::error::ApiError;
 use crate::routes;
+use crate::ws::WsSettings;
+use crate::ws::hub::EventHub;
 use common::grpc_client::{ChatClient, GrpcTransport, MessageClient};
 
 #[derive(Clone)]
@@ -20,6 +22,9 @@ pub struct AppState {
     pub chat: ChatClient,
     pub message: MessageClient,
     pub verifier: TokenVerifier,
+    /// Feeds the WebSocket; None where no event bus is configured.
+    pub hub: Option<EventHub>,
+    pub ws: WsSettings,
 }
 
 impl AppState {
@@ -28,13 +33,24 @@ impl AppState {
             chat: ChatClient::new(chat),
             message: MessageClient::new(message),
             verifier,
+            hub: None,
+            ws: WsSettings::default(),
         }
+    }
+
+    pub fn with_hub(mut self, hub: EventHub, ws: WsSettings) -> Self {
+        self.hub = Some(hub);
+        self.ws = ws;
+        self
     }
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .nest("/v1.0", routes::router())
+        .nest(
+            "/v1.0",
+            routes::router().route("/ws", axum::routing::get(crate::ws::upgrade)),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())

@@ -45,6 +45,20 @@ pub struct ServeConfig {
     /// message-manager's gRPC URL (e.g. http://127.0.0.1:9002). Required with CHAT_MANAGER_URL.
     #[arg(long, env = "MESSAGE_MANAGER_URL")]
     pub message_manager_url: Option<String>,
+    /// RabbitMQ, where the WebSocket's events come from (split deployment; required with
+    /// CHAT_MANAGER_URL). The embedded default uses its in-process bus.
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// chat-manager's events exchange.
+    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = "chat.events")]
+    pub chat_events_exchange: String,
+    /// message-manager's events exchange.
+    #[arg(
+        long,
+        env = "MESSAGE_EVENTS_EXCHANGE",
+        default_value = "message.events"
+    )]
+    pub message_events_exchange: String,
     /// Where the embedded default keeps its SQLite files and generated key.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod error;
 pub mod json;
 mod routes;
+pub mod ws;
 
 use std::future::Future;
 

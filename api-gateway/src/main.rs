@@ -4,7 +4,10 @@ use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token};
 use api_gateway::config::{Cli, Command, SEED_CUSTOMER_ID, ServeConfig, TokenArgs};
 use api_gateway::embedded;
+use api_gateway::ws::WsSettings;
+use api_gateway::ws::hub::EventHub;
 use clap::Parser;
+use common::bus::EventBus;
 use common::grpc_client;
 use tokio::sync::watch;
 
@@ -52,12 +55,22 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let (chat, message) = match (&config.chat_manager_url, &config.message_manager_url) {
-        (Some(chat), Some(message)) => (grpc_client::remote(chat)?, grpc_client::remote(message)?),
+    let (chat, message, bus) = match (&config.chat_manager_url, &config.message_manager_url) {
+        (Some(chat), Some(message)) => {
+            let amqp = config
+                .amqp_url
+                .as_deref()
+                .ok_or("AMQP_URL is required with CHAT_MANAGER_URL (the WebSocket's events)")?;
+            (
+                grpc_client::remote(chat)?,
+                grpc_client::remote(message)?,
+                EventBus::amqp(amqp),
+            )
+        }
         (None, None) => {
             let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
             tasks.extend(embedded.tasks);
-            (embedded.chat, embedded.message)
+            (embedded.chat, embedded.message, embedded.bus)
         }
         _ => {
             return Err(
@@ -65,7 +78,16 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
             );
         }
     };
-    let state = AppState::new(chat, message, TokenVerifier::new(&secret));
+    let ws = WsSettings::default();
+    let (hub, hub_task) = EventHub::start(
+        bus,
+        &config.chat_events_exchange,
+        &config.message_events_exchange,
+        ws.buffer_events,
+        shutdown_rx.clone(),
+    );
+    tasks.push(hub_task);
+    let state = AppState::new(chat, message, TokenVerifier::new(&secret)).with_hub(hub, ws);
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
 

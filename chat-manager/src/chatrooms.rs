@@ -54,8 +54,9 @@ pub fn to_proto(v: &ChatroomView) -> pb::Chatroom {
     }
 }
 
-fn event(kind: &'static str, v: &ChatroomView) -> DomainEvent {
+pub(crate) fn event(kind: &'static str, v: &ChatroomView) -> DomainEvent {
     DomainEvent::new(kind, &v.room.customer_id, ChatroomJson::from(to_proto(v)))
+        .owned_by(&v.room.owner_id)
 }
 
 pub fn get(

@@ -4,7 +4,7 @@
 use common::db::DbConnection;
 use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::{ChatJson, ChatroomJson};
+use common::resources::ChatJson;
 use common::time;
 use proto::chat::v1 as pb;
 
@@ -83,11 +83,7 @@ fn event(kind: &'static str, row: &ChatRow) -> DomainEvent {
 }
 
 fn room_event(kind: &'static str, view: &ChatroomView) -> DomainEvent {
-    DomainEvent::new(
-        kind,
-        &view.room.customer_id,
-        ChatroomJson::from(chatrooms::to_proto(view)),
-    )
+    chatrooms::event(kind, view)
 }
 
 pub(crate) fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {

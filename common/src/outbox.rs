@@ -33,6 +33,9 @@ diesel::table! {
 pub struct DomainEvent {
     pub event_type: &'static str,
     pub customer_id: String,
+    /// For chatroom and chatroommessage events: the chatroom's owner (the `ownerid`
+    /// extension), so agent subscriptions can be routed without a lookup.
+    pub owner_id: Option<String>,
     pub data: serde_json::Value,
 }
 
@@ -41,8 +44,15 @@ impl DomainEvent {
         DomainEvent {
             event_type,
             customer_id: customer_id.to_owned(),
+            owner_id: None,
             data: serde_json::to_value(data).expect("resource JSON serializes"),
         }
+    }
+
+    /// The chatroom owner this event concerns.
+    pub fn owned_by(mut self, owner_id: &str) -> Self {
+        self.owner_id = Some(owner_id.to_owned());
+        self
     }
 }
 
@@ -57,6 +67,8 @@ struct CloudEvent<'a> {
     time: String,
     datacontenttype: &'static str,
     customerid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ownerid: Option<&'a str>,
     data: &'a serde_json::Value,
 }
 
@@ -104,6 +116,7 @@ pub fn record(
                 time: time::rfc3339(now),
                 datacontenttype: "application/json",
                 customerid: &e.customer_id,
+                ownerid: e.owner_id.as_deref(),
                 data: &e.data,
             })
             .expect("event JSON serializes");

@@ -4,7 +4,7 @@
 use common::db::DbConnection;
 use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::{ChatmessageJson, ChatroommessageJson};
+use common::resources::ChatmessageJson;
 use common::store::Change;
 use common::time;
 use proto::message::v1 as pb;
@@ -69,11 +69,7 @@ fn event(kind: &'static str, r: &ChatmessageRow) -> DomainEvent {
 }
 
 fn copy_event(kind: &'static str, r: &ChatroommessageRow) -> DomainEvent {
-    DomainEvent::new(
-        kind,
-        &r.customer_id,
-        ChatroommessageJson::from(chatroommessages::to_proto(r)),
-    )
+    chatroommessages::event(kind, r)
 }
 
 /// The rules a message must meet before anything is written.

@@ -31,6 +31,12 @@ pub fn to_proto(r: &ChatroommessageRow) -> pb::Chatroommessage {
     }
 }
 
+/// An event about a copy, routed to its chatroom's owner.
+pub fn event(kind: &'static str, r: &ChatroommessageRow) -> DomainEvent {
+    DomainEvent::new(kind, &r.customer_id, ChatroommessageJson::from(to_proto(r)))
+        .owned_by(&r.owner_id)
+}
+
 pub fn get(
     conn: &mut DbConnection,
     customer_id: &str,
@@ -68,10 +74,6 @@ pub fn delete(
     copy.tm_update = now;
     copy.tm_delete = now;
     queries::delete_copies(conn, std::slice::from_ref(&copy.id), now)?;
-    let event = DomainEvent::new(
-        "messagechatroom_deleted",
-        &copy.customer_id,
-        ChatroommessageJson::from(to_proto(&copy)),
-    );
+    let event = event("messagechatroom_deleted", &copy);
     Ok((copy, vec![event]))
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
 use api_gateway::embedded;
+use api_gateway::ws::WsSettings;
+use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
 use common::grpc_client::{self, ChatClient};
@@ -31,7 +33,7 @@ pub struct Stack {
     /// Split deployment: message-manager's link to chat-manager, to cut in tests.
     pub chat_link: Option<testkit::TcpProxy>,
     /// What the split stack needs to be kept alive (schema and exchange guards).
-    _guards: Vec<Box<dyn std::any::Any + Send>>,
+    _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Drop for Stack {
@@ -57,11 +59,15 @@ pub struct SplitEnv {
     pub chat_exchange: String,
     pub message_exchange: String,
     pub chat_events_queue: String,
+    /// The gateway's event hub may go through a proxy too.
+    pub hub_amqp_url: String,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
 /// names (None when a service is missing and the test is skipped); the guards clean up.
-pub async fn split_env(test: &str) -> Option<(SplitEnv, Vec<Box<dyn std::any::Any + Send>>)> {
+pub async fn split_env(
+    test: &str,
+) -> Option<(SplitEnv, Vec<Box<dyn std::any::Any + Send + Sync>>)> {
     let chat_pg = testkit::require_postgres(test).await?;
     let message_pg = testkit::require_postgres(test).await?;
     let amqp = testkit::require_rabbitmq(test).await?;
@@ -74,6 +80,7 @@ pub async fn split_env(test: &str) -> Option<(SplitEnv, Vec<Box<dyn std::any::An
         chat_exchange: amqp.name("chat.events"),
         message_exchange: amqp.name("message.events"),
         chat_events_queue: amqp.name("message-manager.chat-events"),
+        hub_amqp_url: amqp.url.clone(),
     };
     Some((
         env,
@@ -131,6 +138,15 @@ where
     (addr, task)
 }
 
+/// The WebSocket settings of test stacks: a stuck socket is given up on quickly.
+pub fn test_ws_settings() -> WsSettings {
+    WsSettings {
+        ping_interval: Duration::from_secs(20),
+        send_timeout: Duration::from_secs(2),
+        buffer_events: 1024,
+    }
+}
+
 pub fn temp_data_dir() -> PathBuf {
     std::env::temp_dir().join(format!("chat-test-{}", uuid::Uuid::new_v4().simple()))
 }
@@ -147,7 +163,12 @@ impl Stack {
         let e = embedded::start(&data_dir, rx.clone())
             .await
             .expect("embedded start");
-        let mut stack = Self::with_gateway(e.chat, e.message, tx, rx).await;
+        let events = (
+            e.bus.clone(),
+            "chat.events".to_owned(),
+            "message.events".to_owned(),
+        );
+        let mut stack = Self::with_gateway(e.chat, e.message, Some(events), tx, rx).await;
         stack.tasks.extend(e.tasks);
         stack.data_dir = owns_dir.then_some(data_dir);
         stack
@@ -201,9 +222,15 @@ impl Stack {
         );
         let (message_addr, message_server) = serve_grpc(message_service, rx.clone()).await;
 
+        let events = (
+            EventBus::amqp(&env.hub_amqp_url),
+            env.chat_exchange.clone(),
+            env.message_exchange.clone(),
+        );
         let mut stack = Self::with_gateway(
             grpc_client::remote(&format!("http://{chat_addr}")).unwrap(),
             grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
+            Some(events),
             tx,
             rx,
         )
@@ -222,6 +249,7 @@ impl Stack {
         Self::with_gateway(
             grpc_client::remote(url).unwrap(),
             grpc_client::remote(url).unwrap(),
+            None,
             tx,
             rx,
         )
@@ -231,10 +259,24 @@ impl Stack {
     async fn with_gateway(
         chat: grpc_client::GrpcTransport,
         message: grpc_client::GrpcTransport,
+        events: Option<(EventBus, String, String)>,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
-        let state = AppState::new(chat, message, TokenVerifier::new(SECRET));
+        let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET));
+        let mut hub_task = None;
+        if let Some((bus, chat_exchange, message_exchange)) = events {
+            let settings = test_ws_settings();
+            let (hub, task) = EventHub::start(
+                bus,
+                &chat_exchange,
+                &message_exchange,
+                settings.buffer_events,
+                rx.clone(),
+            );
+            state = state.with_hub(hub, settings);
+            hub_task = Some(task);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let mut shutdown = rx;
@@ -248,14 +290,14 @@ impl Stack {
             base: format!("http://{addr}/v1.0"),
             http: reqwest::Client::new(),
             shutdown: tx,
-            tasks: vec![gateway],
+            tasks: vec![gateway].into_iter().chain(hub_task).collect(),
             data_dir: None,
             chat_link: None,
             _guards: Vec::new(),
         }
     }
 
-    pub fn keep<T: Send + 'static>(&mut self, guard: T) {
+    pub fn keep<T: Send + Sync + 'static>(&mut self, guard: T) {
         self._guards.push(Box::new(guard));
     }
 
@@ -394,4 +436,96 @@ pub fn chat_body(kind: &str, owner: &str, participants: &[&str], name: &str) -> 
         "detail": "",
     })
     .to_string()
+}
+
+/// A WebSocket client of the gateway.
+pub struct WsClient {
+    pub stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Stack {
+    pub async fn ws(&self, token: &str) -> WsClient {
+        let url = format!("{}/ws?token={token}", self.base.replace("http://", "ws://"));
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+}
+
+impl WsClient {
+    pub async fn send(&mut self, value: Value) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                value.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                text.to_owned().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The next JSON frame within `d`; None on timeout. Panics when the socket closed.
+    pub async fn next_within(&mut self, d: Duration) -> Option<Value> {
+        self.next_frame(d).await.map(|f| f.expect("socket open"))
+    }
+
+    /// The next JSON frame, Some(Err(close code)) when the socket closed, None on timeout.
+    pub async fn next_frame(&mut self, d: Duration) -> Option<Result<Value, Option<u16>>> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(Err(None)),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(Ok(serde_json::from_str(t.as_str()).unwrap()));
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return Some(Err(frame.map(|f| u16::from(f.code))));
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Subscribes and waits for the acknowledgement.
+    pub async fn subscribe(&mut self, topics: &[String]) {
+        self.send(serde_json::json!({"type": "subscribe", "topics": topics}))
+            .await;
+        let ack = self
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("subscribed");
+        assert_eq!(ack["type"], "subscribed", "{ack}");
+        assert_eq!(ack["topics"], serde_json::json!(topics));
+    }
+
+    /// Frames of event `kind` received within `d`, stopping after `n`.
+    pub async fn collect(&mut self, kind: &str, n: usize, d: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + d;
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await {
+                Some(f) if f["type"] == kind => out.push(f),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        out
+    }
 }

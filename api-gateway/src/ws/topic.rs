@@ -1,0 +1,233 @@
+//! Subscription topics, VoIPbin style: `customer_id:<id>:<resource>[:<id>]` (an admin or
+//! manager of that customer) or `agent_id:<id>:<resource>[:<id>]` (only that agent, and only
+//! `chatroom` and `messagechatroom`, of chatrooms the agent owns).
+
+use crate::auth::Caller;
+use crate::ws::hub::HubEvent;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Chat,
+    Chatroom,
+    Messagechat,
+    Messagechatroom,
+}
+
+impl Resource {
+    pub fn parse(s: &str) -> Option<Resource> {
+        match s {
+            "chat" => Some(Resource::Chat),
+            "chatroom" => Some(Resource::Chatroom),
+            "messagechat" => Some(Resource::Messagechat),
+            "messagechatroom" => Some(Resource::Messagechatroom),
+            _ => None,
+        }
+    }
+
+    /// The resource an event type is about: `chatroom_updated` -> chatroom.
+    pub fn of_event(event_type: &str) -> Option<Resource> {
+        Resource::parse(event_type.rsplit_once('_')?.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    Customer(String),
+    Agent(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    pub audience: Audience,
+    pub resource: Resource,
+    /// Narrows it: the chat (chat, messagechat) or the chatroom (chatroom, messagechatroom).
+    pub id: Option<String>,
+}
+
+/// Why a topic was refused: the error code and a message.
+pub type Refusal = (&'static str, String);
+
+fn uuid(s: &str) -> Option<String> {
+    uuid::Uuid::parse_str(s)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+impl Topic {
+    pub fn parse(text: &str) -> Result<Topic, Refusal> {
+        let bad = |why: &str| ("invalid_argument", format!("topic {text:?}: {why}"));
+        let parts: Vec<&str> = text.split(':').collect();
+        if !(3..=4).contains(&parts.len()) {
+            return Err(bad(
+                "expected customer_id:<id>:<resource>[:<id>] or agent_id:<id>:<resource>[:<id>]",
+            ));
+        }
+        let owner = uuid(parts[1]).ok_or_else(|| bad("not a valid UUID after the prefix"))?;
+        let audience = match parts[0] {
+            "customer_id" => Audience::Customer(owner),
+            "agent_id" => Audience::Agent(owner),
+            _ => return Err(bad("must start with customer_id: or agent_id:")),
+        };
+        let resource = Resource::parse(parts[2]).ok_or_else(|| {
+            bad("resource must be chat, chatroom, messagechat or messagechatroom")
+        })?;
+        let id = match parts.get(3) {
+            None => None,
+            Some(s) => Some(uuid(s).ok_or_else(|| bad("the narrowing id is not a valid UUID"))?),
+        };
+        if matches!(audience, Audience::Agent(_))
+            && matches!(resource, Resource::Chat | Resource::Messagechat)
+        {
+            return Err(bad("agent topics carry only chatroom and messagechatroom"));
+        }
+        Ok(Topic {
+            audience,
+            resource,
+            id,
+        })
+    }
+
+    /// Whether `caller` may see this topic. Refused topics are never kept.
+    pub fn authorize(&self, text: &str, caller: &Caller) -> Result<(), Refusal> {
+        let allowed = match &self.audience {
+            Audience::Customer(c) => {
+                caller.is_customer_manager() && *c == caller.customer_id.to_string()
+            }
+            Audience::Agent(a) => caller
+                .agent
+                .as_ref()
+                .is_some_and(|me| *a == me.id.to_string()),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err((
+                "permission_denied",
+                format!("topic {text:?}: not allowed for this token"),
+            ))
+        }
+    }
+
+    /// Whether the event belongs to this topic; `customer_id` is the subscriber's tenant.
+    pub fn matches(&self, customer_id: &str, event: &HubEvent) -> bool {
+        if event.resource != self.resource || event.customer_id != customer_id {
+            return false;
+        }
+        if let Audience::Agent(agent) = &self.audience
+            && event.owner_id.as_deref() != Some(agent.as_str())
+        {
+            return false;
+        }
+        match &self.id {
+            None => true,
+            Some(id) => event.scope_id == *id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AgentIdentity;
+
+    const C: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+    const A: &str = "eb1ac5c0-ff63-47e2-bcdb-5da9c336eb4b";
+    const X: &str = "47fe0b7c-7333-46cf-8b23-61e14e62490a";
+
+    fn caller(permission: u64, agent: Option<&str>) -> Caller {
+        Caller {
+            customer_id: C.parse().unwrap(),
+            agent: agent.map(|a| AgentIdentity {
+                id: a.parse().unwrap(),
+                name: String::new(),
+                username: String::new(),
+            }),
+            permission,
+            expires_at: 0,
+        }
+    }
+
+    fn event(resource: Resource, owner: Option<&str>, scope_id: &str) -> HubEvent {
+        HubEvent {
+            resource,
+            customer_id: C.into(),
+            owner_id: owner.map(str::to_owned),
+            scope_id: scope_id.into(),
+            frame: String::new().into(),
+        }
+    }
+
+    #[test]
+    fn parses_both_audiences_and_refuses_junk() {
+        let t = Topic::parse(&format!("customer_id:{C}:messagechat:{X}")).unwrap();
+        assert_eq!(t.audience, Audience::Customer(C.into()));
+        assert_eq!(t.resource, Resource::Messagechat);
+        assert_eq!(t.id.as_deref(), Some(X));
+        assert!(Topic::parse(&format!("agent_id:{A}:chatroom")).is_ok());
+        for junk in [
+            "",
+            "customer_id",
+            "customer_id:x:chat",
+            &format!("customer_id:{C}:call"),
+            &format!("user_id:{C}:chat"),
+            &format!("customer_id:{C}:chat:nope"),
+            &format!("agent_id:{A}:chat"),
+            &format!("customer_id:{C}:chat:{X}:more"),
+        ] {
+            assert_eq!(
+                Topic::parse(junk).unwrap_err().0,
+                "invalid_argument",
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_right_callers_may_subscribe() {
+        let customer = Topic::parse(&format!("customer_id:{C}:chat")).unwrap();
+        assert!(customer.authorize("t", &caller(0x20, None)).is_ok());
+        assert!(customer.authorize("t", &caller(0x40, Some(A))).is_ok());
+        assert_eq!(
+            customer
+                .authorize("t", &caller(0x10, Some(A)))
+                .unwrap_err()
+                .0,
+            "permission_denied"
+        );
+        let other = Topic::parse(&format!("customer_id:{X}:chat")).unwrap();
+        assert!(
+            other.authorize("t", &caller(0x01, None)).is_err(),
+            "no cross-tenant access"
+        );
+        let agent = Topic::parse(&format!("agent_id:{A}:chatroom")).unwrap();
+        assert!(agent.authorize("t", &caller(0x10, Some(A))).is_ok());
+        assert!(agent.authorize("t", &caller(0x10, Some(X))).is_err());
+        assert!(agent.authorize("t", &caller(0x20, None)).is_err());
+    }
+
+    #[test]
+    fn events_match_by_tenant_resource_owner_and_id() {
+        let all_rooms = Topic::parse(&format!("customer_id:{C}:chatroom")).unwrap();
+        assert!(all_rooms.matches(C, &event(Resource::Chatroom, Some(X), X)));
+        assert!(
+            !all_rooms.matches(X, &event(Resource::Chatroom, Some(X), X)),
+            "other tenant"
+        );
+        assert!(!all_rooms.matches(C, &event(Resource::Chat, None, X)));
+        let mine = Topic::parse(&format!("agent_id:{A}:messagechatroom")).unwrap();
+        assert!(mine.matches(C, &event(Resource::Messagechatroom, Some(A), X)));
+        assert!(
+            !mine.matches(C, &event(Resource::Messagechatroom, Some(X), X)),
+            "another agent's room"
+        );
+        let one = Topic::parse(&format!("customer_id:{C}:messagechat:{X}")).unwrap();
+        assert!(one.matches(C, &event(Resource::Messagechat, None, X)));
+        assert!(!one.matches(C, &event(Resource::Messagechat, None, A)));
+        assert_eq!(
+            Resource::of_event("messagechatroom_created"),
+            Some(Resource::Messagechatroom)
+        );
+        assert_eq!(Resource::of_event("chat_deleted"), Some(Resource::Chat));
+        assert_eq!(Resource::of_event("weird"), None);
+    }
+}

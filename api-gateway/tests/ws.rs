@@ -1,0 +1,376 @@
+//! The WebSocket (`GET /v1.0/ws`): subscription rules, delivery and isolation, ordering, the
+//! slow-client rule, token expiry, and the resync after the broker connection drops; against
+//! both ways of running where it applies.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+macro_rules! against_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let stack = super::Stack::embedded().await;
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+        mod split {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let test = concat!("ws::split::", stringify!($scenario));
+                    let Some((env, guards)) = super::split_env(test).await else { return };
+                    let mut stack = super::Stack::split(&env).await;
+                    stack.keep(guards);
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+    };
+}
+
+against_both!(
+    subscriptions_are_checked_and_answered,
+    events_reach_only_those_who_may_see_them,
+    events_of_a_chat_arrive_in_commit_order,
+    a_client_that_stops_reading_is_dropped_without_holding_up_others,
+    an_expired_token_closes_the_socket,
+);
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn subscriptions_are_checked_and_answered(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let mut ws = s.ws(&admin).await;
+    let mine = format!("customer_id:{customer}:chat");
+    ws.subscribe(std::slice::from_ref(&mine)).await;
+
+    // Refused topics get an error frame each and are not kept; the socket stays open.
+    let refused = [
+        format!("customer_id:{}:chat", new_id()),
+        format!("agent_id:{}:chatroom", new_id()),
+        "customer_id:nope:chat".to_owned(),
+        format!("customer_id:{customer}:calls"),
+    ];
+    ws.send(json!({"type": "subscribe", "topics": refused}))
+        .await;
+    let mut codes = Vec::new();
+    for _ in &refused {
+        let frame = ws.next_within(WAIT).await.unwrap();
+        assert_eq!(frame["type"], "error", "{frame}");
+        codes.push(frame["error"]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        codes,
+        [
+            "permission_denied",
+            "permission_denied",
+            "invalid_argument",
+            "invalid_argument"
+        ]
+    );
+    // Malformed frames too.
+    ws.send_text("this is not json").await;
+    assert_eq!(
+        ws.next_within(WAIT).await.unwrap()["error"]["code"],
+        "invalid_argument"
+    );
+    ws.send(json!({"type": "dance"})).await;
+    assert_eq!(
+        ws.next_within(WAIT).await.unwrap()["error"]["code"],
+        "invalid_argument"
+    );
+
+    // Still subscribed to what was accepted.
+    let (a, b) = (new_id(), new_id());
+    let chat = s
+        .post("/chats", &admin, &chat_body("normal", &a, &[&a, &b], "x"))
+        .await
+        .ok()
+        .clone();
+    let frame = ws.next_within(WAIT).await.expect("chat_created");
+    assert_eq!(frame, json!({"type": "chat_created", "data": chat}));
+    // An agent-only token may not take customer topics.
+    let mut agent_ws = s.ws(&agent_token(&customer, &a, 0x10)).await;
+    agent_ws
+        .send(json!({"type": "subscribe", "topics": [mine]}))
+        .await;
+    assert_eq!(
+        agent_ws.next_within(WAIT).await.unwrap()["error"]["code"],
+        "permission_denied"
+    );
+
+    // Unsubscribed: nothing more.
+    ws.send(json!({"type": "unsubscribe", "topics": [mine]}))
+        .await;
+    assert_eq!(
+        ws.next_within(WAIT).await.unwrap(),
+        json!({"type": "unsubscribed", "topics": [mine]})
+    );
+    s.post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "y"))
+        .await
+        .ok();
+    assert!(ws.next_within(Duration::from_millis(700)).await.is_none());
+}
+
+async fn events_reach_only_those_who_may_see_them(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (alice, bob) = (new_id(), new_id());
+    let chat = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("normal", &alice, &[&alice, &bob], "dm"),
+        )
+        .await
+        .ok()
+        .clone();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+
+    let mut admin_ws = s.ws(&admin).await;
+    admin_ws
+        .subscribe(&[format!("customer_id:{customer}:messagechat:{chat_id}")])
+        .await;
+    let mut alice_ws = s.ws(&agent_token(&customer, &alice, 0x10)).await;
+    alice_ws
+        .subscribe(&[format!("agent_id:{alice}:messagechatroom")])
+        .await;
+    let mut bob_ws = s.ws(&agent_token(&customer, &bob, 0x10)).await;
+    bob_ws
+        .subscribe(&[format!("agent_id:{bob}:messagechatroom")])
+        .await;
+    let other = new_id();
+    let mut other_ws = s.ws(&customer_token(&other)).await;
+    other_ws
+        .subscribe(&[
+            format!("customer_id:{other}:messagechat"),
+            format!("customer_id:{other}:messagechatroom"),
+        ])
+        .await;
+
+    let message = s
+        .post("/chatmessages", &admin, &json!({"chat_id": chat_id, "source": {"type": "agent", "target": alice}, "text": "hi"}).to_string())
+        .await
+        .ok()
+        .clone();
+    let got = admin_ws.next_within(WAIT).await.unwrap();
+    assert_eq!(got, json!({"type": "messagechat_created", "data": message}));
+    let alice_room = alice_ws.next_within(WAIT).await.unwrap();
+    let bob_room = bob_ws.next_within(WAIT).await.unwrap();
+    for (frame, owner) in [(&alice_room, &alice), (&bob_room, &bob)] {
+        assert_eq!(frame["type"], "messagechatroom_created");
+        assert_eq!(frame["data"]["messagechat_id"], message["id"]);
+        let room = s
+            .get(
+                &format!(
+                    "/chatrooms/{}",
+                    frame["data"]["chatroom_id"].as_str().unwrap()
+                ),
+                &admin,
+            )
+            .await;
+        assert_eq!(
+            room.ok()["owner_id"],
+            owner.as_str(),
+            "each agent gets only their own copy"
+        );
+    }
+    // Nobody gets anything more, and the other tenant gets nothing at all.
+    for ws in [&mut alice_ws, &mut bob_ws, &mut other_ws, &mut admin_ws] {
+        assert!(ws.next_within(Duration::from_millis(500)).await.is_none());
+    }
+}
+
+async fn events_of_a_chat_arrive_in_commit_order(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (a, b) = (new_id(), new_id());
+    let chat = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &a, &[&a, &b], "ordered"),
+        )
+        .await
+        .ok()
+        .clone();
+    let mut ws = s.ws(&admin).await;
+    ws.subscribe(&[format!("customer_id:{customer}:messagechat")])
+        .await;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let m = s
+            .post("/chatmessages", &admin, &json!({"chat_id": chat["id"], "source": {"type": "agent", "target": a}, "text": format!("m{i}")}).to_string())
+            .await
+            .ok()
+            .clone();
+        sent.push(m["id"].clone());
+    }
+    let got: Vec<Value> = ws
+        .collect("messagechat_created", 30, WAIT)
+        .await
+        .iter()
+        .map(|f| f["data"]["id"].clone())
+        .collect();
+    assert_eq!(got, sent);
+}
+
+async fn a_client_that_stops_reading_is_dropped_without_holding_up_others(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (a, b) = (new_id(), new_id());
+    let chat = s
+        .post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "big"))
+        .await
+        .ok()
+        .clone();
+    let topics = [
+        format!("customer_id:{customer}:messagechat"),
+        format!("customer_id:{customer}:messagechatroom"),
+    ];
+    let mut slow = s.ws(&admin).await;
+    slow.subscribe(&topics).await;
+    let mut fast = s.ws(&admin).await;
+    fast.subscribe(&topics).await;
+
+    // Large messages fill the slow client's socket buffers quickly; it never reads.
+    let text = "x".repeat(60_000);
+    let total = 300;
+    let reader = tokio::spawn(async move {
+        let got = fast
+            .collect("messagechat_created", total, Duration::from_secs(60))
+            .await;
+        (got.len(), fast)
+    });
+    for _ in 0..total {
+        s.post(
+            "/chatmessages",
+            &admin,
+            &json!({"chat_id": chat["id"], "source": {"type": "agent", "target": a}, "text": text})
+                .to_string(),
+        )
+        .await
+        .ok();
+    }
+    let (fast_got, _fast) = reader.await.unwrap();
+    assert_eq!(fast_got, total, "the reading client got everything");
+
+    // The slow one: what fitted in its buffers, then the connection is gone.
+    let mut slow_got = 0;
+    let ended = loop {
+        match slow.next_frame(Duration::from_secs(15)).await {
+            Some(Ok(f)) if f["type"] == "messagechat_created" => slow_got += 1,
+            Some(Ok(_)) => {}
+            Some(Err(code)) => break code,
+            None => {
+                panic!("the stuck client was never dropped (it had received {slow_got} of {total})")
+            }
+        }
+    };
+    assert!(
+        slow_got < total,
+        "the stuck client cannot have received everything ({slow_got})"
+    );
+    eprintln!(
+        "slow client: received {slow_got} of {total} before being dropped (close code {ended:?}); fast client: {fast_got}"
+    );
+}
+
+async fn an_expired_token_closes_the_socket(s: &Stack) {
+    let customer = new_id();
+    let short = token(&customer, None, 0x20, Duration::from_secs(2));
+    let mut ws = s.ws(&short).await;
+    ws.subscribe(&[format!("customer_id:{customer}:chat")])
+        .await;
+    let started = std::time::Instant::now();
+    let mut closed = None;
+    while closed.is_none() {
+        match ws.next_frame(Duration::from_secs(10)).await {
+            Some(Ok(f)) => assert_eq!(f["error"]["code"], "unauthenticated", "{f}"),
+            Some(Err(code)) => closed = Some(code),
+            None => panic!("the socket outlived its token"),
+        }
+    }
+    assert_eq!(closed.unwrap(), Some(api_gateway::ws::CLOSE_TOKEN_EXPIRED));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// The gateway's connection to RabbitMQ drops: connected clients are told that events may have
+/// been missed, and events flow again once the connection is back.
+#[tokio::test]
+async fn after_the_broker_connection_drops_clients_are_told_to_resync() {
+    let test = "ws::after_the_broker_connection_drops_clients_are_told_to_resync";
+    let Some((mut env, guards)) = split_env(test).await else {
+        return;
+    };
+    let amqp_host = env
+        .amqp_url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let amqp_addr = tokio::net::lookup_host(&amqp_host)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = testkit::TcpProxy::start(amqp_addr).await;
+    env.hub_amqp_url = env.amqp_url.replace(&amqp_host, &proxy.addr().to_string());
+    let mut s = Stack::split(&env).await;
+    s.keep(guards);
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let mut ws = s.ws(&admin).await;
+    ws.subscribe(&[format!("customer_id:{customer}:chat")])
+        .await;
+    let (a, b) = (new_id(), new_id());
+    // The hub subscribes in the background: wait until an event comes through.
+    let mut first = None;
+    for i in 0..50 {
+        s.post(
+            "/chats",
+            &admin,
+            &chat_body("group", &a, &[&a, &b], &format!("warm {i}")),
+        )
+        .await
+        .ok();
+        if let Some(f) = ws.next_within(Duration::from_millis(200)).await {
+            first = Some(f);
+            break;
+        }
+    }
+    assert_eq!(first.expect("events flow")["type"], "chat_created");
+    while ws.next_within(Duration::from_millis(300)).await.is_some() {}
+
+    proxy.set_up(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.set_up(true);
+    let resync = loop {
+        match ws.next_within(Duration::from_secs(15)).await {
+            Some(f) if f["type"] == "resync" => break f,
+            Some(_) => {}
+            None => panic!("no resync frame after the broker connection came back"),
+        }
+    };
+    assert!(resync["reason"].as_str().unwrap().contains("missed"));
+    let after = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &a, &[&a, &b], "after"),
+        )
+        .await
+        .ok()
+        .clone();
+    let frame = ws.collect("chat_created", 1, Duration::from_secs(10)).await;
+    assert_eq!(frame, vec![json!({"type": "chat_created", "data": after})]);
+}
