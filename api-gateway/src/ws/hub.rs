@@ -1,17 +1,21 @@
 //! The event hub: one subscription per gateway process to both exchanges (its own exclusive
-//! queue on RabbitMQ, or the in-process bus), fanned out to every WebSocket of this process
-//! through a bounded broadcast ring. A socket that falls more than the ring behind is told so
-//! and dropped; memory does not grow with slow clients.
+//! queue on RabbitMQ, or the in-process bus), routed to the sockets of this process whose
+//! topics match. Routing happens here, once per event, over the sockets of the event's tenant
+//! only, so a socket wakes only for what it will send. Each socket has a bounded queue; one
+//! that falls that far behind is marked lagged, told so and dropped: memory does not grow with
+//! slow clients.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::bus::{EventBus, SubscriptionSpec};
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::ws::topic::Resource;
+use crate::ws::topic::{Resource, Topic};
 
 /// One event, parsed once for every socket.
 #[derive(Debug, Clone)]
@@ -34,9 +38,97 @@ pub enum HubMessage {
     Resync,
 }
 
-#[derive(Debug, Clone)]
+/// One socket as the hub sees it.
+struct Route {
+    customer_id: String,
+    topics: Vec<Topic>,
+    tx: mpsc::Sender<HubMessage>,
+    lagged: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Routes {
+    by_id: HashMap<u64, Route>,
+    by_customer: HashMap<String, HashSet<u64>>,
+}
+
+impl Routes {
+    fn deliver(&self, id: u64, message: HubMessage) {
+        if let Some(route) = self.by_id.get(&id)
+            && route.tx.try_send(message).is_err()
+        {
+            // Full (or gone): the socket is too far behind; it closes itself.
+            route.lagged.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn dispatch(&self, message: HubMessage) {
+        match &message {
+            HubMessage::Event(event) => {
+                let Some(ids) = self.by_customer.get(&event.customer_id) else {
+                    return;
+                };
+                for id in ids {
+                    let matches = self.by_id[id]
+                        .topics
+                        .iter()
+                        .any(|t| t.matches(&event.customer_id, event));
+                    if matches {
+                        self.deliver(*id, message.clone());
+                    }
+                }
+            }
+            HubMessage::Resync => {
+                for id in self.by_id.keys() {
+                    self.deliver(*id, HubMessage::Resync);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct EventHub {
-    tx: broadcast::Sender<HubMessage>,
+    routes: Arc<Mutex<Routes>>,
+    next_id: Arc<AtomicU64>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub").field("capacity", &self.capacity).finish()
+    }
+}
+
+/// A socket's registration: its queue, and whether it fell behind. Deregisters on drop.
+pub struct Registration {
+    hub: EventHub,
+    id: u64,
+    pub events: mpsc::Receiver<HubMessage>,
+    pub lagged: Arc<AtomicBool>,
+}
+
+impl Registration {
+    /// Replaces the socket's topics.
+    pub fn set_topics(&self, topics: Vec<Topic>) {
+        if let Some(route) = self.hub.lock().by_id.get_mut(&self.id) {
+            route.topics = topics;
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut routes = self.hub.lock();
+        if let Some(route) = routes.by_id.remove(&self.id)
+            && let Some(ids) = routes.by_customer.get_mut(&route.customer_id)
+        {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                routes.by_customer.remove(&route.customer_id);
+            }
+        }
+    }
 }
 
 impl EventHub {
@@ -49,7 +141,11 @@ impl EventHub {
         capacity: usize,
         shutdown: watch::Receiver<bool>,
     ) -> (EventHub, JoinHandle<()>) {
-        let (tx, _) = broadcast::channel(capacity.max(1));
+        let hub = EventHub {
+            routes: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            capacity: capacity.max(1),
+        };
         let spec = SubscriptionSpec {
             // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
             queue: String::new(),
@@ -60,21 +156,45 @@ impl EventHub {
             exclusive: true,
             prefetch: 1024,
         };
-        let task = tokio::spawn(run(bus, spec, tx.clone(), shutdown));
-        (EventHub { tx }, task)
+        let task = tokio::spawn(run(bus, spec, hub.clone(), shutdown));
+        (hub, task)
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<HubMessage> {
-        self.tx.subscribe()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a socket of `customer_id` (with no topics yet).
+    pub fn register(&self, customer_id: &str) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, events) = mpsc::channel(self.capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let mut routes = self.lock();
+        routes.by_id.insert(
+            id,
+            Route {
+                customer_id: customer_id.to_owned(),
+                topics: Vec::new(),
+                tx,
+                lagged: lagged.clone(),
+            },
+        );
+        routes.by_customer.entry(customer_id.to_owned()).or_default().insert(id);
+        drop(routes);
+        Registration {
+            hub: self.clone(),
+            id,
+            events,
+            lagged,
+        }
+    }
+
+    fn dispatch(&self, message: HubMessage) {
+        self.lock().dispatch(message);
     }
 }
 
-async fn run(
-    bus: EventBus,
-    spec: SubscriptionSpec,
-    tx: broadcast::Sender<HubMessage>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn run(bus: EventBus, spec: SubscriptionSpec, hub: EventHub, mut shutdown: watch::Receiver<bool>) {
     let mut interrupted = false;
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -94,7 +214,7 @@ async fn run(
         backoff = Duration::from_millis(200);
         if interrupted {
             tracing::info!("event hub: subscribed again; telling sockets to resync");
-            let _ = tx.send(HubMessage::Resync);
+            hub.dispatch(HubMessage::Resync);
         }
         loop {
             let delivery = tokio::select! {
@@ -107,10 +227,7 @@ async fn run(
                 break;
             };
             match parse(&delivery.message.routing_key, &delivery.message.payload) {
-                Some(event) => {
-                    // No receivers is fine: nobody is connected.
-                    let _ = tx.send(HubMessage::Event(Arc::new(event)));
-                }
+                Some(event) => hub.dispatch(HubMessage::Event(Arc::new(event))),
                 None => {
                     tracing::warn!(key = %delivery.message.routing_key, "event hub: unreadable event skipped")
                 }

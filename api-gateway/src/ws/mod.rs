@@ -12,7 +12,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::{AppState, Authenticated};
 use crate::auth::Caller;
@@ -27,7 +26,7 @@ pub struct WsSettings {
     pub ping_interval: Duration,
     /// How long one frame may take to go out before the socket is dropped as stuck.
     pub send_timeout: Duration,
-    /// How many events a socket may fall behind (the hub's ring) before it is dropped.
+    /// How many events may wait in a socket's queue before it is dropped as too slow.
     pub buffer_events: usize,
 }
 
@@ -129,7 +128,7 @@ impl Connection {
     }
 
     async fn run(&mut self, socket: &mut WebSocket) -> Result<(), End> {
-        let mut events = self.hub.subscribe();
+        let mut registration = self.hub.register(&self.customer_id);
         let expires_in = Duration::from_secs(
             u64::try_from(self.caller.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),
         );
@@ -147,7 +146,9 @@ impl Connection {
                     heard_since_ping = true;
                     match message {
                         Message::Text(text) => {
-                            for reply in self.handle_frame(text.as_str()) {
+                            let replies = self.handle_frame(text.as_str());
+                            registration.set_topics(self.topics.values().cloned().collect());
+                            for reply in replies {
                                 self.send(socket, reply).await?;
                             }
                         }
@@ -158,27 +159,28 @@ impl Connection {
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
-                event = events.recv() => match event {
-                    Ok(HubMessage::Event(event)) => {
-                        if self.topics.values().any(|t| t.matches(&self.customer_id, &event)) {
-                            self.send(socket, Message::Text(event.frame.as_ref().into())).await?;
-                        }
-                    }
-                    Ok(HubMessage::Resync) => {
-                        let frame = json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"});
-                        self.send(socket, Message::Text(frame.to_string().into())).await?;
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        let message = format!("this connection fell {missed} events behind and is closed; reconnect and list again");
-                        let _ = self.send(socket, error_frame("lagged", &message)).await;
+                event = registration.events.recv() => {
+                    if registration.lagged.load(std::sync::atomic::Ordering::Relaxed) {
+                        let message = "this connection fell too far behind and is closed; reconnect and list again to catch up";
+                        let _ = self.send(socket, error_frame("lagged", message)).await;
                         let _ = self.send(socket, close(CLOSE_TOO_SLOW, "too slow")).await;
                         return Err(End::Done);
                     }
-                    Err(RecvError::Closed) => {
-                        let _ = self.send(socket, close(1001, "server shutting down")).await;
-                        return Err(End::Done);
+                    match event {
+                        // The hub routed it here: it matches a topic of this socket.
+                        Some(HubMessage::Event(event)) => {
+                            self.send(socket, Message::Text(event.frame.as_ref().into())).await?;
+                        }
+                        Some(HubMessage::Resync) => {
+                            let frame = json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"});
+                            self.send(socket, Message::Text(frame.to_string().into())).await?;
+                        }
+                        None => {
+                            let _ = self.send(socket, close(1001, "server shutting down")).await;
+                            return Err(End::Done);
+                        }
                     }
-                },
+                }
                 _ = ping.tick() => {
                     if heard_since_ping {
                         unanswered_pings = 0;
