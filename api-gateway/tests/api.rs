@@ -2,37 +2,14 @@
 //! (SQLite, in-process bus) and the split deployment (chat-manager over gRPC on a socket, the
 //! real PostgreSQL and RabbitMQ of this machine). The same scenarios run against each.
 
+#[macro_use]
 mod support;
 
 use serde_json::{Value, json};
 use support::*;
 
-macro_rules! against_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let stack = super::Stack::embedded().await;
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-        mod split {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let Some(stack) = super::split_stack(concat!("api::split::", stringify!($scenario))).await else {
-                        return;
-                    };
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-    };
-}
-
 against_both!(
+    "api";
     seed_tutorial_requests_work_as_written,
     bad_input_is_refused_naming_the_field_and_writes_nothing,
     second_live_normal_chat_for_a_pair_is_a_conflict,
@@ -44,13 +21,6 @@ against_both!(
     pages_return_every_chat_exactly_once,
     oversized_bodies_are_refused,
 );
-
-async fn split_stack(test: &str) -> Option<Stack> {
-    let (env, guards) = split_env(test).await?;
-    let mut stack = Stack::split(&env).await;
-    stack.keep(guards);
-    Some(stack)
-}
 
 /// The seed's "Create a new chat" body, byte for byte.
 const SEED_CREATE_CHAT: &str = r#"{

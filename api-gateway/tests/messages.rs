@@ -1,6 +1,7 @@
 //! Messages and the agent API, over HTTP, against both ways of running (embedded default and
 //! the split deployment on this machine's PostgreSQL and RabbitMQ).
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -8,33 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-macro_rules! against_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let stack = super::Stack::embedded().await;
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-        mod split {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let test = concat!("messages::split::", stringify!($scenario));
-                    let Some((env, guards)) = super::split_env(test).await else { return };
-                    let mut stack = super::Stack::split(&env).await;
-                    stack.keep(guards);
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-    };
-}
-
 against_both!(
+    "messages";
     the_seed_send_works_as_written,
     a_group_message_fans_out_to_every_live_chatroom,
     deletes_cascade_to_what_is_listed,

@@ -2,6 +2,7 @@
 //! slow-client rule, token expiry, and the resync after the broker connection drops; against
 //! both ways of running where it applies.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -9,33 +10,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-macro_rules! against_both {
-    ($($scenario:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let stack = super::Stack::embedded().await;
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-        mod split {
-            $(
-                #[tokio::test]
-                async fn $scenario() {
-                    let test = concat!("ws::split::", stringify!($scenario));
-                    let Some((env, guards)) = super::split_env(test).await else { return };
-                    let mut stack = super::Stack::split(&env).await;
-                    stack.keep(guards);
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-    };
-}
-
 against_both!(
+    "ws";
     subscriptions_are_checked_and_answered,
     events_reach_only_those_who_may_see_them,
     events_of_a_chat_arrive_in_commit_order,

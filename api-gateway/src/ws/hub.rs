@@ -96,7 +96,9 @@ pub struct EventHub {
 
 impl std::fmt::Debug for EventHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventHub").field("capacity", &self.capacity).finish()
+        f.debug_struct("EventHub")
+            .field("capacity", &self.capacity)
+            .finish()
     }
 }
 
@@ -161,7 +163,9 @@ impl EventHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
-        self.routes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.routes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers a socket of `customer_id` (with no topics yet).
@@ -179,7 +183,11 @@ impl EventHub {
                 lagged: lagged.clone(),
             },
         );
-        routes.by_customer.entry(customer_id.to_owned()).or_default().insert(id);
+        routes
+            .by_customer
+            .entry(customer_id.to_owned())
+            .or_default()
+            .insert(id);
         drop(routes);
         Registration {
             hub: self.clone(),
@@ -194,7 +202,12 @@ impl EventHub {
     }
 }
 
-async fn run(bus: EventBus, spec: SubscriptionSpec, hub: EventHub, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    bus: EventBus,
+    spec: SubscriptionSpec,
+    hub: EventHub,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut interrupted = false;
     let mut backoff = Duration::from_millis(200);
     loop {

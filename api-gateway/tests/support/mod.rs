@@ -1,5 +1,34 @@
 //! Starts the whole system for a test, in either way of running, and talks to it over HTTP.
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code, unused_macros)] // each test binary uses a different part
+
+/// Runs each scenario (an `async fn(&Stack)`) twice: against the embedded default, and against
+/// the split deployment on this machine's PostgreSQL and RabbitMQ (skipped, and listed, where
+/// they are not running).
+macro_rules! against_both {
+    ($file:literal; $($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let stack = super::Stack::embedded().await;
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+        mod split {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let test = concat!($file, "::split::", stringify!($scenario));
+                    let Some((env, guards)) = super::split_env(test).await else { return };
+                    let mut stack = super::Stack::split(&env).await;
+                    stack.keep(guards);
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+    };
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
