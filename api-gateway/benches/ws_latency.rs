@@ -25,6 +25,12 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The `p` quantile of sorted microseconds, in milliseconds.
+fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
+}
+
 fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -99,6 +105,7 @@ async fn main() {
     let total = rate * seconds;
     let limit = Arc::new(Semaphore::new(concurrency));
     let errors = Arc::new(AtomicU64::new(0));
+    let post_times = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut posts = Vec::with_capacity(total as usize);
@@ -106,13 +113,20 @@ async fn main() {
         let due = started + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let (stack, admin, errors) = (stack.clone(), admin.clone(), errors.clone());
+        let (stack, admin, errors, post_times) = (
+            stack.clone(),
+            admin.clone(),
+            errors.clone(),
+            post_times.clone(),
+        );
         let (chat_id, sender) = chats[i as usize % chats.len()].clone();
         posts.push(tokio::spawn(async move {
             let body = json!({"chat_id": chat_id, "source": {"type": "agent", "target": sender}, "text": now_micros().to_string()}).to_string();
+            let t = Instant::now();
             if stack.post("/chatmessages", &admin, &body).await.status != 200 {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
+            post_times.lock().unwrap().push(t.elapsed().as_micros() as u64);
             drop(permit);
         }));
     }
@@ -128,12 +142,9 @@ async fn main() {
     }
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let pct = |p: f64| percentile_ms(&lat, p);
+    let mut posts_us = post_times.lock().unwrap().clone();
+    posts_us.sort_unstable();
     println!(
         "ws_latency: split deployment, {} cores, {} sockets, {} chats",
         std::thread::available_parallelism()
@@ -155,6 +166,11 @@ async fn main() {
         pct(0.90),
         pct(0.99),
         lat.last().copied().unwrap_or(0) as f64 / 1000.0
+    );
+    println!(
+        "POST round trip alone: p50 {:.1} ms, p99 {:.1} ms",
+        percentile_ms(&posts_us, 0.50),
+        percentile_ms(&posts_us, 0.99)
     );
     for r in readers {
         r.abort();

@@ -210,6 +210,9 @@ impl Db {
             options.pool_size
         };
         let pool = r2d2::Pool::builder()
+            // No `SELECT 1` before every use: a broken connection is noticed by
+            // `has_broken` and by the failing query (an unavailable error, retried by the client).
+            .test_on_check_out(false)
             .max_size(size)
             .min_idle(Some(size.min(2)))
             .connection_timeout(options.acquire_timeout)

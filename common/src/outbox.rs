@@ -172,7 +172,7 @@ impl Relay {
             bus,
             exchange: exchange.into(),
             signal,
-            batch_size: 200,
+            batch_size: 500,
             poll_interval: Duration::from_secs(1),
         }
     }
