@@ -47,13 +47,16 @@ pub fn get(
         .ok_or_else(|| MessageError::not_found("chatroommessage"))
 }
 
-/// The room's live copies, newest first; a deleted room lists none.
+/// The room's live copies, newest first; a deleted room, or a room of a deleted chat (whose
+/// own deletion event may still be on its way), lists none.
 pub fn list(
     conn: &mut DbConnection,
     room: &MemberChatroom,
     page: &Page,
 ) -> Result<(Vec<ChatroommessageRow>, String), MessageError> {
-    if room.tm_delete != time::live() {
+    let chat_deleted = queries::member_chat(conn, &room.chat_id)?
+        .is_some_and(|chat| chat.tm_delete != time::live());
+    if room.tm_delete != time::live() || chat_deleted {
         return Ok((Vec::new(), String::new()));
     }
     let rows = queries::list_copies(conn, &room.id, page)?;
