@@ -37,9 +37,10 @@ pub fn service(
     let signal = RelaySignal::default();
     let relay = Relay::new(db.clone(), bus, exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    tokio::spawn(common::idempotency::purge_periodically(
+    tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),
+        common::housekeeping::COMMON_JOBS.to_vec(),
         shutdown,
     ));
     let grpc = grpc::ChatGrpc::new(Store::new(db, signal, EVENT_SOURCE));

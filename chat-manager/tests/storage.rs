@@ -216,3 +216,58 @@ on_both_backends!(a_refused_change_writes_nothing, |db| {
         .unwrap();
     assert_eq!(reread, chat);
 });
+
+on_both_backends!(housekeeping_removes_only_old_sent_events, |db| {
+    use diesel::prelude::*;
+    let manager = ChatManager::new(
+        db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    let customer = id();
+    for _ in 0..2 {
+        let (a, b) = (id(), id());
+        let new = NewChat {
+            customer_id: customer.clone(),
+            chat_type: ChatType::Group,
+            owner_id: a.clone(),
+            participant_ids: vec![a, b],
+            name: String::new(),
+            detail: String::new(),
+        };
+        manager
+            .write(None, move |c| chats::create(c, new))
+            .await
+            .unwrap();
+    }
+    // The first chat's three events were sent two days ago, the second's are unsent.
+    let old = time::now() - chrono::Duration::days(2);
+    db.run(move |c| {
+        let seqs: Vec<i64> = outbox::outbox::table
+            .order(outbox::outbox::seq.asc())
+            .select(outbox::outbox::seq)
+            .limit(3)
+            .load(c)?;
+        diesel::update(outbox::outbox::table.filter(outbox::outbox::seq.eq_any(seqs)))
+            .set(outbox::outbox::sent_at.eq(Some(old)))
+            .execute(c)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap();
+    let removed = db
+        .run(|c| outbox::purge_sent(c).map_err(DbError::from))
+        .await
+        .unwrap();
+    assert_eq!(removed, 3);
+    let backlog = db
+        .run(|c| outbox::backlog(c).map_err(DbError::from))
+        .await
+        .unwrap();
+    assert_eq!(backlog, 3, "unsent events are never removed");
+    let again = db
+        .run(|c| outbox::purge_sent(c).map_err(DbError::from))
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+});

@@ -164,28 +164,6 @@ pub fn purge_expired(conn: &mut DbConnection) -> QueryResult<usize> {
         .execute(conn)
 }
 
-/// Forgets expired keys every `every` until `shutdown` turns true.
-pub async fn purge_periodically(
-    db: crate::db::Db,
-    every: std::time::Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-        match db
-            .run(|conn| purge_expired(conn).map_err(crate::db::DbError::from))
-            .await
-        {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "expired idempotency keys removed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
-        }
-    }
-}
-
 /// FNV-1a, 64 bit: a stable fingerprint (std's hasher may change between Rust releases, and
 /// keys outlive a deploy).
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod db;
 pub mod error;
 pub mod grpc_client;
+pub mod housekeeping;
 pub mod idempotency;
 pub mod outbox;
 pub mod page;

@@ -154,6 +154,15 @@ pub fn backlog(conn: &mut DbConnection) -> QueryResult<i64> {
         .get_result(conn)
 }
 
+/// How long sent rows stay in the outbox (for inspection) before housekeeping removes them.
+pub const KEEP_SENT_HOURS: i64 = 24;
+
+/// Removes rows sent more than `KEEP_SENT_HOURS` ago; unsent rows are never removed.
+pub fn purge_sent(conn: &mut DbConnection) -> QueryResult<usize> {
+    let cutoff = time::now() - chrono::Duration::hours(KEEP_SENT_HOURS);
+    diesel::delete(outbox::table.filter(outbox::sent_at.lt(cutoff))).execute(conn)
+}
+
 pub struct Relay {
     pub db: Db,
     pub bus: EventBus,

@@ -259,9 +259,12 @@ pub fn service(
         spec: events::subscription_spec(&topology.chat_exchange, &topology.chat_events_queue),
     };
     let consumer_task = tokio::spawn(consumer.run(subscription, shutdown.clone()));
-    tokio::spawn(common::idempotency::purge_periodically(
+    let mut jobs = common::housekeeping::COMMON_JOBS.to_vec();
+    jobs.push(("processed chat event ids", db::queries::purge_processed));
+    tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),
+        jobs,
         shutdown,
     ));
     let manager = MessageManager::new(Store::new(db, signal, EVENT_SOURCE), chat);

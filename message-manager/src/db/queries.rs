@@ -231,3 +231,12 @@ pub fn mark_processed(conn: &mut DbConnection, event_id: &str) -> QueryResult<bo
         .execute(conn)?;
     Ok(true)
 }
+
+/// How long applied event ids are remembered: far longer than any redelivery takes.
+pub const KEEP_PROCESSED_DAYS: i64 = 7;
+
+pub fn purge_processed(conn: &mut DbConnection) -> QueryResult<usize> {
+    let cutoff = time::now() - chrono::Duration::days(KEEP_PROCESSED_DAYS);
+    diesel::delete(processed_events::table.filter(processed_events::processed_at.lt(cutoff)))
+        .execute(conn)
+}
