@@ -64,7 +64,8 @@ pub struct SubscriptionSpec {
     /// AMQP queue name; `""` lets the broker name it (only sensible with `exclusive`).
     pub queue: String,
     pub bindings: Vec<(String, String)>,
-    /// Exclusive + auto-delete (gateways, tests); otherwise a durable queue.
+    /// Exclusive + auto-delete and consumed without acks (gateways, tests); otherwise a durable
+    /// queue whose deliveries must be acked.
     pub exclusive: bool,
     /// Unacknowledged deliveries in flight (AMQP basic.qos); the channel capacity in-process.
     pub prefetch: u16,
@@ -227,7 +228,10 @@ impl AmqpBus {
             .basic_consume(
                 queue,
                 ShortString::default(), // broker-generated consumer tag
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    no_ack: spec.exclusive,
+                    ..BasicConsumeOptions::default()
+                },
                 FieldTable::default(),
             )
             .await?;
@@ -235,6 +239,7 @@ impl AmqpBus {
             inner: SubscriptionInner::Amqp(Box::new(AmqpSubscription {
                 _channel: channel,
                 consumer,
+                auto_ack: spec.exclusive,
             })),
         })
     }
@@ -478,6 +483,9 @@ struct AmqpSubscription {
     // Held so the channel stays open as long as the subscription lives.
     _channel: Channel,
     consumer: lapin::Consumer,
+    /// Exclusive subscriptions consume without acknowledgements: their queue dies with the
+    /// connection anyway, and per-message acks cost a round trip through the I/O loop each.
+    auto_ack: bool,
 }
 
 enum SubscriptionInner {
@@ -496,7 +504,11 @@ impl Subscription {
             SubscriptionInner::Amqp(amqp) => match amqp.consumer.next().await? {
                 Ok(d) => Some(Delivery {
                     message: from_amqp(&d),
-                    acker: Acker::Amqp(d.acker),
+                    acker: if amqp.auto_ack {
+                        Acker::AutoAcked
+                    } else {
+                        Acker::Amqp(d.acker)
+                    },
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "bus: subscription ended");
@@ -525,6 +537,8 @@ pub struct Delivery {
 
 enum Acker {
     Amqp(lapin::Acker),
+    /// Delivered to an exclusive (no-ack) subscription: nothing to acknowledge.
+    AutoAcked,
     /// Where `nack_requeue` puts the message back, for this subscription's next `next()`.
     InProcess(Requeued),
 }
@@ -533,7 +547,7 @@ impl Delivery {
     pub async fn ack(self) -> Result<(), BusError> {
         match self.acker {
             Acker::Amqp(acker) => sent(acker.ack(BasicAckOptions::default()).await?),
-            Acker::InProcess(_) => Ok(()),
+            Acker::AutoAcked | Acker::InProcess(_) => Ok(()),
         }
     }
 
@@ -547,6 +561,10 @@ impl Delivery {
                     })
                     .await?,
             ),
+            Acker::AutoAcked => {
+                tracing::warn!(id = %self.message.message_id, "bus: an exclusive subscription cannot requeue; message dropped");
+                Ok(())
+            }
             Acker::InProcess(requeued) => {
                 requeued
                     .lock()

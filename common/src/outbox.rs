@@ -172,6 +172,8 @@ pub struct Relay {
     pub batch_size: i64,
     /// Poll even without a wake-up (rows written by another process, or a missed signal).
     pub poll_interval: Duration,
+    /// How long a wake-up waits for more commits before publishing.
+    pub linger: Duration,
 }
 
 impl Relay {
@@ -183,6 +185,7 @@ impl Relay {
             signal,
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
+            linger: Duration::from_millis(2),
         }
     }
 
@@ -201,7 +204,11 @@ impl Relay {
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
-                        _ = self.signal.0.notified() => {}
+                        _ = self.signal.0.notified() => {
+                            // Let concurrent commits join this round: one query and one
+                            // confirm wait for many events instead of one each.
+                            tokio::time::sleep(self.linger).await;
+                        }
                         _ = tokio::time::sleep(self.poll_interval) => {}
                         _ = shutdown.changed() => {}
                     }
