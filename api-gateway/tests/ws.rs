@@ -350,3 +350,31 @@ async fn after_the_broker_connection_drops_clients_are_told_to_resync() {
     let frame = ws.collect("chat_created", 1, Duration::from_secs(10)).await;
     assert_eq!(frame, vec![json!({"type": "chat_created", "data": after})]);
 }
+
+/// A client that stops answering pings (here: stops reading, so its pongs never go out) is
+/// dropped after two ping intervals.
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_dropped() {
+    let s = Stack::embedded().await;
+    let customer = new_id();
+    let mut ws = s.ws(&customer_token(&customer)).await;
+    ws.subscribe(&[format!("customer_id:{customer}:chat")])
+        .await;
+    let interval = test_ws_settings().ping_interval;
+    tokio::time::sleep(interval * 4).await;
+    let mut closed = None;
+    while closed.is_none() {
+        match ws.next_frame(Duration::from_secs(10)).await {
+            Some(Ok(frame)) => panic!("no frames expected, got {frame}"),
+            Some(Err(code)) => closed = Some(code),
+            None => panic!("a silent client was not dropped"),
+        }
+    }
+    // The close frame (4002) if it is read before the client's late pong hits the closed
+    // socket; otherwise the connection is simply gone.
+    let code = closed.unwrap();
+    assert!(
+        matches!(code, None | Some(api_gateway::ws::CLOSE_UNRESPONSIVE)),
+        "{code:?}"
+    );
+}

@@ -167,10 +167,12 @@ where
     (addr, task)
 }
 
-/// The WebSocket settings of test stacks: a stuck socket is given up on quickly.
+/// The WebSocket settings of test stacks: a stuck or silent socket is given up on quickly
+/// (clients answer pings whenever they read, so only one that stops reading for 6 s or more is
+/// dropped).
 pub fn test_ws_settings() -> WsSettings {
     WsSettings {
-        ping_interval: Duration::from_secs(20),
+        ping_interval: Duration::from_secs(3),
         send_timeout: Duration::from_secs(2),
         buffer_events: 1024,
     }
