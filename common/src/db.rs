@@ -56,19 +56,6 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
-impl DbError {
-    /// A unique-constraint violation (used to turn races into a clean conflict).
-    pub fn is_unique_violation(&self) -> bool {
-        matches!(
-            self,
-            DbError::Query(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::UniqueViolation,
-                _
-            ))
-        )
-    }
-}
-
 /// Opens connections for the pool and prepares each one for the service.
 #[derive(Debug, Clone)]
 struct Connector {
@@ -266,10 +253,6 @@ impl Db {
         self.pool
             .get()
             .map_err(|e| DbError::Unavailable(e.to_string()))
-    }
-
-    pub fn target(&self) -> &DbTarget {
-        &self.target
     }
 
     /// Runs `f` with a connection on the blocking thread pool.

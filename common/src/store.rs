@@ -36,10 +36,6 @@ impl Store {
         Store { db, relay, source }
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
