@@ -90,13 +90,21 @@ pub fn check(members: &Members, new: &NewMessage) -> Result<String, MessageError
                 "source: a normal message comes from an agent (source.type \"agent\")",
             ));
         }
-        if !members.chat.participants().contains(&new.source.target) {
+        if sender_unknown(members, new) {
             return Err(MessageError::invalid(
                 "source: the agent is not a participant of this chat",
             ));
         }
     }
     Ok(medias)
+}
+
+/// A normal message whose agent the view does not list among the participants (perhaps
+/// added a moment ago, before the event arrived).
+pub fn sender_unknown(members: &Members, new: &NewMessage) -> bool {
+    new.message_type == MessageType::Normal
+        && new.source.r#type == "agent"
+        && !members.chat.participants().contains(&new.source.target)
 }
 
 /// Writes the message and its copies, one per live chatroom the view knows.

@@ -137,9 +137,9 @@ impl MessageManager {
         }
     }
 
-    /// The chat's members, for a send of `new`: when the message breaks a membership rule by
-    /// the view (say, a participant added a moment ago sends), the view is refreshed from
-    /// chat-manager before the message is refused.
+    /// The chat's members, for a send of `new`, which must pass `chatmessages::check`: when the
+    /// view does not know the sender as a participant (say, one added a moment ago), the view is
+    /// refreshed from chat-manager before the message is refused.
     pub async fn members_for_send(
         &self,
         new: &chatmessages::NewMessage,
@@ -148,17 +148,14 @@ impl MessageManager {
         let members = self
             .members(&new.customer_id, &new.chat_id, request_id)
             .await?;
-        match chatmessages::check(&members, new) {
-            Err(MessageError::InvalidArgument(m)) if m.starts_with("source:") => {
-                let fresh = self
-                    .members_checked(&new.customer_id, &new.chat_id, request_id, true)
-                    .await?;
-                chatmessages::check(&fresh, new)?;
-                Ok(fresh)
-            }
-            Err(e) => Err(e),
-            Ok(_) => Ok(members),
-        }
+        let members = if members.is_live() && chatmessages::sender_unknown(&members, new) {
+            self.members_checked(&new.customer_id, &new.chat_id, request_id, true)
+                .await?
+        } else {
+            members
+        };
+        chatmessages::check(&members, new)?;
+        Ok(members)
     }
 
     /// The chatroom of the tenant, from the view or, on a miss, from chat-manager.
