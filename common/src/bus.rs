@@ -19,7 +19,7 @@ use lapin::{
 };
 use tokio::sync::{Mutex, mpsc};
 
-use crate::REQUEST_ID_HEADER;
+use crate::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 
 /// How long a connection attempt may take before the broker counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +39,8 @@ pub struct EventMessage {
     pub message_id: String,
     pub payload: Arc<[u8]>,
     pub request_id: Option<String>,
+    /// W3C trace context of the request that caused the event.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,12 +283,16 @@ fn prepare(m: &EventMessage) -> Result<Prepared<'_>, BusError> {
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
         .with_message_id(short("message id", &m.message_id)?);
-    if let Some(request_id) = &m.request_id {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            REQUEST_ID_HEADER.into(),
-            AMQPValue::LongString(request_id.as_str().into()),
-        );
+    let mut headers = FieldTable::default();
+    for (name, value) in [
+        (REQUEST_ID_HEADER, &m.request_id),
+        (TRACEPARENT_HEADER, &m.traceparent),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
+        }
+    }
+    if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);
     }
     Ok(Prepared {
@@ -361,16 +367,19 @@ async fn publish_on(
 }
 
 fn from_amqp(d: &lapin::message::Delivery) -> EventMessage {
-    let request_id = d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(REQUEST_ID_HEADER))
-        .and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        });
+    let header = |name: &str| {
+        d.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
+    };
     EventMessage {
         exchange: d.exchange.to_string(),
         routing_key: d.routing_key.to_string(),
@@ -381,7 +390,8 @@ fn from_amqp(d: &lapin::message::Delivery) -> EventMessage {
             .map(ToString::to_string)
             .unwrap_or_default(),
         payload: Arc::from(d.data.as_slice()),
-        request_id,
+        request_id: header(REQUEST_ID_HEADER),
+        traceparent: header(TRACEPARENT_HEADER),
     }
 }
 
@@ -636,6 +646,9 @@ mod tests {
             message_id: uuid::Uuid::new_v4().to_string(),
             payload: Arc::from(format!("{{\"n\":{i}}}").as_bytes()),
             request_id: i.is_multiple_of(2).then(|| format!("req-{i}")),
+            traceparent: i
+                .is_multiple_of(3)
+                .then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
         }
     }
 

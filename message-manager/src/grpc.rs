@@ -1,6 +1,7 @@
 //! Thin gRPC handlers: map requests to domain calls, results to replies, errors to `Status`
 //! (via `From<MessageError>`).
 
+use common::RequestMeta;
 use common::idempotency::IdempotencyKey;
 use common::page::Page;
 use proto::message::v1 as pb;
@@ -58,7 +59,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::CreateChatmessageRequest>,
     ) -> Reply<pb::Chatmessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let key = key(&req, &req.get_ref().customer_id, "CreateChatmessage")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
@@ -72,7 +73,10 @@ impl MessageService for MessageGrpc {
             medias: r.medias,
         };
         // Refuses bad input before an idempotency key is claimed.
-        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
+        let members = self
+            .manager
+            .members_for_send(&new, rid.request_id.as_deref())
+            .await?;
         let message = self
             .manager
             .store()
@@ -103,14 +107,14 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::ListChatmessagesRequest>,
     ) -> Reply<pb::ListChatmessagesResponse> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let chat_id = parse_id("chat_id", &r.chat_id)?;
         let page = page(r.page)?;
         let members = self
             .manager
-            .members(&customer, &chat_id, rid.as_deref())
+            .members(&customer, &chat_id, rid.request_id.as_deref())
             .await?;
         let (rows, next) = self
             .manager
@@ -127,7 +131,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::DeleteChatmessageRequest>,
     ) -> Reply<pb::Chatmessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -143,7 +147,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::CreateChatroommessageRequest>,
     ) -> Reply<pb::Chatroommessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let key = key(&req, &req.get_ref().customer_id, "CreateChatroommessage")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
@@ -151,7 +155,7 @@ impl MessageService for MessageGrpc {
         let owner = parse_id("owner_id", &r.owner_id)?;
         let room = self
             .manager
-            .room(&customer, &room_id, rid.as_deref())
+            .room(&customer, &room_id, rid.request_id.as_deref())
             .await?;
         if room.owner_id != owner || room.tm_delete != common::time::live() {
             return Err(MessageError::not_found("chatroom").into());
@@ -170,7 +174,10 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
+        let members = self
+            .manager
+            .members_for_send(&new, rid.request_id.as_deref())
+            .await?;
         let copy = self
             .manager
             .store()
@@ -208,7 +215,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::ListChatroommessagesRequest>,
     ) -> Reply<pb::ListChatroommessagesResponse> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let room_id = parse_id("chatroom_id", &r.chatroom_id)?;
@@ -216,7 +223,7 @@ impl MessageService for MessageGrpc {
         let page = page(r.page)?;
         let room = self
             .manager
-            .room(&customer, &room_id, rid.as_deref())
+            .room(&customer, &room_id, rid.request_id.as_deref())
             .await?;
         if owner.is_some_and(|o| o != room.owner_id) {
             return Err(MessageError::not_found("chatroom").into());
@@ -236,7 +243,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::DeleteChatroommessageRequest>,
     ) -> Reply<pb::Chatroommessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;

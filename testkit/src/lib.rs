@@ -322,6 +322,17 @@ async fn connect(url: &str) -> Result<Connection, String> {
 /// One event as the broker delivered it: routing key, AMQP properties, JSON body.
 pub type ReceivedEvent = (String, BasicProperties, serde_json::Value);
 
+/// A string header of a received event (`x-request-id`, `traceparent`).
+pub fn header(event: &ReceivedEvent, name: &str) -> Option<String> {
+    match event.1.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 /// Reads events off a fresh exclusive queue bound to an exchange with `#` (lapin directly, so
 /// tests check what the real broker got). Panics on setup failures: they are test failures.
 pub struct EventReader {
