@@ -5,6 +5,8 @@
 //! confirms on AMQP, channel capacity in-process), and any error means "retry the whole batch".
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -60,6 +62,16 @@ pub enum BusError {
     Closed,
 }
 
+/// The broker's confirms of a sent batch.
+pub struct PendingConfirms(Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>);
+
+impl PendingConfirms {
+    /// Resolves once every message of the batch is confirmed; on `Err`, send the batch again.
+    pub async fn confirmed(self) -> Result<(), BusError> {
+        self.0.await
+    }
+}
+
 /// A subscription: a queue bound to `(exchange, binding pattern)` pairs.
 #[derive(Debug, Clone)]
 pub struct SubscriptionSpec {
@@ -92,11 +104,18 @@ impl EventBus {
     /// Publishes in order and returns once every message is confirmed. On `Err` nothing is known
     /// about which messages made it: retry the whole batch (consumers dedupe by `message_id`).
     pub async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        self.send(batch).await?.confirmed().await
+    }
+
+    /// Sends the batch in order and returns without waiting for the broker's confirms, so that
+    /// the next batch can go out while these are on their way. Batches sent one after another
+    /// keep their order.
+    pub async fn send(&self, batch: &[EventMessage]) -> Result<PendingConfirms, BusError> {
         match self {
-            EventBus::Amqp(bus) => bus.publish(batch).await,
+            EventBus::Amqp(bus) => bus.send(batch).await,
             EventBus::InProcess(bus) => {
                 bus.publish(batch).await;
-                Ok(())
+                Ok(PendingConfirms(Box::pin(std::future::ready(Ok(())))))
             }
         }
     }
@@ -149,28 +168,49 @@ impl AmqpBus {
         }
     }
 
+    #[cfg(test)]
     async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        self.send(batch).await?.confirmed().await
+    }
+
+    async fn send(&self, batch: &[EventMessage]) -> Result<PendingConfirms, BusError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(PendingConfirms(Box::pin(std::future::ready(Ok(())))));
         }
         // Invalid names would fail the same way on every retry: report before touching the broker.
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        // One batch at a time: confirms are per channel and order must hold across callers.
+        // One batch at a time on the channel: order must hold across callers.
         let mut slot = self.inner.publisher.lock().await;
-        let result = match tokio::time::timeout(
+        let sent = match tokio::time::timeout(
             CONFIRM_TIMEOUT,
-            publish_on(&mut slot, &self.inner.url, &prepared),
+            send_on(&mut slot, &self.inner.url, &prepared),
         )
         .await
         {
             Ok(result) => result,
             Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
         };
-        if result.is_err() {
-            // Whatever failed, start over on a fresh connection next time.
-            *slot = None;
-        }
-        result
+        let confirms = match sent {
+            Ok(confirms) => confirms,
+            Err(e) => {
+                // Whatever failed, start over on a fresh connection next time.
+                *slot = None;
+                return Err(e);
+            }
+        };
+        let channel = slot.as_ref().expect("sent on it").channel.clone();
+        Ok(PendingConfirms(Box::pin(async move {
+            let result = match tokio::time::timeout(CONFIRM_TIMEOUT, await_confirms(confirms)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+            };
+            if result.is_err() {
+                // The next send then opens a fresh connection (see `Publisher::usable`).
+                let _ = channel.close(320, "confirm failed".into()).await;
+            }
+            result
+        })))
     }
 
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
@@ -311,11 +351,12 @@ fn short(what: &'static str, s: &str) -> Result<ShortString, BusError> {
     })
 }
 
-async fn publish_on(
+/// Sends the batch on the publisher (connecting first if needed) and returns its confirms.
+async fn send_on(
     slot: &mut Option<Publisher>,
     url: &str,
     batch: &[Prepared<'_>],
-) -> Result<(), BusError> {
+) -> Result<Vec<(String, lapin::PublisherConfirm)>, BusError> {
     if !slot.as_ref().is_some_and(Publisher::usable) {
         *slot = None;
         let conn = connect(url).await?;
@@ -338,7 +379,8 @@ async fn publish_on(
             publisher.declared.insert(p.exchange.to_string());
         }
     }
-    // Pipelined: send everything, then collect the confirms (the broker confirms in order).
+    // Pipelined: send everything; the confirms are collected afterwards (the broker confirms in
+    // order).
     let mut confirms = Vec::with_capacity(batch.len());
     for p in batch {
         let confirm = publisher
@@ -351,15 +393,17 @@ async fn publish_on(
                 p.properties.clone(),
             )
             .await?;
-        confirms.push(confirm);
+        confirms.push((p.message.message_id.clone(), confirm));
     }
-    for (p, confirm) in batch.iter().zip(confirms) {
+    Ok(confirms)
+}
+
+async fn await_confirms(confirms: Vec<(String, lapin::PublisherConfirm)>) -> Result<(), BusError> {
+    for (message_id, confirm) in confirms {
         match confirm.await? {
             Confirmation::Ack(_) => {}
             Confirmation::Nack(_) | Confirmation::NotRequested => {
-                return Err(BusError::Nacked {
-                    message_id: p.message.message_id.clone(),
-                });
+                return Err(BusError::Nacked { message_id });
             }
         }
     }

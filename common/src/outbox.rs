@@ -1,7 +1,10 @@
 //! The transactional outbox: a change and the events it implies commit together (`record` runs
-//! inside the change's transaction), and the `Relay` publishes what was committed, in commit
-//! order, marking rows sent only after the broker confirmed them. A crash or a broker outage
-//! between commit and publish delays events; it never loses them (delivery is at least once).
+//! inside the change's transaction, one row per transaction), and the `Relay` publishes what
+//! was committed, in the order rows became visible, marking rows sent only after the broker
+//! confirmed them. It sends the next round while earlier ones await their confirms, and only
+//! one relay per service publishes at a time (a PostgreSQL advisory lock). A crash or a broker
+//! outage between commit and publish delays events; it never loses them (delivery is at least
+//! once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +15,11 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::RequestMeta;
-use crate::bus::{EventBus, EventMessage};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+
+use crate::bus::{BusError, EventBus, EventMessage};
 use crate::db::{Db, DbConnection, DbError, DedicatedConnection};
 use crate::time;
 
@@ -190,16 +197,34 @@ pub struct Relay {
     pub poll_interval: Duration,
     /// How long a wake-up waits for more commits before publishing.
     pub linger: Duration,
+    /// Rounds sent whose confirms have not all arrived yet (at most).
+    pub max_in_flight: usize,
     /// PostgreSQL: the connection holding the relay lock, while this relay is the one that
     /// publishes.
     leader: Option<DedicatedConnection>,
+    /// Rows sent but not yet confirmed and marked: the next round skips them, without waiting
+    /// for them. (Not "every seq above the last one sent": a transaction that took a lower seq
+    /// may commit later.)
+    unconfirmed: Vec<i64>,
+    /// Sent rounds in order, each resolving to its rows' seqs once confirmed.
+    in_flight: FuturesOrdered<BoxFuture<'static, ConfirmedRound>>,
 }
+
+/// A sent round's rows, and whether the broker confirmed all of its events.
+type ConfirmedRound = (Vec<i64>, Result<(), BusError>);
 
 /// The outcome of a publishing round.
 enum Round {
-    Published(usize),
+    Sent(usize),
     /// Another replica holds the relay lock: it publishes, this relay waits.
     Standby,
+}
+
+/// What the relay waits for between rounds.
+enum Wake {
+    Confirmed(Vec<i64>, Result<(), BusError>),
+    Commit,
+    Tick,
 }
 
 impl Relay {
@@ -212,7 +237,10 @@ impl Relay {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             linger: Duration::from_millis(2),
+            max_in_flight: 8,
             leader: None,
+            unconfirmed: Vec::new(),
+            in_flight: FuturesOrdered::new(),
         }
     }
 
@@ -221,50 +249,97 @@ impl Relay {
         let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
-                if let Err(e) = self.round().await {
+                if let Err(e) = self.flush().await {
                     tracing::warn!(error = %e, "relay: final flush failed; events stay in the outbox");
                 }
                 return;
             }
-            match self.round().await {
-                Ok(Round::Published(n)) if n as i64 >= self.batch_size => continue,
-                Ok(Round::Published(_)) => {
-                    backoff = Duration::from_millis(100);
-                    tokio::select! {
-                        _ = self.signal.0.notified() => {
-                            // Let concurrent commits join this round: one query and one
-                            // confirm wait for many events instead of one each.
-                            tokio::time::sleep(self.linger).await;
+            let room = self.in_flight.len() < self.max_in_flight;
+            let mut more = false;
+            if room {
+                match self.round().await {
+                    Ok(Round::Sent(n)) => more = n as i64 >= self.batch_size,
+                    Ok(Round::Standby) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.poll_interval) => {}
+                            _ = shutdown.changed() => {}
                         }
-                        _ = tokio::time::sleep(self.poll_interval) => {}
-                        _ = shutdown.changed() => {}
+                        continue;
+                    }
+                    Err(e) => {
+                        self.retry_after(e, &mut backoff, &mut shutdown).await;
+                        continue;
                     }
                 }
-                Ok(Round::Standby) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.poll_interval) => {}
-                        _ = shutdown.changed() => {}
-                    }
+            }
+            let wake = tokio::select! {
+                Some((seqs, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    Wake::Confirmed(seqs, result)
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+                _ = std::future::ready(()), if more && room => Wake::Tick,
+                _ = self.signal.0.notified(), if room => Wake::Commit,
+                _ = tokio::time::sleep(self.poll_interval) => Wake::Tick,
+                _ = shutdown.changed() => Wake::Tick,
+            };
+            match wake {
+                Wake::Confirmed(seqs, result) => match self.settle(seqs, result).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => self.retry_after(e, &mut backoff, &mut shutdown).await,
+                },
+                // Let concurrent commits join this round: one query and one confirm wait for
+                // many events instead of one each.
+                Wake::Commit => tokio::time::sleep(self.linger).await,
+                Wake::Tick => {}
             }
         }
     }
 
-    /// One round: publishes up to `batch_size` pending events in commit order and marks them
-    /// sent. Returns how many events were published (0 when another replica publishes).
-    pub async fn publish_pending(&mut self) -> Result<usize, RelayError> {
-        match self.round().await? {
-            Round::Published(n) => Ok(n),
-            Round::Standby => Ok(0),
+    /// After a failure: everything not confirmed is sent again (consumers dedupe), after a pause.
+    async fn retry_after(
+        &mut self,
+        e: RelayError,
+        backoff: &mut Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed; will retry");
+        self.in_flight = FuturesOrdered::new();
+        self.unconfirmed.clear();
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = shutdown.changed() => {}
         }
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// Waits for every sent round, then sends what is left (up to one round) and waits for it.
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        while let Some((seqs, result)) = self.in_flight.next().await {
+            self.settle(seqs, result).await?;
+        }
+        self.round().await?;
+        while let Some((seqs, result)) = self.in_flight.next().await {
+            self.settle(seqs, result).await?;
+        }
+        Ok(())
+    }
+
+    /// A confirmed round's rows are marked sent.
+    async fn settle(
+        &mut self,
+        seqs: Vec<i64>,
+        confirmed: Result<(), BusError>,
+    ) -> Result<(), RelayError> {
+        confirmed.map_err(|e| RelayError::Bus(e.to_string()))?;
+        self.unconfirmed.retain(|seq| !seqs.contains(seq));
+        let mark = move |conn: &mut DbConnection| mark_sent(conn, seqs);
+        let marked = match &mut self.leader {
+            Some(conn) => conn.run(mark).await,
+            None => self.db.run(mark).await,
+        };
+        if marked.is_err() {
+            self.leader = None;
+        }
+        Ok(marked?)
     }
 
     async fn round(&mut self) -> Result<Round, RelayError> {
@@ -279,24 +354,28 @@ impl Relay {
                 return Ok(Round::Standby);
             }
             tracing::info!(exchange = %self.exchange, "relay: this replica publishes");
+            // Whatever the previous term sent but did not mark is sent again.
+            self.unconfirmed.clear();
             self.leader = Some(conn);
         }
-        let result = self.publish_round().await;
-        if result.is_err() {
+        let result = self.send_round().await;
+        if matches!(result, Err(RelayError::Db(_))) {
             // The connection may be broken: drop it (and with it the lock), then start over.
             self.leader = None;
         }
-        result.map(Round::Published)
+        result.map(Round::Sent)
     }
 
-    async fn publish_round(&mut self) -> Result<usize, RelayError> {
-        let limit = self.batch_size;
+    /// Sends the next pending rows (after those already sent) without waiting for the confirms.
+    async fn send_round(&mut self) -> Result<usize, RelayError> {
+        let (limit, skip) = (self.batch_size, self.unconfirmed.clone());
         let load = move |conn: &mut DbConnection| {
-            // Rows up to `limit` events: a running sum keeps whole rows and commit order.
+            // Rows up to `limit` events: whole rows, in commit order.
             let mut rows: Vec<PendingRow> = Vec::new();
             let mut count: i64 = 0;
             let candidates: Vec<(PendingRow, i32)> = outbox::table
                 .filter(outbox::sent_at.is_null())
+                .filter(outbox::seq.ne_all(skip))
                 .order(outbox::seq.asc())
                 .limit(limit)
                 .select((PendingRow::as_select(), outbox::event_count))
@@ -334,17 +413,16 @@ impl Relay {
                 });
             }
         }
-        self.bus
-            .publish(&messages)
+        let pending = self
+            .bus
+            .send(&messages)
             .await
             .map_err(|e| RelayError::Bus(e.to_string()))?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        let mark = move |conn: &mut DbConnection| mark_sent(conn, seqs);
-        match &mut self.leader {
-            Some(conn) => conn.run(mark).await?,
-            None => self.db.run(mark).await?,
-        }
-        tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: published");
+        self.unconfirmed.extend_from_slice(&seqs);
+        self.in_flight
+            .push_back(Box::pin(async move { (seqs, pending.confirmed().await) }));
+        tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
         Ok(messages.len())
     }
 }

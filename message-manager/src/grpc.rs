@@ -72,17 +72,10 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        // Refuses bad input before an idempotency key is claimed.
-        let members = self
-            .manager
-            .members_for_send(&new, rid.request_id.as_deref())
-            .await?;
         let message = self
             .manager
-            .store()
-            .create(rid, key, move |c| {
-                let ((message, _), events) = chatmessages::create(c, &members, new.clone())?;
-                Ok::<_, MessageError>((chatmessages::to_proto(&message), events))
+            .send(new, rid, key, |message, _| {
+                Ok(chatmessages::to_proto(message))
             })
             .await?;
         Ok(Response::new(message))
@@ -174,22 +167,16 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        let members = self
-            .manager
-            .members_for_send(&new, rid.request_id.as_deref())
-            .await?;
         let copy = self
             .manager
-            .store()
-            .create(rid, key, move |c| {
-                let ((_, copies), events) = chatmessages::create(c, &members, new.clone())?;
+            .send(new, rid, key, move |_, copies| {
                 let own = copies
                     .iter()
                     .find(|copy| copy.chatroom_id == room_id)
                     .ok_or_else(|| {
                         MessageError::Internal("no copy in the sender's chatroom".into())
                     })?;
-                Ok::<_, MessageError>((chatroommessages::to_proto(own), events))
+                Ok(chatroommessages::to_proto(own))
             })
             .await?;
         Ok(Response::new(copy))
