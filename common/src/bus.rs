@@ -120,6 +120,15 @@ impl EventBus {
         }
     }
 
+    /// Declares a durable queue (for events set aside, such as dead letters), reachable by its
+    /// name through the default exchange. The in-process bus has no queues: a no-op.
+    pub async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.declare_queue(queue).await,
+            EventBus::InProcess(_) => Ok(()),
+        }
+    }
+
     pub async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
         match self {
             EventBus::Amqp(bus) => bus.subscribe(spec).await,
@@ -287,6 +296,33 @@ impl AmqpBus {
     }
 }
 
+impl AmqpBus {
+    async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+        let queue = short("queue name", queue)?;
+        let mut slot = self.inner.publisher.lock().await;
+        let declared = async {
+            open_publisher(&mut slot, &self.inner.url)
+                .await?
+                .channel
+                .queue_declare(
+                    queue,
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, BusError>(())
+        }
+        .await;
+        if declared.is_err() {
+            *slot = None;
+        }
+        declared
+    }
+}
+
 /// Connects with a deadline: lapin itself would wait for the OS TCP timeout on a dead address.
 async fn connect(url: &str) -> Result<Connection, BusError> {
     let props = ConnectionProperties::default();
@@ -351,12 +387,11 @@ fn short(what: &'static str, s: &str) -> Result<ShortString, BusError> {
     })
 }
 
-/// Sends the batch on the publisher (connecting first if needed) and returns its confirms.
-async fn send_on(
-    slot: &mut Option<Publisher>,
+/// The publisher in `slot`, connected (with a confirm-mode channel) if it was not.
+async fn open_publisher<'a>(
+    slot: &'a mut Option<Publisher>,
     url: &str,
-    batch: &[Prepared<'_>],
-) -> Result<Vec<(String, lapin::PublisherConfirm)>, BusError> {
+) -> Result<&'a mut Publisher, BusError> {
     if !slot.as_ref().is_some_and(Publisher::usable) {
         *slot = None;
         let conn = connect(url).await?;
@@ -370,7 +405,16 @@ async fn send_on(
             declared: HashSet::new(),
         });
     }
-    let publisher = slot.as_mut().expect("just connected");
+    Ok(slot.as_mut().expect("just connected"))
+}
+
+/// Sends the batch on the publisher (connecting first if needed) and returns its confirms.
+async fn send_on(
+    slot: &mut Option<Publisher>,
+    url: &str,
+    batch: &[Prepared<'_>],
+) -> Result<Vec<(String, lapin::PublisherConfirm)>, BusError> {
+    let publisher = open_publisher(slot, url).await?;
 
     for p in batch {
         // The default exchange ("") exists and cannot be declared.
