@@ -86,6 +86,13 @@ impl From<tonic::Status> for ApiError {
     fn from(s: tonic::Status) -> Self {
         use tonic::Code;
         let msg = s.message().to_owned();
+        // A status with a source was made here from a transport failure (a connection reset
+        // mid-call, say), not answered by the service: the outcome is unknown and a retry
+        // (with the same Idempotency-Key) is the client's way out.
+        if std::error::Error::source(&s).is_some() {
+            tracing::warn!(code = ?s.code(), message = %msg, "upstream call broken off");
+            return ApiError::Unavailable("a backing service is unavailable; try again".into());
+        }
         match s.code() {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 ApiError::InvalidArgument(msg)

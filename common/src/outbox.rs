@@ -434,6 +434,16 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         locked: bool,
     }
+    // If this process vanishes without closing its connection (a host lost, a network cut),
+    // the server must notice and end the session, releasing the lock, within about a minute
+    // rather than after the system's default two hours of TCP keepalive.
+    for setting in [
+        "SET tcp_keepalives_idle = 30",
+        "SET tcp_keepalives_interval = 10",
+        "SET tcp_keepalives_count = 3",
+    ] {
+        diesel::sql_query(setting).execute(conn)?;
+    }
     let row: Locked = diesel::sql_query(
         "SELECT pg_try_advisory_lock(hashtext('outbox relay ' || current_schema())) AS locked",
     )

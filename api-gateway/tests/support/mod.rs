@@ -292,10 +292,15 @@ impl Stack {
 
     /// Only the gateway, forwarding to chat-manager at `url` (which may not be running).
     pub async fn remote_only(url: &str) -> Stack {
+        Self::gateway_to(url, url).await
+    }
+
+    /// Only the gateway, forwarding to services running elsewhere (say, as processes).
+    pub async fn gateway_to(chat_url: &str, message_url: &str) -> Stack {
         let (tx, rx) = watch::channel(false);
         Self::with_gateway(
-            grpc_client::remote(url).unwrap(),
-            grpc_client::remote(url).unwrap(),
+            grpc_client::remote(chat_url).unwrap(),
+            grpc_client::remote(message_url).unwrap(),
             None,
             tx,
             rx,
