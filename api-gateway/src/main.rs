@@ -15,7 +15,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    common::telemetry::init();
+    common::telemetry::init(common::telemetry::LogFormat::Text);
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(args)) => {

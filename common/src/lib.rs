@@ -5,8 +5,10 @@ pub mod bus;
 pub mod db;
 pub mod error;
 pub mod grpc_client;
+pub mod grpc_server;
 pub mod housekeeping;
 pub mod idempotency;
+pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod resources;
@@ -23,6 +25,18 @@ pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     metadata
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// gRPC metadata key carrying the W3C trace context from the gateway.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The W3C `traceparent` a gRPC call carries, if any and well-formed.
+pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| telemetry::is_valid_traceparent(v))
         .map(str::to_owned)
 }
 
