@@ -45,10 +45,12 @@ async fn main() {
     let sockets = env_or("BENCH_SOCKETS", 200) as usize;
     let concurrency = env_or("BENCH_CONCURRENCY", 64) as usize;
 
-    let Some((env, _guards)) = split_env("bench::ws_latency").await else {
+    let Some((mut env, _guards)) = split_env("bench::ws_latency").await else {
         eprintln!("PostgreSQL or RabbitMQ not reachable: nothing measured");
         return;
     };
+    // The services' own default pool, not the tests' small one.
+    env.db_pool_size = common::db::DbOptions::default().pool_size;
     let stack = Arc::new(Stack::split(&env).await);
     let customer = new_id();
     let admin = customer_token(&customer);

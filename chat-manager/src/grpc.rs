@@ -1,6 +1,7 @@
 //! Thin gRPC handlers: map requests to domain calls, results to replies, errors to `Status`
 //! (via `From<ChatError>`).
 
+use common::RequestMeta;
 use common::idempotency::IdempotencyKey;
 use common::page::Page;
 use proto::chat::v1 as pb;
@@ -31,8 +32,8 @@ fn idempotency_key<T: prost::Message>(
     Ok(IdempotencyKey::of_request(req, customer_id, method)?)
 }
 
-fn request_id<T>(req: &Request<T>) -> Option<String> {
-    common::request_id(req.metadata())
+fn request_meta<T>(req: &Request<T>) -> RequestMeta {
+    RequestMeta::from_metadata(req.metadata())
 }
 
 fn page(p: Option<pb::PageRequest>) -> Result<Page, ChatError> {
@@ -59,7 +60,7 @@ type Reply<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl ChatService for ChatGrpc {
     async fn create_chat(&self, req: Request<pb::CreateChatRequest>) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let key = idempotency_key(&req, &req.get_ref().customer_id, "CreateChat")?;
         let r = req.into_inner();
         let new = NewChat {
@@ -111,7 +112,7 @@ impl ChatService for ChatGrpc {
     }
 
     async fn update_chat(&self, req: Request<pb::UpdateChatRequest>) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -125,7 +126,7 @@ impl ChatService for ChatGrpc {
     }
 
     async fn delete_chat(&self, req: Request<pb::DeleteChatRequest>) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -137,7 +138,7 @@ impl ChatService for ChatGrpc {
     }
 
     async fn update_chat_owner(&self, req: Request<pb::UpdateChatOwnerRequest>) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -150,7 +151,7 @@ impl ChatService for ChatGrpc {
     }
 
     async fn add_participant(&self, req: Request<pb::AddParticipantRequest>) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let key = idempotency_key(&req, &req.get_ref().customer_id, "AddParticipant")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
@@ -171,7 +172,7 @@ impl ChatService for ChatGrpc {
         &self,
         req: Request<pb::RemoveParticipantRequest>,
     ) -> Reply<pb::Chat> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -219,7 +220,7 @@ impl ChatService for ChatGrpc {
         &self,
         req: Request<pb::UpdateChatroomRequest>,
     ) -> Reply<pb::Chatroom> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -237,7 +238,7 @@ impl ChatService for ChatGrpc {
         &self,
         req: Request<pb::DeleteChatroomRequest>,
     ) -> Reply<pb::Chatroom> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -255,7 +256,7 @@ impl ChatService for ChatGrpc {
         &self,
         req: Request<pb::CreateChatroomRequest>,
     ) -> Reply<pb::Chatroom> {
-        let rid = request_id(&req);
+        let rid = request_meta(&req);
         let key = idempotency_key(&req, &req.get_ref().customer_id, "CreateChatroom")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;

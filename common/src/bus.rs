@@ -5,6 +5,8 @@
 //! confirms on AMQP, channel capacity in-process), and any error means "retry the whole batch".
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use lapin::{
 };
 use tokio::sync::{Mutex, mpsc};
 
-use crate::REQUEST_ID_HEADER;
+use crate::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 
 /// How long a connection attempt may take before the broker counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +41,8 @@ pub struct EventMessage {
     pub message_id: String,
     pub payload: Arc<[u8]>,
     pub request_id: Option<String>,
+    /// W3C trace context of the request that caused the event.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,16 @@ pub enum BusError {
     /// The channel ended before an ack/nack reached the broker (it will redeliver).
     #[error("channel closed")]
     Closed,
+}
+
+/// The broker's confirms of a sent batch.
+pub struct PendingConfirms(Pin<Box<dyn Future<Output = Result<(), BusError>> + Send>>);
+
+impl PendingConfirms {
+    /// Resolves once every message of the batch is confirmed; on `Err`, send the batch again.
+    pub async fn confirmed(self) -> Result<(), BusError> {
+        self.0.await
+    }
 }
 
 /// A subscription: a queue bound to `(exchange, binding pattern)` pairs.
@@ -90,12 +104,28 @@ impl EventBus {
     /// Publishes in order and returns once every message is confirmed. On `Err` nothing is known
     /// about which messages made it: retry the whole batch (consumers dedupe by `message_id`).
     pub async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        self.send(batch).await?.confirmed().await
+    }
+
+    /// Sends the batch in order and returns without waiting for the broker's confirms, so that
+    /// the next batch can go out while these are on their way. Batches sent one after another
+    /// keep their order.
+    pub async fn send(&self, batch: &[EventMessage]) -> Result<PendingConfirms, BusError> {
         match self {
-            EventBus::Amqp(bus) => bus.publish(batch).await,
+            EventBus::Amqp(bus) => bus.send(batch).await,
             EventBus::InProcess(bus) => {
                 bus.publish(batch).await;
-                Ok(())
+                Ok(PendingConfirms(Box::pin(std::future::ready(Ok(())))))
             }
+        }
+    }
+
+    /// Declares a durable queue (for events set aside, such as dead letters), reachable by its
+    /// name through the default exchange. The in-process bus has no queues: a no-op.
+    pub async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.declare_queue(queue).await,
+            EventBus::InProcess(_) => Ok(()),
         }
     }
 
@@ -165,28 +195,49 @@ impl AmqpBus {
         }
     }
 
+    #[cfg(test)]
     async fn publish(&self, batch: &[EventMessage]) -> Result<(), BusError> {
+        self.send(batch).await?.confirmed().await
+    }
+
+    async fn send(&self, batch: &[EventMessage]) -> Result<PendingConfirms, BusError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(PendingConfirms(Box::pin(std::future::ready(Ok(())))));
         }
         // Invalid names would fail the same way on every retry: report before touching the broker.
         let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
-        // One batch at a time: confirms are per channel and order must hold across callers.
+        // One batch at a time on the channel: order must hold across callers.
         let mut slot = self.inner.publisher.lock().await;
-        let result = match tokio::time::timeout(
+        let sent = match tokio::time::timeout(
             CONFIRM_TIMEOUT,
-            publish_on(&mut slot, &self.inner.url, &prepared),
+            send_on(&mut slot, &self.inner.url, &prepared),
         )
         .await
         {
             Ok(result) => result,
             Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
         };
-        if result.is_err() {
-            // Whatever failed, start over on a fresh connection next time.
-            *slot = None;
-        }
-        result
+        let confirms = match sent {
+            Ok(confirms) => confirms,
+            Err(e) => {
+                // Whatever failed, start over on a fresh connection next time.
+                *slot = None;
+                return Err(e);
+            }
+        };
+        let channel = slot.as_ref().expect("sent on it").channel.clone();
+        Ok(PendingConfirms(Box::pin(async move {
+            let result = match tokio::time::timeout(CONFIRM_TIMEOUT, await_confirms(confirms)).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+            };
+            if result.is_err() {
+                // The next send then opens a fresh connection (see `Publisher::usable`).
+                let _ = channel.close(320, "confirm failed".into()).await;
+            }
+            result
+        })))
     }
 
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
@@ -299,6 +350,31 @@ impl AmqpBus {
             Err(_) => false,
         }
     }
+
+    async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+        let queue = short("queue name", queue)?;
+        let mut slot = self.inner.publisher.lock().await;
+        let declared = async {
+            open_publisher(&mut slot, &self.inner.url)
+                .await?
+                .channel
+                .queue_declare(
+                    queue,
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, BusError>(())
+        }
+        .await;
+        if declared.is_err() {
+            *slot = None;
+        }
+        declared
+    }
 }
 
 /// Connects with a deadline: lapin itself would wait for the OS TCP timeout on a dead address.
@@ -337,12 +413,16 @@ fn prepare(m: &EventMessage) -> Result<Prepared<'_>, BusError> {
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
         .with_message_id(short("message id", &m.message_id)?);
-    if let Some(request_id) = &m.request_id {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            REQUEST_ID_HEADER.into(),
-            AMQPValue::LongString(request_id.as_str().into()),
-        );
+    let mut headers = FieldTable::default();
+    for (name, value) in [
+        (REQUEST_ID_HEADER, &m.request_id),
+        (TRACEPARENT_HEADER, &m.traceparent),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
+        }
+    }
+    if !headers.inner().is_empty() {
         properties = properties.with_headers(headers);
     }
     Ok(Prepared {
@@ -361,11 +441,11 @@ fn short(what: &'static str, s: &str) -> Result<ShortString, BusError> {
     })
 }
 
-async fn publish_on(
-    slot: &mut Option<Publisher>,
+/// The publisher in `slot`, connected (with a confirm-mode channel) if it was not.
+async fn open_publisher<'a>(
+    slot: &'a mut Option<Publisher>,
     url: &str,
-    batch: &[Prepared<'_>],
-) -> Result<(), BusError> {
+) -> Result<&'a mut Publisher, BusError> {
     if !slot.as_ref().is_some_and(Publisher::usable) {
         *slot = None;
         let conn = connect(url).await?;
@@ -379,7 +459,16 @@ async fn publish_on(
             declared: HashSet::new(),
         });
     }
-    let publisher = slot.as_mut().expect("just connected");
+    Ok(slot.as_mut().expect("just connected"))
+}
+
+/// Sends the batch on the publisher (connecting first if needed) and returns its confirms.
+async fn send_on(
+    slot: &mut Option<Publisher>,
+    url: &str,
+    batch: &[Prepared<'_>],
+) -> Result<Vec<(String, lapin::PublisherConfirm)>, BusError> {
+    let publisher = open_publisher(slot, url).await?;
 
     for p in batch {
         // The default exchange ("") exists and cannot be declared.
@@ -388,7 +477,8 @@ async fn publish_on(
             publisher.declared.insert(p.exchange.to_string());
         }
     }
-    // Pipelined: send everything, then collect the confirms (the broker confirms in order).
+    // Pipelined: send everything; the confirms are collected afterwards (the broker confirms in
+    // order).
     let mut confirms = Vec::with_capacity(batch.len());
     for p in batch {
         let confirm = publisher
@@ -401,15 +491,17 @@ async fn publish_on(
                 p.properties.clone(),
             )
             .await?;
-        confirms.push(confirm);
+        confirms.push((p.message.message_id.clone(), confirm));
     }
-    for (p, confirm) in batch.iter().zip(confirms) {
+    Ok(confirms)
+}
+
+async fn await_confirms(confirms: Vec<(String, lapin::PublisherConfirm)>) -> Result<(), BusError> {
+    for (message_id, confirm) in confirms {
         match confirm.await? {
             Confirmation::Ack(_) => {}
             Confirmation::Nack(_) | Confirmation::NotRequested => {
-                return Err(BusError::Nacked {
-                    message_id: p.message.message_id.clone(),
-                });
+                return Err(BusError::Nacked { message_id });
             }
         }
     }
@@ -417,16 +509,19 @@ async fn publish_on(
 }
 
 fn from_amqp(d: &lapin::message::Delivery) -> EventMessage {
-    let request_id = d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(REQUEST_ID_HEADER))
-        .and_then(|v| match v {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::ShortString(s) => Some(s.to_string()),
-            _ => None,
-        });
+    let header = |name: &str| {
+        d.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+            .and_then(|v| match v {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.to_string()),
+                _ => None,
+            })
+    };
     EventMessage {
         exchange: d.exchange.to_string(),
         routing_key: d.routing_key.to_string(),
@@ -437,7 +532,8 @@ fn from_amqp(d: &lapin::message::Delivery) -> EventMessage {
             .map(ToString::to_string)
             .unwrap_or_default(),
         payload: Arc::from(d.data.as_slice()),
-        request_id,
+        request_id: header(REQUEST_ID_HEADER),
+        traceparent: header(TRACEPARENT_HEADER),
     }
 }
 
@@ -692,6 +788,9 @@ mod tests {
             message_id: uuid::Uuid::new_v4().to_string(),
             payload: Arc::from(format!("{{\"n\":{i}}}").as_bytes()),
             request_id: i.is_multiple_of(2).then(|| format!("req-{i}")),
+            traceparent: i
+                .is_multiple_of(3)
+                .then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
         }
     }
 

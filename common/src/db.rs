@@ -268,6 +268,22 @@ impl Db {
             .map_err(|e| DbError::Unavailable(e.to_string()))
     }
 
+    pub fn is_sqlite(&self) -> bool {
+        self.target.is_sqlite()
+    }
+
+    /// Opens a connection of its own, prepared as the pool's are.
+    pub async fn dedicated(&self) -> Result<DedicatedConnection, DbError> {
+        let connector = Connector {
+            target: self.target.clone(),
+        };
+        let conn = tokio::task::spawn_blocking(move || connector.connect())
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(DedicatedConnection(Some(conn)))
+    }
+
     /// Runs `f` with a connection on the blocking thread pool.
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -320,6 +336,32 @@ fn migrate_postgres(
         .bind::<diesel::sql_types::Text, _>(&lock_key)
         .execute(&mut conn);
     result
+}
+
+/// A connection outside the pool, for one long-lived user (the relay, whose PostgreSQL session
+/// holds its lock). Dropping it closes the session. After a cancelled `run` it is gone, and
+/// `run` reports the database unavailable.
+pub struct DedicatedConnection(Option<DbConnection>);
+
+impl DedicatedConnection {
+    pub async fn run<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let Some(mut conn) = self.0.take() else {
+            return Err(DbError::Unavailable("dedicated connection lost".into()).into());
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&mut conn);
+            (conn, result)
+        })
+        .await
+        .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+        self.0 = Some(conn);
+        result
+    }
 }
 
 /// The URL without its password, for logs and errors.

@@ -19,6 +19,10 @@ pub enum ServiceError {
     /// A concurrent request with the same idempotency key won: run the call again to replay.
     #[error("retry")]
     Retry,
+    /// A local view cannot vouch for the answer: the service refreshes it and runs the call
+    /// again (never sent to a caller).
+    #[error("stale view: {0}")]
+    Stale(String),
     /// Storage, or another service that is needed, cannot be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -93,7 +97,7 @@ impl From<ServiceError> for tonic::Status {
                 tracing::warn!(error = %m, "unavailable");
                 tonic::Status::unavailable("a backing service is unavailable")
             }
-            ServiceError::Internal(m) => {
+            ServiceError::Stale(m) | ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 tonic::Status::internal("internal error")
             }

@@ -19,6 +19,8 @@ pub mod validate;
 
 /// gRPC metadata key (and AMQP header) carrying the request id from the gateway to the events.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// gRPC metadata key (and AMQP header) carrying the W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// The request id a gRPC call carries, if any.
 pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
@@ -28,9 +30,6 @@ pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// gRPC metadata key carrying the W3C trace context from the gateway.
-pub const TRACEPARENT_HEADER: &str = "traceparent";
-
 /// The W3C `traceparent` a gRPC call carries, if any and well-formed.
 pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     metadata
@@ -38,6 +37,22 @@ pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .filter(|v| telemetry::is_valid_traceparent(v))
         .map(str::to_owned)
+}
+
+/// What a request passes on to the events its change implies (their AMQP headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Self {
+        RequestMeta {
+            request_id: request_id(metadata),
+            traceparent: traceparent(metadata),
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM: what every binary stops serving on.

@@ -320,6 +320,16 @@ pub fn watch_queue(bus: EventBus, queue: &str, shutdown: watch::Receiver<bool>) 
     });
 }
 
+/// Counts one event of `queue` given up on (set aside in its dead-letter queue).
+pub fn count_dead_lettered(queue: &str) {
+    metrics()
+        .consumer_dead_lettered
+        .get_or_create(&QueueLabels {
+            queue: queue.to_owned(),
+        })
+        .inc();
+}
+
 /// Binds `addr` and serves `GET /metrics` there until `shutdown` turns true.
 pub async fn spawn_server(
     addr: SocketAddr,

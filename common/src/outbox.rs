@@ -1,7 +1,10 @@
 //! The transactional outbox: a change and the events it implies commit together (`record` runs
-//! inside the change's transaction), and the `Relay` publishes what was committed, in commit
-//! order, marking rows sent only after the broker confirmed them. A crash or a broker outage
-//! between commit and publish delays events; it never loses them (delivery is at least once).
+//! inside the change's transaction, one row per transaction), and the `Relay` publishes what
+//! was committed, in the order rows became visible, marking rows sent only after the broker
+//! confirmed them. It sends the next round while earlier ones await their confirms, and only
+//! one relay per service publishes at a time (a PostgreSQL advisory lock). A crash or a broker
+//! outage between commit and publish delays events; it never loses them (delivery is at least
+//! once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +14,26 @@ use diesel::prelude::*;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
-use crate::bus::{EventBus, EventMessage};
-use crate::db::{Db, DbConnection, DbError};
+use crate::RequestMeta;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+
+use crate::bus::{BusError, EventBus, EventMessage};
+use crate::db::{Db, DbConnection, DbError, DedicatedConnection};
 use crate::time;
 
 diesel::table! {
-    /// Created by each service's own migrations, in its own schema.
+    /// Created by each service's own migrations, in its own schema. One row per committed
+    /// transaction: its events travel together (one insert, one update when sent).
     outbox (seq) {
         seq -> BigInt,
-        id -> Text,
-        routing_key -> Text,
-        payload -> Text,
+        /// One line per event: routing key, event id and CloudEvents JSON, tab-separated
+        /// (compact JSON never holds a raw tab or newline).
+        events -> Text,
+        event_count -> Integer,
         request_id -> Nullable<Text>,
+        traceparent -> Nullable<Text>,
         created_at -> Timestamp,
         sent_at -> Nullable<Timestamp>,
     }
@@ -74,11 +85,11 @@ struct CloudEvent<'a> {
 
 #[derive(Insertable)]
 #[diesel(table_name = outbox)]
-struct NewOutboxRow {
-    id: String,
-    routing_key: String,
-    payload: String,
-    request_id: Option<String>,
+struct NewOutboxRow<'a> {
+    events: String,
+    event_count: i32,
+    request_id: Option<&'a str>,
+    traceparent: Option<&'a str>,
     created_at: NaiveDateTime,
 }
 
@@ -86,53 +97,64 @@ struct NewOutboxRow {
 #[diesel(table_name = outbox)]
 struct PendingRow {
     seq: i64,
-    id: String,
-    routing_key: String,
-    payload: String,
+    events: String,
     request_id: Option<String>,
+    traceparent: Option<String>,
 }
 
-/// Writes events into the outbox of the current transaction. `source` is the CloudEvents
-/// source (the service name); `request_id` follows the request into the event headers.
+/// One event of a stored row: its routing key, id and CloudEvents JSON.
+fn parse_line(line: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = line.splitn(3, '\t');
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// Writes the transaction's events into the outbox, as one row. `source` is the CloudEvents
+/// source (the service name); `meta` follows the request into the event headers.
 pub fn record(
     conn: &mut DbConnection,
     source: &str,
-    request_id: Option<&str>,
+    meta: &RequestMeta,
     events: &[DomainEvent],
 ) -> QueryResult<()> {
     if events.is_empty() {
         return Ok(());
     }
     let now = time::now();
-    let rows: Vec<NewOutboxRow> = events
-        .iter()
-        .map(|e| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let payload = serde_json::to_string(&CloudEvent {
-                specversion: "1.0",
-                id: &id,
-                source,
-                event_type: e.event_type,
-                time: time::rfc3339(now),
-                datacontenttype: "application/json",
-                customerid: &e.customer_id,
-                ownerid: e.owner_id.as_deref(),
-                data: &e.data,
-            })
-            .expect("event JSON serializes");
-            NewOutboxRow {
-                id,
-                routing_key: e.event_type.to_owned(),
-                payload,
-                request_id: request_id.map(str::to_owned),
-                created_at: now,
-            }
-        })
-        .collect();
-    // SQLite caps bound parameters per statement; chunks keep large fan-outs under it.
-    for chunk in rows.chunks(500) {
-        crate::insert_rows!(conn, outbox::table, chunk)?;
+    let created = time::rfc3339(now);
+    let mut lines = String::with_capacity(events.len() * 512);
+    for e in events {
+        let id = uuid::Uuid::new_v4().to_string();
+        if !lines.is_empty() {
+            lines.push('\n');
+        }
+        lines.push_str(e.event_type);
+        lines.push('\t');
+        lines.push_str(&id);
+        lines.push('\t');
+        let event = CloudEvent {
+            specversion: "1.0",
+            id: &id,
+            source,
+            event_type: e.event_type,
+            time: created.clone(),
+            datacontenttype: "application/json",
+            customerid: &e.customer_id,
+            ownerid: e.owner_id.as_deref(),
+            data: &e.data,
+        };
+        // Safe to frame by tab and newline: serde_json escapes both inside strings.
+        lines.push_str(&serde_json::to_string(&event).expect("event JSON serializes"));
     }
+    let row = NewOutboxRow {
+        events: lines,
+        event_count: i32::try_from(events.len()).expect("fewer than 2^31 events"),
+        request_id: meta.request_id.as_deref(),
+        traceparent: meta.traceparent.as_deref(),
+        created_at: now,
+    };
+    diesel::insert_into(outbox::table)
+        .values(&row)
+        .execute(conn)?;
     Ok(())
 }
 
@@ -148,10 +170,11 @@ impl RelaySignal {
 
 /// How many events are recorded but not yet confirmed by the broker.
 pub fn backlog(conn: &mut DbConnection) -> QueryResult<i64> {
-    outbox::table
+    let sum: Option<i64> = outbox::table
         .filter(outbox::sent_at.is_null())
-        .count()
-        .get_result(conn)
+        .select(diesel::dsl::sum(outbox::event_count))
+        .get_result(conn)?;
+    Ok(sum.unwrap_or(0))
 }
 
 /// How long sent rows stay in the outbox (for inspection) before housekeeping removes them.
@@ -168,12 +191,40 @@ pub struct Relay {
     pub bus: EventBus,
     pub exchange: String,
     pub signal: RelaySignal,
-    /// Rows per publish round.
+    /// Events per publish round (whole rows: a round may exceed it by one row's events).
     pub batch_size: i64,
     /// Poll even without a wake-up (rows written by another process, or a missed signal).
     pub poll_interval: Duration,
     /// How long a wake-up waits for more commits before publishing.
     pub linger: Duration,
+    /// Rounds sent whose confirms have not all arrived yet (at most).
+    pub max_in_flight: usize,
+    /// PostgreSQL: the connection holding the relay lock, while this relay is the one that
+    /// publishes.
+    leader: Option<DedicatedConnection>,
+    /// Rows sent but not yet confirmed and marked: the next round skips them, without waiting
+    /// for them. (Not "every seq above the last one sent": a transaction that took a lower seq
+    /// may commit later.)
+    unconfirmed: Vec<i64>,
+    /// Sent rounds in order, each resolving to its rows' seqs once confirmed.
+    in_flight: FuturesOrdered<BoxFuture<'static, ConfirmedRound>>,
+}
+
+/// A sent round's rows, and whether the broker confirmed all of its events.
+type ConfirmedRound = (Vec<i64>, Result<(), BusError>);
+
+/// The outcome of a publishing round.
+enum Round {
+    Sent(usize),
+    /// Another replica holds the relay lock: it publishes, this relay waits.
+    Standby,
+}
+
+/// What the relay waits for between rounds.
+enum Wake {
+    Confirmed(Vec<i64>, Result<(), BusError>),
+    Commit,
+    Tick,
 }
 
 impl Relay {
@@ -186,91 +237,224 @@ impl Relay {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             linger: Duration::from_millis(2),
+            max_in_flight: 8,
+            leader: None,
+            unconfirmed: Vec::new(),
+            in_flight: FuturesOrdered::new(),
         }
     }
 
     /// Publishes until `shutdown` turns true, then makes one last attempt to flush.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {
-                if let Err(e) = self.publish_pending().await {
+                if let Err(e) = self.flush().await {
                     tracing::warn!(error = %e, "relay: final flush failed; events stay in the outbox");
                 }
                 return;
             }
-            match self.publish_pending().await {
-                Ok(n) if n as i64 >= self.batch_size => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
-                    tokio::select! {
-                        _ = self.signal.0.notified() => {
-                            // Let concurrent commits join this round: one query and one
-                            // confirm wait for many events instead of one each.
-                            tokio::time::sleep(self.linger).await;
+            let room = self.in_flight.len() < self.max_in_flight;
+            let mut more = false;
+            if room {
+                match self.round().await {
+                    Ok(Round::Sent(n)) => more = n as i64 >= self.batch_size,
+                    Ok(Round::Standby) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.poll_interval) => {}
+                            _ = shutdown.changed() => {}
                         }
-                        _ = tokio::time::sleep(self.poll_interval) => {}
-                        _ = shutdown.changed() => {}
+                        continue;
+                    }
+                    Err(e) => {
+                        self.retry_after(e, &mut backoff, &mut shutdown).await;
+                        continue;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed; will retry");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            let wake = tokio::select! {
+                Some((seqs, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    Wake::Confirmed(seqs, result)
                 }
+                _ = std::future::ready(()), if more && room => Wake::Tick,
+                _ = self.signal.0.notified(), if room => Wake::Commit,
+                _ = tokio::time::sleep(self.poll_interval) => Wake::Tick,
+                _ = shutdown.changed() => Wake::Tick,
+            };
+            match wake {
+                Wake::Confirmed(seqs, result) => match self.settle(seqs, result).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(e) => self.retry_after(e, &mut backoff, &mut shutdown).await,
+                },
+                // Let concurrent commits join this round: one query and one confirm wait for
+                // many events instead of one each.
+                Wake::Commit => tokio::time::sleep(self.linger).await,
+                Wake::Tick => {}
             }
         }
     }
 
-    /// One round: publishes up to `batch_size` pending events in order and marks them sent.
-    /// Returns how many were published.
-    pub async fn publish_pending(&self) -> Result<usize, RelayError> {
-        let limit = self.batch_size;
-        let rows: Vec<PendingRow> = self
-            .db
-            .run(move |conn| {
-                outbox::table
-                    .filter(outbox::sent_at.is_null())
-                    .order(outbox::seq.asc())
-                    .limit(limit)
-                    .select(PendingRow::as_select())
-                    .load(conn)
-                    .map_err(DbError::from)
-            })
-            .await?;
+    /// After a failure: everything not confirmed is sent again (consumers dedupe), after a pause.
+    async fn retry_after(
+        &mut self,
+        e: RelayError,
+        backoff: &mut Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed; will retry");
+        self.in_flight = FuturesOrdered::new();
+        self.unconfirmed.clear();
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// Waits for every sent round, then sends what is left (up to one round) and waits for it.
+    async fn flush(&mut self) -> Result<(), RelayError> {
+        while let Some((seqs, result)) = self.in_flight.next().await {
+            self.settle(seqs, result).await?;
+        }
+        self.round().await?;
+        while let Some((seqs, result)) = self.in_flight.next().await {
+            self.settle(seqs, result).await?;
+        }
+        Ok(())
+    }
+
+    /// A confirmed round's rows are marked sent.
+    async fn settle(
+        &mut self,
+        seqs: Vec<i64>,
+        confirmed: Result<(), BusError>,
+    ) -> Result<(), RelayError> {
+        confirmed.map_err(|e| RelayError::Bus(e.to_string()))?;
+        self.unconfirmed.retain(|seq| !seqs.contains(seq));
+        let mark = move |conn: &mut DbConnection| mark_sent(conn, seqs);
+        let marked = match &mut self.leader {
+            Some(conn) => conn.run(mark).await,
+            None => self.db.run(mark).await,
+        };
+        if marked.is_err() {
+            self.leader = None;
+        }
+        Ok(marked?)
+    }
+
+    async fn round(&mut self) -> Result<Round, RelayError> {
+        if !self.db.is_sqlite() && self.leader.is_none() {
+            // Several replicas may run: only the holder of the relay lock publishes, so events
+            // keep their commit order and are not published twice by competing relays. The
+            // lock lives as long as the dedicated connection (a crashed leader's session ends
+            // and another replica takes over at its next poll).
+            let mut conn = self.db.dedicated().await?;
+            let acquired = conn.run(try_lock_relay).await?;
+            if !acquired {
+                return Ok(Round::Standby);
+            }
+            tracing::info!(exchange = %self.exchange, "relay: this replica publishes");
+            // Whatever the previous term sent but did not mark is sent again.
+            self.unconfirmed.clear();
+            self.leader = Some(conn);
+        }
+        let result = self.send_round().await;
+        if matches!(result, Err(RelayError::Db(_))) {
+            // The connection may be broken: drop it (and with it the lock), then start over.
+            self.leader = None;
+        }
+        result.map(Round::Sent)
+    }
+
+    /// Sends the next pending rows (after those already sent) without waiting for the confirms.
+    async fn send_round(&mut self) -> Result<usize, RelayError> {
+        let (limit, skip) = (self.batch_size, self.unconfirmed.clone());
+        let load = move |conn: &mut DbConnection| {
+            // Rows up to `limit` events: whole rows, in commit order.
+            let mut rows: Vec<PendingRow> = Vec::new();
+            let mut count: i64 = 0;
+            let candidates: Vec<(PendingRow, i32)> = outbox::table
+                .filter(outbox::sent_at.is_null())
+                .filter(outbox::seq.ne_all(skip))
+                .order(outbox::seq.asc())
+                .limit(limit)
+                .select((PendingRow::as_select(), outbox::event_count))
+                .load(conn)?;
+            for (row, n) in candidates {
+                if count > 0 && count + i64::from(n) > limit {
+                    break;
+                }
+                count += i64::from(n);
+                rows.push(row);
+            }
+            Ok::<_, DbError>(rows)
+        };
+        let rows = match &mut self.leader {
+            Some(conn) => conn.run(load).await?,
+            None => self.db.run(load).await?,
+        };
         if rows.is_empty() {
             return Ok(0);
         }
-        let messages: Vec<EventMessage> = rows
-            .iter()
-            .map(|r| EventMessage {
-                exchange: self.exchange.clone(),
-                routing_key: r.routing_key.clone(),
-                message_id: r.id.clone(),
-                payload: Arc::from(r.payload.as_bytes()),
-                request_id: r.request_id.clone(),
-            })
-            .collect();
-        self.bus
-            .publish(&messages)
+        let mut messages = Vec::new();
+        for r in &rows {
+            for line in r.events.split('\n') {
+                let Some((routing_key, id, payload)) = parse_line(line) else {
+                    tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
+                    continue;
+                };
+                messages.push(EventMessage {
+                    exchange: self.exchange.clone(),
+                    routing_key: routing_key.to_owned(),
+                    message_id: id.to_owned(),
+                    payload: Arc::from(payload.as_bytes()),
+                    request_id: r.request_id.clone(),
+                    traceparent: r.traceparent.clone(),
+                });
+            }
+        }
+        let pending = self
+            .bus
+            .send(&messages)
             .await
             .map_err(|e| RelayError::Bus(e.to_string()))?;
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        let n = seqs.len();
-        self.db
-            .run(move |conn| {
-                diesel::update(outbox::table.filter(outbox::seq.eq_any(seqs)))
-                    .set(outbox::sent_at.eq(time::now()))
-                    .execute(conn)
-                    .map_err(DbError::from)
-            })
-            .await?;
-        tracing::debug!(count = n, exchange = %self.exchange, "relay: published");
-        Ok(n)
+        self.unconfirmed.extend_from_slice(&seqs);
+        self.in_flight
+            .push_back(Box::pin(async move { (seqs, pending.confirmed().await) }));
+        tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
+        Ok(messages.len())
     }
+}
+
+/// `pg_try_advisory_lock` on a key of the service's schema: one relay per service publishes.
+fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let row: Locked = diesel::sql_query(
+        "SELECT pg_try_advisory_lock(hashtext('outbox relay ' || current_schema())) AS locked",
+    )
+    .get_result(conn)?;
+    Ok(row.locked)
+}
+
+/// Marks published rows sent. Without waiting for the disk on PostgreSQL: if this commit is
+/// lost in a crash, the rows are published again, which consumers already tolerate (they
+/// dedupe by event id), and the relay does not wait for a flush each round.
+fn mark_sent(conn: &mut DbConnection, seqs: Vec<i64>) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        if matches!(conn, DbConnection::Pg(_)) {
+            diesel::sql_query("SET LOCAL synchronous_commit = off").execute(conn)?;
+        }
+        diesel::update(outbox::table.filter(outbox::seq.eq_any(seqs)))
+            .set(outbox::sent_at.eq(time::now()))
+            .execute(conn)?;
+        Ok::<_, diesel::result::Error>(())
+    })?;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use diesel::Connection;
 
+use crate::RequestMeta;
 use crate::db::{Db, DbConnection, DbError};
 use crate::idempotency::{IdempotencyError, IdempotencyKey};
 use crate::outbox::{self, DomainEvent, RelaySignal};
@@ -46,7 +47,7 @@ impl Store {
     }
 
     /// Commits the change and its events together, then wakes the relay.
-    pub async fn write<T, E, F>(&self, request_id: Option<String>, f: F) -> Result<T, E>
+    pub async fn write<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<Change<T>, E> + Send + 'static,
         T: Send + 'static,
@@ -58,7 +59,7 @@ impl Store {
             .run(move |conn| {
                 conn.transaction(|conn| {
                     let (value, events) = f(conn)?;
-                    outbox::record(conn, source, request_id.as_deref(), &events)?;
+                    outbox::record(conn, source, &meta, &events)?;
                     Ok(value)
                 })
             })
@@ -74,7 +75,7 @@ impl Store {
     /// runs again, which then replays that request's result.
     pub async fn create<P, E, F>(
         &self,
-        request_id: Option<String>,
+        meta: RequestMeta,
         key: Option<IdempotencyKey>,
         f: F,
     ) -> Result<P, E>
@@ -86,9 +87,9 @@ impl Store {
         let f = Arc::new(f);
         let mut attempts = 0;
         loop {
-            let (f, key, rid) = (f.clone(), key.clone(), request_id.clone());
+            let (f, key, meta) = (f.clone(), key.clone(), meta.clone());
             let result: Result<P, E> = self
-                .write(rid, move |conn| {
+                .write(meta, move |conn| {
                     if let Some(key) = &key
                         && let Some(first) = key.replay_or_claim(conn)?
                     {

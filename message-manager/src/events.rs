@@ -1,9 +1,15 @@
 //! Consuming chat-manager's events into the membership view. Idempotent: each event id is
 //! recorded in the same transaction as its effect, so a redelivery changes nothing.
+//!
+//! An event that fails is retried a few times with backoff and then set aside in the
+//! dead-letter queue (`<queue>.dead-letter`), so it never holds up the events behind it. A
+//! malformed event goes there at once. Failures of the database itself are not the event's
+//! fault: the event is requeued and tried again once the database answers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::bus::{Delivery, EventBus, Subscription, SubscriptionSpec};
+use common::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
 use common::db::Db;
 use diesel::Connection;
 use serde_json::Value;
@@ -34,6 +40,24 @@ pub fn subscription_spec(chat_exchange: &str, queue: &str) -> SubscriptionSpec {
         exclusive: false,
         prefetch: 64,
     }
+}
+
+/// Attempts an event gets (the first and the retries) before it is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The wait before the first retry; doubled for each further one.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Where events that could not be applied are set aside: a durable queue, reached through the
+/// default exchange.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead-letter")
+}
+
+/// Events dead-lettered by this process (for the metrics).
+static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
+
+pub fn dead_lettered_total() -> u64 {
+    DEAD_LETTERED.load(Ordering::Relaxed)
 }
 
 pub struct ChatEventConsumer {
@@ -89,18 +113,54 @@ impl ChatEventConsumer {
     }
 
     async fn process(&self, delivery: Delivery) {
-        match handle(&self.db, &delivery.message.payload).await {
-            Ok(outcome) => {
-                tracing::debug!(?outcome, key = %delivery.message.routing_key, "chat event");
-                let _ = delivery.ack().await;
+        let mut attempt = 1;
+        loop {
+            match handle(&self.db, &delivery.message.payload).await {
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, key = %delivery.message.routing_key, "chat event");
+                    let _ = delivery.ack().await;
+                    return;
+                }
+                Err(MessageError::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "chat event: database unavailable; will be redelivered");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let _ = delivery.nack_requeue().await;
+                    return;
+                }
+                // A malformed event will never apply.
+                Err(MessageError::InvalidArgument(why)) => {
+                    return self.dead_letter(delivery, &why).await;
+                }
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    let delay = FIRST_RETRY_DELAY * 2u32.pow(attempt - 1);
+                    tracing::warn!(error = %e, attempt, retry_in = ?delay, id = %delivery.message.message_id, "chat event failed");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return self.dead_letter(delivery, &e.to_string()).await,
             }
-            Err(MessageError::InvalidArgument(why)) => {
-                // A malformed event will never apply: drop it rather than block the queue.
-                tracing::error!(error = %why, id = %delivery.message.message_id, "chat event dropped");
+        }
+    }
+
+    /// Sets the event aside, then acknowledges it; if the broker does not take it, the event is
+    /// requeued instead (never dropped).
+    async fn dead_letter(&self, delivery: Delivery, why: &str) {
+        let aside = EventMessage {
+            exchange: String::new(),
+            routing_key: dead_letter_queue(&self.spec.queue),
+            ..delivery.message.clone()
+        };
+        match self.bus.publish(std::slice::from_ref(&aside)).await {
+            Ok(()) => {
+                DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
+                common::metrics::count_dead_lettered(&self.spec.queue);
+                tracing::error!(error = %why, id = %delivery.message.message_id,
+                    key = %delivery.message.routing_key, queue = %aside.routing_key,
+                    "chat event dead-lettered");
                 let _ = delivery.ack().await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "chat event failed; will be redelivered");
+                tracing::warn!(error = %e, "chat event: dead-lettering failed; will be redelivered");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let _ = delivery.nack_requeue().await;
             }

@@ -1,6 +1,7 @@
 //! Thin gRPC handlers: map requests to domain calls, results to replies, errors to `Status`
 //! (via `From<MessageError>`).
 
+use common::RequestMeta;
 use common::idempotency::IdempotencyKey;
 use common::page::Page;
 use proto::message::v1 as pb;
@@ -58,7 +59,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::CreateChatmessageRequest>,
     ) -> Reply<pb::Chatmessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let key = key(&req, &req.get_ref().customer_id, "CreateChatmessage")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
@@ -71,14 +72,10 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        // Refuses bad input before an idempotency key is claimed.
-        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
         let message = self
             .manager
-            .store()
-            .create(rid, key, move |c| {
-                let ((message, _), events) = chatmessages::create(c, &members, new.clone())?;
-                Ok::<_, MessageError>((chatmessages::to_proto(&message), events))
+            .send(new, rid, key, |message, _| {
+                Ok(chatmessages::to_proto(message))
             })
             .await?;
         Ok(Response::new(message))
@@ -103,14 +100,14 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::ListChatmessagesRequest>,
     ) -> Reply<pb::ListChatmessagesResponse> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let chat_id = parse_id("chat_id", &r.chat_id)?;
         let page = page(r.page)?;
         let members = self
             .manager
-            .members(&customer, &chat_id, rid.as_deref())
+            .members(&customer, &chat_id, rid.request_id.as_deref())
             .await?;
         let (rows, next) = self
             .manager
@@ -127,7 +124,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::DeleteChatmessageRequest>,
     ) -> Reply<pb::Chatmessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
@@ -143,7 +140,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::CreateChatroommessageRequest>,
     ) -> Reply<pb::Chatroommessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let key = key(&req, &req.get_ref().customer_id, "CreateChatroommessage")?;
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
@@ -151,7 +148,7 @@ impl MessageService for MessageGrpc {
         let owner = parse_id("owner_id", &r.owner_id)?;
         let room = self
             .manager
-            .room(&customer, &room_id, rid.as_deref())
+            .room(&customer, &room_id, rid.request_id.as_deref())
             .await?;
         if room.owner_id != owner || room.tm_delete != common::time::live() {
             return Err(MessageError::not_found("chatroom").into());
@@ -170,19 +167,16 @@ impl MessageService for MessageGrpc {
             text: r.text,
             medias: r.medias,
         };
-        let members = self.manager.members_for_send(&new, rid.as_deref()).await?;
         let copy = self
             .manager
-            .store()
-            .create(rid, key, move |c| {
-                let ((_, copies), events) = chatmessages::create(c, &members, new.clone())?;
+            .send(new, rid, key, move |_, copies| {
                 let own = copies
                     .iter()
                     .find(|copy| copy.chatroom_id == room_id)
                     .ok_or_else(|| {
                         MessageError::Internal("no copy in the sender's chatroom".into())
                     })?;
-                Ok::<_, MessageError>((chatroommessages::to_proto(own), events))
+                Ok(chatroommessages::to_proto(own))
             })
             .await?;
         Ok(Response::new(copy))
@@ -208,7 +202,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::ListChatroommessagesRequest>,
     ) -> Reply<pb::ListChatroommessagesResponse> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let room_id = parse_id("chatroom_id", &r.chatroom_id)?;
@@ -216,7 +210,7 @@ impl MessageService for MessageGrpc {
         let page = page(r.page)?;
         let room = self
             .manager
-            .room(&customer, &room_id, rid.as_deref())
+            .room(&customer, &room_id, rid.request_id.as_deref())
             .await?;
         if owner.is_some_and(|o| o != room.owner_id) {
             return Err(MessageError::not_found("chatroom").into());
@@ -236,7 +230,7 @@ impl MessageService for MessageGrpc {
         &self,
         req: Request<pb::DeleteChatroommessageRequest>,
     ) -> Reply<pb::Chatroommessage> {
-        let rid = common::request_id(req.metadata());
+        let rid = RequestMeta::from_metadata(req.metadata());
         let r = req.into_inner();
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;

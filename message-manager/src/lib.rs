@@ -16,9 +16,13 @@ pub mod events;
 pub mod grpc;
 pub mod membership;
 
+use std::sync::Arc;
+
+use common::RequestMeta;
 use common::bus::{EventBus, Subscription};
 use common::db::Db;
 use common::grpc_client::ChatClient;
+use common::idempotency::IdempotencyKey;
 use common::outbox::{Relay, RelaySignal};
 use common::store::Store;
 use diesel::Connection;
@@ -27,7 +31,7 @@ use proto::message::v1::message_service_server::MessageServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::db::models::MemberChatroom;
+use crate::db::models::{ChatmessageRow, ChatroommessageRow, MemberChatroom};
 use crate::error::MessageError;
 use crate::membership::Members;
 
@@ -158,6 +162,53 @@ impl MessageManager {
         Ok(members)
     }
 
+    /// Sends `new`: the message and its copies, committed with their events, honouring the
+    /// idempotency key; `reply` makes the answer from what was written. Usually one trip to the
+    /// database: the view is read in the write's own transaction. Only when the view cannot
+    /// vouch for the send (the chat unknown or incomplete, the sender not among its
+    /// participants) is it refreshed from chat-manager first.
+    pub async fn send<P, F>(
+        &self,
+        new: chatmessages::NewMessage,
+        meta: RequestMeta,
+        key: Option<IdempotencyKey>,
+        reply: F,
+    ) -> Result<P, MessageError>
+    where
+        P: prost::Message + Default + Send + 'static,
+        F: Fn(&ChatmessageRow, &[ChatroommessageRow]) -> Result<P, MessageError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let reply = Arc::new(reply);
+        let (n, r) = (new.clone(), reply.clone());
+        let fast = self
+            .store
+            .create(meta.clone(), key.clone(), move |c| {
+                let members = membership::load(c, &n.customer_id, &n.chat_id)?
+                    .filter(|m| {
+                        !m.is_live() || (m.is_complete() && !chatmessages::sender_unknown(m, &n))
+                    })
+                    .ok_or_else(|| MessageError::Stale("membership view".into()))?;
+                let ((message, copies), events) = chatmessages::create(c, &members, n.clone())?;
+                Ok((r(&message, &copies)?, events))
+            })
+            .await;
+        if !matches!(fast, Err(MessageError::Stale(_))) {
+            return fast;
+        }
+        let members = self
+            .members_for_send(&new, meta.request_id.as_deref())
+            .await?;
+        self.store
+            .create(meta, key, move |c| {
+                let ((message, copies), events) = chatmessages::create(c, &members, new.clone())?;
+                Ok((reply(&message, &copies)?, events))
+            })
+            .await
+    }
+
     /// The chatroom of the tenant, from the view or, on a miss, from chat-manager.
     pub async fn room(
         &self,
@@ -215,6 +266,7 @@ pub async fn subscribe_chat_events(
     chat_exchange: &str,
     queue: &str,
 ) -> Result<Subscription, common::bus::BusError> {
+    bus.declare_queue(&events::dead_letter_queue(queue)).await?;
     bus.subscribe(events::subscription_spec(chat_exchange, queue))
         .await
 }

@@ -40,14 +40,9 @@ pub fn load(
     customer_id: &str,
     chat_id: &str,
 ) -> Result<Option<Members>, MessageError> {
-    let Some(chat) = queries::member_chat(conn, chat_id)? else {
-        return Ok(None);
-    };
-    if chat.customer_id != customer_id {
-        return Ok(None);
-    }
-    let rooms = queries::live_member_rooms(conn, chat_id)?;
-    Ok(Some(Members { chat, rooms }))
+    Ok(queries::member_chat_with_rooms(conn, chat_id)?
+        .filter(|(chat, _)| chat.customer_id == customer_id)
+        .map(|(chat, rooms)| Members { chat, rooms }))
 }
 
 /// The chatroom of the tenant, if the view knows it.

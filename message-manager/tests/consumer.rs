@@ -187,3 +187,148 @@ async fn duplicate_and_stale_events_on_postgres() {
     scenario(db.clone()).await;
     drop(db);
 }
+
+/// Publishes one raw body to the chat exchange, as chat-manager's relay would.
+async fn publish_raw(
+    bus: &common::bus::EventBus,
+    exchange: &str,
+    kind: &str,
+    id: &str,
+    body: Vec<u8>,
+) {
+    bus.publish(&[common::bus::EventMessage {
+        exchange: exchange.to_owned(),
+        routing_key: kind.to_owned(),
+        message_id: id.to_owned(),
+        payload: body.into(),
+        request_id: None,
+        traceparent: None,
+    }])
+    .await
+    .expect("publish");
+}
+
+#[tokio::test]
+async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
+    let test = "consumer::poison_events_are_dead_lettered_and_do_not_hold_up_the_queue";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    let db = tokio::task::spawn_blocking(move || {
+        Db::connect(
+            target,
+            message_manager::db::MIGRATIONS,
+            &DbOptions::default(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (exchange, queue) = (amqp.name("chat.events"), amqp.name("chat-events"));
+    let dead_letters = amqp.name("chat-events.dead-letter");
+    assert_eq!(
+        dead_letters,
+        message_manager::events::dead_letter_queue(&queue)
+    );
+    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let subscription = message_manager::subscribe_chat_events(&bus, &exchange, &queue)
+        .await
+        .expect("subscribe");
+    let consumer = message_manager::events::ChatEventConsumer {
+        db: db.clone(),
+        bus: bus.clone(),
+        spec: message_manager::events::subscription_spec(&exchange, &queue),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(consumer.run(subscription, stopped));
+    let before = message_manager::events::dead_lettered_total();
+
+    let customer = uuid::Uuid::new_v4().to_string();
+    let (poisoned_chat, good_chat) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    // Not JSON at all: dead-lettered at once.
+    publish_raw(
+        &bus,
+        &exchange,
+        "chat_created",
+        "bad-json",
+        b"{not json".to_vec(),
+    )
+    .await;
+    // Well-formed but never applicable (a timestamp that does not parse): retried, then set aside.
+    let unparsable = chat(&poisoned_chat, &customer, &["a", "b"], "yesterday", LIVE);
+    publish_raw(
+        &bus,
+        &exchange,
+        "chat_created",
+        "bad-time",
+        event("bad-time", "chat_created", unparsable),
+    )
+    .await;
+    // A good event behind them still applies.
+    let good = chat(
+        &good_chat,
+        &customer,
+        &["a", "b"],
+        "2026-01-01 00:00:01.000000",
+        LIVE,
+    );
+    publish_raw(
+        &bus,
+        &exchange,
+        "chat_created",
+        "good",
+        event("good", "chat_created", good),
+    )
+    .await;
+
+    let mut applied = false;
+    for _ in 0..100 {
+        let (c, id) = (customer.clone(), good_chat.clone());
+        let known = db
+            .run(move |conn| membership::load(conn, &c, &id))
+            .await
+            .unwrap();
+        if known.is_some() {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        applied,
+        "the good event behind two poison events was applied"
+    );
+    let aside = testkit::drain_queue(&amqp.url, &dead_letters).await;
+    let ids: Vec<&str> = aside.iter().map(|(id, _)| id.as_str()).collect();
+    println!(
+        "dead-lettered: {ids:?}; counter +{}",
+        message_manager::events::dead_lettered_total() - before
+    );
+    assert_eq!(
+        ids,
+        ["bad-json", "bad-time"],
+        "both poison events are set aside, in order"
+    );
+    assert_eq!(aside[0].1, "{not json", "the body is kept as it was");
+    assert!(message_manager::events::dead_lettered_total() - before >= 2);
+    let (c, id) = (customer.clone(), poisoned_chat.clone());
+    let poisoned = db
+        .run(move |conn| membership::load(conn, &c, &id))
+        .await
+        .unwrap();
+    assert!(poisoned.is_none(), "a dead-lettered event has no effect");
+
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    amqp.cleanup().await;
+}

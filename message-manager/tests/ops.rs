@@ -19,6 +19,11 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
     };
     let (listen, metrics) = (free_addr(), free_addr());
     let queue = amqp.name("message-manager.chat-events");
+    // Registered for clean-up: the dead-letter queue the consumer declares.
+    assert_eq!(
+        amqp.name("message-manager.chat-events.dead-letter"),
+        message_manager::events::dead_letter_queue(&queue)
+    );
     let log = std::env::temp_dir().join(format!(
         "message-manager-{}.log",
         uuid::Uuid::new_v4().simple()
@@ -91,6 +96,28 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
         "{page}"
     );
 
+    // A malformed chat event is dead-lettered at once, and counted.
+    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let poison = common::bus::EventMessage {
+        exchange: amqp.name("chat.events"),
+        routing_key: "chat_created".into(),
+        message_id: "poison-1".into(),
+        payload: std::sync::Arc::from(&b"not json"[..]),
+        request_id: None,
+        traceparent: None,
+    };
+    bus.publish(&[poison]).await.unwrap();
+    let series = format!(r#"consumer_dead_lettered_total{{queue="{queue}"}}"#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, page) = http_get(metrics, "/metrics").await.unwrap();
+        if sample(&page, &series) == Some(1.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     assert_eq!(
         child.terminate(Duration::from_secs(20)),
         Some(0),
@@ -118,6 +145,7 @@ async fn queue_depth_is_sampled_at_scrape_time() {
             message_id: format!("m{i}"),
             payload: std::sync::Arc::from(&b"{}"[..]),
             request_id: None,
+            traceparent: None,
         })
         .collect();
     bus.publish(&batch).await.unwrap();

@@ -324,6 +324,46 @@ async fn connect(url: &str) -> Result<Connection, String> {
 /// One event as the broker delivered it: routing key, AMQP properties, JSON body.
 pub type ReceivedEvent = (String, BasicProperties, serde_json::Value);
 
+/// Takes every message waiting in the named queue (basic.get until empty), as
+/// `(message id, JSON-or-text body)`. For queues the code under test declares and fills.
+pub async fn drain_queue(url: &str, queue: &str) -> Vec<(String, String)> {
+    let conn = connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("drain_queue: {e}"));
+    let channel = conn.create_channel().await.expect("drain_queue: channel");
+    let mut taken = Vec::new();
+    while let Some(m) = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("drain_queue: get from {queue}: {e}"))
+    {
+        let id = m
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        taken.push((id, String::from_utf8_lossy(&m.delivery.data).into_owned()));
+    }
+    let _ = conn.close(200, "OK".into()).await;
+    taken
+}
+
+/// A string header of a received event (`x-request-id`, `traceparent`).
+pub fn header(event: &ReceivedEvent, name: &str) -> Option<String> {
+    match event.1.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 /// Reads events off a fresh exclusive queue bound to an exchange with `#` (lapin directly, so
 /// tests check what the real broker got). Panics on setup failures: they are test failures.
 pub struct EventReader {

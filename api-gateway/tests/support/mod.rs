@@ -94,6 +94,9 @@ pub struct SplitEnv {
     pub chat_events_queue: String,
     /// The gateway's event hub may go through a proxy too.
     pub hub_amqp_url: String,
+    /// Connections per service pool: few for tests (many run at once), the services' default
+    /// for benchmarks.
+    pub db_pool_size: u32,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -114,6 +117,7 @@ pub async fn split_env(
         message_exchange: amqp.name("message.events"),
         chat_events_queue: amqp.name("message-manager.chat-events"),
         hub_amqp_url: amqp.url.clone(),
+        db_pool_size: 4,
     };
     Some((
         env,
@@ -121,14 +125,19 @@ pub async fn split_env(
     ))
 }
 
-async fn connect(url: &str, schema: &str, migrations: common::db::Migrations) -> Db {
+async fn connect(
+    url: &str,
+    schema: &str,
+    migrations: common::db::Migrations,
+    pool_size: u32,
+) -> Db {
     let target = DbTarget::parse(url, schema);
     tokio::task::spawn_blocking(move || {
         Db::connect(
             target,
             migrations,
             &DbOptions {
-                pool_size: 4,
+                pool_size,
                 ..DbOptions::default()
             },
         )
@@ -211,11 +220,18 @@ impl Stack {
     /// message-manager reaches chat-manager through `chat_link`, a proxy a test can cut.
     pub async fn split(env: &SplitEnv) -> Stack {
         let (tx, rx) = watch::channel(false);
-        let chat_db = connect(&env.pg_url, &env.chat_schema, chat_manager::db::MIGRATIONS).await;
+        let chat_db = connect(
+            &env.pg_url,
+            &env.chat_schema,
+            chat_manager::db::MIGRATIONS,
+            env.db_pool_size,
+        )
+        .await;
         let message_db = connect(
             &env.pg_url,
             &env.message_schema,
             message_manager::db::MIGRATIONS,
+            env.db_pool_size,
         )
         .await;
 

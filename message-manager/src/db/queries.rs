@@ -142,16 +142,33 @@ pub fn member_room(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Memb
         .optional()
 }
 
-pub fn live_member_rooms(
+/// The chat and its live chatrooms (ordered by id), in one query.
+pub fn member_chat_with_rooms(
     conn: &mut DbConnection,
-    chat_id: &str,
-) -> QueryResult<Vec<MemberChatroom>> {
-    member_chatrooms::table
-        .filter(member_chatrooms::chat_id.eq(chat_id))
-        .filter(member_chatrooms::tm_delete.eq(time::live()))
+    id: &str,
+) -> QueryResult<Option<(MemberChat, Vec<MemberChatroom>)>> {
+    let rows: Vec<(MemberChat, Option<MemberChatroom>)> = member_chats::table
+        .left_join(
+            member_chatrooms::table.on(member_chatrooms::chat_id
+                .eq(member_chats::id)
+                .and(member_chatrooms::tm_delete.eq(time::live()))),
+        )
+        .filter(member_chats::id.eq(id))
         .order(member_chatrooms::id.asc())
-        .select(MemberChatroom::as_select())
-        .load(conn)
+        .select((
+            MemberChat::as_select(),
+            Option::<MemberChatroom>::as_select(),
+        ))
+        .load(conn)?;
+    let mut rows = rows.into_iter();
+    let Some((chat, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let rooms = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, r)| r))
+        .collect();
+    Ok(Some((chat, rooms)))
 }
 
 /// Stores what the view learnt of a chat, unless it already knows a newer state. A deletion

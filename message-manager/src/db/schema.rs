@@ -60,3 +60,5 @@ diesel::table! {
         processed_at -> Timestamp,
     }
 }
+// A send reads a chat and its chatrooms in one query.
+diesel::allow_tables_to_appear_in_same_query!(member_chats, member_chatrooms);

@@ -1,0 +1,283 @@
+//! The outbox relay against this machine's PostgreSQL and RabbitMQ: several replicas publish
+//! each event once and in commit order, a standby takes over from a stopped leader, and the
+//! request's ids reach the event headers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chat_manager::ChatManager;
+use chat_manager::chats::{self, ChatType, NewChat};
+use common::RequestMeta;
+use common::bus::EventBus;
+use common::db::{Db, DbError, DbOptions, DbTarget};
+use common::outbox::{self, Relay, RelaySignal};
+use testkit::{EventReader, ReceivedEvent, header};
+use tokio::sync::watch;
+
+struct Env {
+    db: Db,
+    url: String,
+    exchange: String,
+    _pg: testkit::PgSchema,
+    amqp: testkit::AmqpNames,
+}
+
+async fn env(test: &str) -> Option<Env> {
+    let pg = testkit::require_postgres(test).await?;
+    let amqp = testkit::require_rabbitmq(test).await?;
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    let db = tokio::task::spawn_blocking(move || {
+        Db::connect(target, chat_manager::db::MIGRATIONS, &DbOptions::default())
+    })
+    .await
+    .unwrap()
+    .expect("connect");
+    Some(Env {
+        db,
+        url: amqp.url.clone(),
+        exchange: amqp.name("chat.events"),
+        _pg: pg,
+        amqp,
+    })
+}
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A relay polling every 10 ms, so that competing replicas would collide without the lock.
+fn eager_relay(env: &Env) -> Relay {
+    let mut relay = Relay::new(
+        env.db.clone(),
+        EventBus::amqp(env.url.clone()),
+        &env.exchange,
+        RelaySignal::default(),
+    );
+    relay.poll_interval = Duration::from_millis(10);
+    relay
+}
+
+async fn create_chats(manager: &ChatManager, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (a, b) = (id(), id());
+        let new = NewChat {
+            customer_id: id(),
+            chat_type: ChatType::Normal,
+            owner_id: a.clone(),
+            participant_ids: vec![a, b],
+            name: String::new(),
+            detail: String::new(),
+        };
+        let chat = manager
+            .write(RequestMeta::default(), move |c| chats::create(c, new))
+            .await
+            .expect("create chat");
+        ids.push(chat.id);
+    }
+    ids
+}
+
+async fn backlog(db: &Db) -> i64 {
+    db.run(|c| outbox::backlog(c).map_err(DbError::from))
+        .await
+        .unwrap()
+}
+
+async fn drain(reader: &mut EventReader, expected: usize) -> Vec<ReceivedEvent> {
+    let mut events = Vec::new();
+    while events.len() < expected {
+        match reader.next_within(Duration::from_secs(10)).await {
+            Some(e) => events.push(e),
+            None => break,
+        }
+    }
+    // Anything published twice would arrive right behind.
+    events.extend(reader.collect_for(Duration::from_millis(500)).await);
+    events
+}
+
+#[tokio::test]
+async fn two_relays_publish_every_event_once_in_commit_order() {
+    let Some(env) = env("relay::two_relays_publish_every_event_once_in_commit_order").await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let (stop, stopped) = watch::channel(false);
+    let relays = [
+        tokio::spawn(eager_relay(&env).run(stopped.clone())),
+        tokio::spawn(eager_relay(&env).run(stopped.clone())),
+    ];
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    let chats = create_chats(&manager, 40).await;
+
+    let events = drain(&mut reader, chats.len() * 3).await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for e in &events {
+        *seen
+            .entry(e.2["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let twice = seen.values().filter(|n| **n > 1).count();
+    println!(
+        "2 relays, {} chats: {} events received, {} distinct, {} published more than once",
+        chats.len(),
+        events.len(),
+        seen.len(),
+        twice
+    );
+    assert_eq!(seen.len(), chats.len() * 3, "every event arrives");
+    assert_eq!(twice, 0, "no event is published twice");
+    // Commit order: each chat's events follow the chats' creation order.
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == "chat_created")
+        .map(|e| e.2["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, chats.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(backlog(&env.db).await, 0);
+
+    stop.send(true).unwrap();
+    for r in relays {
+        r.await.unwrap();
+    }
+    env.amqp.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_standby_relay_publishes_once_the_leader_stops() {
+    let Some(env) = env("relay::a_standby_relay_publishes_once_the_leader_stops").await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    let (stop_leader, leader_stopped) = watch::channel(false);
+    let leader = tokio::spawn(eager_relay(&env).run(leader_stopped));
+    create_chats(&manager, 1).await;
+    assert_eq!(drain(&mut reader, 3).await.len(), 3, "the leader publishes");
+
+    // The standby starts while the leader holds the lock.
+    let (stop_standby, standby_stopped) = watch::channel(false);
+    let standby = tokio::spawn(eager_relay(&env).run(standby_stopped));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop_leader.send(true).unwrap();
+    leader.await.unwrap();
+
+    let chats = create_chats(&manager, 2).await;
+    let events = drain(&mut reader, 6).await;
+    println!("after the leader stopped: {} events", events.len());
+    assert_eq!(events.len(), 6, "the standby took over");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.2["data"]["id"] == chats[1].as_str())
+    );
+    assert_eq!(backlog(&env.db).await, 0);
+
+    stop_standby.send(true).unwrap();
+    standby.await.unwrap();
+    env.amqp.cleanup().await;
+}
+
+#[tokio::test]
+async fn events_carry_the_request_id_and_traceparent() {
+    let Some(env) = env("relay::events_carry_the_request_id_and_traceparent").await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let meta = RequestMeta {
+        request_id: Some("req-relay-1".into()),
+        traceparent: Some(traceparent.into()),
+    };
+    let (a, b) = (id(), id());
+    let new = NewChat {
+        customer_id: id(),
+        chat_type: ChatType::Normal,
+        owner_id: a.clone(),
+        participant_ids: vec![a, b],
+        name: String::new(),
+        detail: String::new(),
+    };
+    manager
+        .write(meta, move |c| chats::create(c, new))
+        .await
+        .unwrap();
+
+    let events = drain(&mut reader, 3).await;
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(header(e, "x-request-id").as_deref(), Some("req-relay-1"));
+        assert_eq!(header(e, "traceparent").as_deref(), Some(traceparent));
+        assert_eq!(
+            e.1.message_id().as_ref().map(|m| m.to_string()),
+            e.2["id"].as_str().map(str::to_owned),
+            "message id = CloudEvents id"
+        );
+    }
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+    env.amqp.cleanup().await;
+}
+
+#[tokio::test]
+async fn rows_committed_out_of_seq_order_are_all_published() {
+    let Some(env) = env("relay::rows_committed_out_of_seq_order_are_all_published").await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    // Sixteen writers at once: transactions take their seqs in one order and commit in another,
+    // while the relay keeps sending rounds without waiting for confirms.
+    let writers: Vec<_> = (0..16)
+        .map(|_| {
+            let m = manager.clone();
+            tokio::spawn(async move { create_chats(&m, 40).await })
+        })
+        .collect();
+    let mut created = 0;
+    for w in writers {
+        created += w.await.unwrap().len();
+    }
+    let events = drain(&mut reader, created * 3).await;
+    let distinct: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.2["id"].as_str().unwrap()).collect();
+    println!(
+        "{created} chats by 16 concurrent writers: {} events received, {} distinct",
+        events.len(),
+        distinct.len()
+    );
+    assert_eq!(
+        distinct.len(),
+        created * 3,
+        "every committed event is published"
+    );
+    assert_eq!(backlog(&env.db).await, 0);
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+    env.amqp.cleanup().await;
+}
