@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::auth::{AgentIdentity, Caller, TokenVerifier};
 use crate::error::ApiError;
+use crate::health::{self, Readiness};
 use crate::routes;
 use crate::ws::WsSettings;
 use crate::ws::hub::EventHub;
@@ -25,6 +26,8 @@ pub struct AppState {
     /// Feeds the WebSocket; None where no event bus is configured.
     pub hub: Option<EventHub>,
     pub ws: WsSettings,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
 }
 
 impl AppState {
@@ -35,7 +38,13 @@ impl AppState {
             verifier,
             hub: None,
             ws: WsSettings::default(),
+            readiness: Readiness::default(),
         }
+    }
+
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     pub fn with_hub(mut self, hub: EventHub, ws: WsSettings) -> Self {
@@ -51,18 +60,45 @@ pub fn router(state: AppState) -> Router {
             "/v1.0",
             routes::router().route("/ws", axum::routing::get(crate::ws::upgrade)),
         )
+        // Outside /v1.0 and without a token: for probes and load balancers.
+        .route("/healthz", axum::routing::get(health::healthz))
+        .route("/readyz", axum::routing::get(health::readyz))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
+        .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
 
-/// The id of one request, from the caller's `X-Request-Id` or made here; it goes to the
-/// services in gRPC metadata and from there into the events' headers.
+/// Counts and times each request under its route pattern (`/v1.0/chats/{id}`: the raw path
+/// would make a series per id); requests that match no route are `unmatched`.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    common::metrics::metrics().observe_http(
+        &route,
+        method.as_str(),
+        res.status().as_u16(),
+        started.elapsed(),
+    );
+    res
+}
+
+/// What identifies one request to the services: its id, from the caller's `X-Request-Id` or
+/// made here, and its W3C trace context, from the caller's `traceparent` or made here. Both go
+/// to the services in gRPC metadata; the request id goes on into the events' headers.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    pub id: String,
+    pub traceparent: String,
+}
 
 /// What travels with a call to a service: the request id and, on creating calls, the
 /// client's `Idempotency-Key`.
@@ -128,8 +164,25 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    // A malformed traceparent is replaced, as W3C Trace Context asks.
+    let traceparent = req
+        .headers()
+        .get(common::TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| common::telemetry::is_valid_traceparent(v))
+        .map(str::to_owned)
+        .unwrap_or_else(common::telemetry::new_traceparent);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        trace_id = %common::telemetry::trace_id(&traceparent),
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    req.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        traceparent: traceparent.clone(),
+    });
     let mut res = async move {
         let res = next.run(req).await;
         tracing::info!(status = res.status().as_u16(), "handled");
@@ -137,8 +190,13 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut().insert(common::REQUEST_ID_HEADER, v);
+    for (name, value) in [
+        (common::REQUEST_ID_HEADER, &id),
+        (common::TRACEPARENT_HEADER, &traceparent),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            res.headers_mut().insert(name, v);
+        }
     }
     res
 }
@@ -151,16 +209,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .extensions
             .get::<RequestId>()
             .cloned()
-            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string())))
+            .unwrap_or_else(|| RequestId {
+                id: uuid::Uuid::new_v4().to_string(),
+                traceparent: common::telemetry::new_traceparent(),
+            }))
     }
 }
 
 impl RequestId {
-    /// A gRPC request carrying this request id.
+    /// A gRPC request carrying this request id and trace context.
     pub fn grpc<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
-        if let Ok(v) = self.0.parse() {
+        if let Ok(v) = self.id.parse() {
             req.metadata_mut().insert(common::REQUEST_ID_HEADER, v);
+        }
+        if let Ok(v) = self.traceparent.parse() {
+            req.metadata_mut().insert(common::TRACEPARENT_HEADER, v);
         }
         req
     }

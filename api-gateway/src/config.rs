@@ -2,6 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use common::telemetry::LogFormat;
 
 /// The customer id of the seed tutorial: the embedded default's printed token is for it, so
 /// the tutorial's requests line up.
@@ -23,11 +24,14 @@ pub struct Cli {
 pub enum Command {
     /// Mint a token (signed with JWT_SECRET, or the embedded default's key in DATA_DIR).
     Token(TokenArgs),
+    /// Exit 0 when the gateway at LISTEN_ADDR answers GET /readyz with 200, else 1 with the
+    /// reason.
+    Healthcheck,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// HTTP listen address.
+    /// HTTP listen address (also where `healthcheck` asks).
     #[arg(
         long,
         env = "LISTEN_ADDR",
@@ -62,6 +66,13 @@ pub struct ServeConfig {
     /// Where the embedded default keeps its SQLite files and generated key.
     #[arg(long, env = "DATA_DIR", default_value = "./data", global = true)]
     pub data_dir: PathBuf,
+    /// Prometheus metrics listen address (GET /metrics); in the embedded default it shows the
+    /// in-process services' metrics too.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    pub metrics_addr: SocketAddr,
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use common::grpc_client::{self, ChatClient, GrpcTransport};
+use common::grpc_server::ObserveLayer;
+use tower::Layer;
 
 pub struct Embedded {
     pub chat: GrpcTransport,
@@ -59,7 +61,8 @@ pub async fn start(
         chat_manager::DEFAULT_EXCHANGE,
         shutdown.clone(),
     );
-    let chat = grpc_client::in_process(chat_server);
+    // The same per-call spans and metrics as over a socket.
+    let chat = grpc_client::in_process(ObserveLayer.layer(chat_server));
     let (message_server, mut tasks) = message_manager::service(
         message_db,
         bus.clone(),
@@ -71,7 +74,7 @@ pub async fn start(
     tasks.push(chat_relay);
     Ok(Embedded {
         chat,
-        message: grpc_client::in_process(message_server),
+        message: grpc_client::in_process(ObserveLayer.layer(message_server)),
         bus,
         tasks,
     })

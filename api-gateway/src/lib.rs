@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod health;
 pub mod json;
 mod routes;
 pub mod ws;

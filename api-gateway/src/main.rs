@@ -4,6 +4,7 @@ use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token};
 use api_gateway::config::{Cli, Command, SEED_CUSTOMER_ID, ServeConfig, TokenArgs};
 use api_gateway::embedded;
+use api_gateway::health::{self, Readiness};
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use clap::Parser;
@@ -15,9 +16,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    common::telemetry::init();
     let cli = Cli::parse();
+    common::telemetry::init(cli.serve.log_format);
     match cli.command {
+        Some(Command::Healthcheck) => match health::check_ready(cli.serve.listen_addr) {
+            Ok(()) => {
+                println!("ready");
+                Ok(())
+            }
+            Err(why) => {
+                eprintln!("not ready: {why}");
+                std::process::exit(1);
+            }
+        },
         Some(Command::Token(args)) => {
             let secret = signing_key(&cli.serve)?;
             println!("{}", mint(&secret, &args)?);
@@ -54,6 +65,9 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let secret = signing_key(&config)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let (_, metrics_server) =
+        common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
+    tasks.push(metrics_server);
 
     let (chat, message, bus) = match (&config.chat_manager_url, &config.message_manager_url) {
         (Some(chat), Some(message)) => {
@@ -79,6 +93,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         }
     };
     let ws = WsSettings::default();
+    let hub_bus = bus.clone();
     let (hub, hub_task) = EventHub::start(
         bus,
         &config.chat_events_exchange,
@@ -87,7 +102,13 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         shutdown_rx.clone(),
     );
     tasks.push(hub_task);
-    let state = AppState::new(chat, message, TokenVerifier::new(&secret)).with_hub(hub, ws);
+    let readiness = match &config.chat_manager_url {
+        Some(_) => Readiness::upstreams(chat.clone(), message.clone(), Some(hub_bus)),
+        None => Readiness::InProcess,
+    };
+    let state = AppState::new(chat, message, TokenVerifier::new(&secret))
+        .with_hub(hub, ws)
+        .with_readiness(readiness);
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
 

@@ -118,6 +118,7 @@ async fn the_binary_starts_with_no_configuration_and_prints_a_working_token() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATA_DIR", &dir)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

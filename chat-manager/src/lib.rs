@@ -37,6 +37,7 @@ pub fn service(
     let signal = RelaySignal::default();
     let relay = Relay::new(db.clone(), bus, exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
     tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),

@@ -1,31 +1,51 @@
-use chat_manager::config::Config;
+use chat_manager::config::{Cli, Command, ServeConfig};
 use clap::Parser;
 use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
+use proto::chat::v1::chat_service_server::SERVICE_NAME;
 use tokio::sync::watch;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::telemetry::init();
-    let config = Config::parse();
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-    let target = DbTarget::parse(&config.database_url, &config.database_schema);
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let cli = Cli::parse();
+    common::telemetry::init(cli.serve.log_format);
+    match cli.command {
+        Some(Command::Healthcheck) => {
+            common::grpc_server::healthcheck_command(cli.serve.listen_addr, SERVICE_NAME).await;
+            Ok(())
+        }
+        Some(Command::Migrate) => {
+            let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
+            Db::migrate_only(target, chat_manager::db::MIGRATIONS).await?;
+            tracing::info!("migrations up to date");
+            Ok(())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (_, metrics_server) =
+        common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
+
+    let target = DbTarget::parse(config.database_url()?, &config.database_schema);
     let options = DbOptions {
         pool_size: config.database_pool_size,
+        run_migrations: config.run_migrations,
         ..DbOptions::default()
     };
     let db = Db::connect_with_retry(target, chat_manager::db::MIGRATIONS, options).await;
-    let bus = EventBus::amqp(config.amqp_url.clone());
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
     let (service, relay) = chat_manager::service(db, bus, &config.events_exchange, shutdown_rx);
 
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "chat-manager listening");
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_shutdown(config.listen_addr, common::shutdown_signal())
-        .await?;
+    common::grpc_server::serve(listener, service, common::shutdown_signal()).await?;
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
+    let _ = metrics_server.await;
     Ok(())
 }

@@ -135,6 +135,24 @@ impl EventBus {
             EventBus::InProcess(bus) => Ok(bus.subscribe(spec)),
         }
     }
+
+    /// Messages ready in the durable `queue` (a passive declare: the queue is not created);
+    /// `None` on the in-process bus, which has no queues to measure.
+    pub async fn queue_depth(&self, queue: &str) -> Result<Option<u32>, BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.queue_depth(queue).await.map(Some),
+            EventBus::InProcess(_) => Ok(None),
+        }
+    }
+
+    /// Whether the consuming connection is up (always, in-process): the gateway is not ready
+    /// without it, as its WebSockets would get no events.
+    pub async fn consumer_connected(&self) -> bool {
+        match self {
+            EventBus::Amqp(bus) => bus.consumer_connected().await,
+            EventBus::InProcess(_) => true,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,6 +315,42 @@ impl AmqpBus {
 }
 
 impl AmqpBus {
+    async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        let queue = short("queue name", queue)?;
+        // A channel of its own: a passive declare of a missing queue closes its channel.
+        let channel = {
+            let mut slot = self.inner.consumer_conn.lock().await;
+            if !slot.as_ref().is_some_and(|c| c.status().connected()) {
+                *slot = None;
+                *slot = Some(connect(&self.inner.url).await?);
+            }
+            slot.as_ref()
+                .expect("just connected")
+                .create_channel()
+                .await?
+        };
+        let declared = channel
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(declared?.message_count())
+    }
+
+    async fn consumer_connected(&self) -> bool {
+        // Waits at most briefly: a subscribe in progress holds the lock while it connects.
+        match tokio::time::timeout(Duration::from_secs(1), self.inner.consumer_conn.lock()).await {
+            Ok(slot) => slot.as_ref().is_some_and(|c| c.status().connected()),
+            Err(_) => false,
+        }
+    }
+
     async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
         let queue = short("queue name", queue)?;
         let mut slot = self.inner.publisher.lock().await;

@@ -155,6 +155,9 @@ pub struct DbOptions {
     pub pool_size: u32,
     /// How long a request waits for a connection before it fails as unavailable.
     pub acquire_timeout: Duration,
+    /// Create the schema and apply pending migrations on connect (off where a separate step,
+    /// `<service> migrate`, does it once per rollout).
+    pub run_migrations: bool,
 }
 
 impl Default for DbOptions {
@@ -162,27 +165,24 @@ impl Default for DbOptions {
         DbOptions {
             pool_size: 8,
             acquire_timeout: Duration::from_secs(5),
+            run_migrations: true,
         }
     }
 }
 
 impl Db {
-    /// Connects, creates the service's schema (PostgreSQL) or file (SQLite) if missing and runs
-    /// the pending migrations. Blocking: call it from `spawn_blocking` or before serving.
+    /// Connects and, with `options.run_migrations`, creates the service's schema (PostgreSQL)
+    /// or file (SQLite) if missing and runs the pending migrations. Blocking: call it from
+    /// `spawn_blocking` or before serving.
     pub fn connect(
         target: DbTarget,
         migrations: Migrations,
         options: &DbOptions,
     ) -> Result<Db, DbError> {
-        if let DbTarget::Postgres { url, schema } = &target {
-            let mut conn = PgConnection::establish(url).map_err(|e| {
-                DbError::Unavailable(format!("{url_safe}: {e}", url_safe = redact(url)))
-            })?;
-            diesel::sql_query(format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_ident(schema)
-            ))
-            .execute(&mut conn)?;
+        if let DbTarget::Postgres { url, schema } = &target
+            && options.run_migrations
+        {
+            migrate_postgres(url, schema, migrations.postgres)?;
         }
         if let DbTarget::Sqlite { path } = &target
             && let Some(dir) = std::path::Path::new(path).parent()
@@ -208,8 +208,23 @@ impl Db {
             })
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
         let db = Db { pool, target };
-        db.migrate(migrations)?;
+        if db.target.is_sqlite() && options.run_migrations {
+            db.migrate_sqlite(migrations)?;
+        }
         Ok(db)
+    }
+
+    /// Applies the pending migrations (creating the schema or file) and disconnects: the
+    /// `migrate` subcommand.
+    pub async fn migrate_only(target: DbTarget, migrations: Migrations) -> Result<(), DbError> {
+        let options = DbOptions {
+            pool_size: 1,
+            run_migrations: true,
+            ..DbOptions::default()
+        };
+        tokio::task::spawn_blocking(move || Db::connect(target, migrations, &options).map(drop))
+            .await
+            .expect("migrate task")
     }
 
     /// Connects as `connect` does, waiting for the database (with backoff) rather than failing
@@ -236,15 +251,13 @@ impl Db {
         }
     }
 
-    fn migrate(&self, migrations: Migrations) -> Result<(), DbError> {
+    fn migrate_sqlite(&self, migrations: Migrations) -> Result<(), DbError> {
         let mut conn = self.get()?;
         let result = match &mut *conn {
-            DbConnection::Pg(c) => c
-                .run_pending_migrations(StaticSource(migrations.postgres))
-                .map(|_| ()),
             DbConnection::Sqlite(c) => c
                 .run_pending_migrations(StaticSource(migrations.sqlite))
                 .map(|_| ()),
+            DbConnection::Pg(_) => Ok(()),
         };
         result.map_err(|e| DbError::Unavailable(format!("migration failed: {e}")))
     }
@@ -286,6 +299,43 @@ impl Db {
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
     }
+}
+
+/// Creates `schema` if missing and applies the pending migrations in it, holding a PostgreSQL
+/// advisory lock (one per schema) throughout: replicas starting at once take turns, and the
+/// later ones find nothing left to do. The lock is the session's, so it is released when the
+/// connection ends, whatever happens in between.
+fn migrate_postgres(
+    url: &str,
+    schema: &str,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<(), DbError> {
+    let mut conn = PgConnection::establish(url)
+        .map_err(|e| DbError::Unavailable(format!("{}: {e}", redact(url))))?;
+    let lock_key = format!("chat migrations: {schema}");
+    diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind::<diesel::sql_types::Text, _>(&lock_key)
+        .execute(&mut conn)?;
+    let result = (|| {
+        diesel::sql_query(format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .execute(&mut conn)?;
+        diesel::sql_query(format!("SET search_path TO {}", quote_ident(schema)))
+            .execute(&mut conn)?;
+        let applied = conn
+            .run_pending_migrations(StaticSource(migrations))
+            .map_err(|e| DbError::Unavailable(format!("migration failed: {e}")))?;
+        if !applied.is_empty() {
+            tracing::info!(schema, count = applied.len(), "migrations applied");
+        }
+        Ok::<_, DbError>(())
+    })();
+    let _ = diesel::sql_query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind::<diesel::sql_types::Text, _>(&lock_key)
+        .execute(&mut conn);
+    result
 }
 
 /// A connection outside the pool, for one long-lived user (the relay, whose PostgreSQL session

@@ -5,8 +5,10 @@ pub mod bus;
 pub mod db;
 pub mod error;
 pub mod grpc_client;
+pub mod grpc_server;
 pub mod housekeeping;
 pub mod idempotency;
+pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod resources;
@@ -28,11 +30,12 @@ pub fn request_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The W3C `traceparent` a gRPC call carries, if any.
+/// The W3C `traceparent` a gRPC call carries, if any and well-formed.
 pub fn traceparent(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     metadata
         .get(TRACEPARENT_HEADER)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| telemetry::is_valid_traceparent(v))
         .map(str::to_owned)
 }
 

@@ -1,23 +1,46 @@
 use std::net::SocketAddr;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
+use common::telemetry::LogFormat;
 
 /// message-manager: the gRPC service for chatmessages and chatroommessages (split deployment).
-#[derive(Debug, Clone, Parser)]
-#[command(version, about)]
-pub struct Config {
+#[derive(Debug, Parser)]
+#[command(version, about, subcommand_negates_reqs = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum Command {
+    /// Exit 0 when the service at LISTEN_ADDR answers SERVING (grpc.health.v1), else 1 with
+    /// the reason.
+    Healthcheck,
+    /// Apply the pending database migrations (creating the schema) and exit.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
     /// PostgreSQL URL (postgres://...), or a SQLite file path.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
+    #[arg(long, env = "DATABASE_URL", required = true, hide_env_values = true)]
+    pub database_url: Option<String>,
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "message_manager")]
     pub database_schema: String,
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: u32,
+    /// Apply pending migrations at start (turn off where `message-manager migrate` runs once
+    /// per rollout).
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub run_migrations: bool,
     /// RabbitMQ URL: the relay publishes here, and chat events are consumed from here.
-    #[arg(long, env = "AMQP_URL")]
-    pub amqp_url: String,
+    #[arg(long, env = "AMQP_URL", required = true, hide_env_values = true)]
+    pub amqp_url: Option<String>,
     /// Topic exchange for message events.
     #[arg(long, env = "MESSAGE_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE)]
     pub events_exchange: String,
@@ -28,9 +51,51 @@ pub struct Config {
     #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = crate::DEFAULT_CHAT_EVENTS_QUEUE)]
     pub chat_events_queue: String,
     /// chat-manager's gRPC URL, asked when the membership view has not caught up.
-    #[arg(long, env = "CHAT_MANAGER_URL")]
-    pub chat_manager_url: String,
-    /// gRPC listen address.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:9002")]
+    #[arg(long, env = "CHAT_MANAGER_URL", required = true)]
+    pub chat_manager_url: Option<String>,
+    /// gRPC listen address (also where `healthcheck` asks).
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:9002",
+        global = true
+    )]
     pub listen_addr: SocketAddr,
+    /// Prometheus metrics listen address (GET /metrics).
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: SocketAddr,
+    /// Log lines as `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// DATABASE_URL, which `migrate` needs although clap does not require it there.
+    pub fn database_url(&self) -> Result<&str, &'static str> {
+        self.database_url
+            .as_deref()
+            .ok_or("DATABASE_URL (or --database-url) is required")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("message-manager").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn subcommands_need_only_what_they_use() {
+        let cli = parse(&["healthcheck"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Healthcheck)));
+        let cli = parse(&["migrate", "--log-format", "json"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.serve.log_format, LogFormat::Json);
+        if std::env::var_os("CHAT_MANAGER_URL").is_none() {
+            let err = parse(&["--database-url", "x", "--amqp-url", "y"]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        }
+    }
 }

@@ -153,6 +153,7 @@ impl ChatEventConsumer {
         match self.bus.publish(std::slice::from_ref(&aside)).await {
             Ok(()) => {
                 DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
+                common::metrics::count_dead_lettered(&self.spec.queue);
                 tracing::error!(error = %why, id = %delivery.message.message_id,
                     key = %delivery.message.routing_key, queue = %aside.routing_key,
                     "chat event dead-lettered");

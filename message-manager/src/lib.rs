@@ -302,6 +302,8 @@ pub fn service(
     let signal = RelaySignal::default();
     let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
+    common::metrics::watch_queue(bus.clone(), &topology.chat_events_queue, shutdown.clone());
     let consumer = events::ChatEventConsumer {
         db: db.clone(),
         bus,

@@ -5,21 +5,44 @@ use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
 use common::grpc_client::{self, ChatClient};
 use message_manager::Topology;
-use message_manager::config::Config;
+use message_manager::config::{Cli, Command, ServeConfig};
+use proto::message::v1::message_service_server::SERVICE_NAME;
 use tokio::sync::watch;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    common::telemetry::init();
-    let config = Config::parse();
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-    let target = DbTarget::parse(&config.database_url, &config.database_schema);
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let cli = Cli::parse();
+    common::telemetry::init(cli.serve.log_format);
+    match cli.command {
+        Some(Command::Healthcheck) => {
+            common::grpc_server::healthcheck_command(cli.serve.listen_addr, SERVICE_NAME).await;
+            Ok(())
+        }
+        Some(Command::Migrate) => {
+            let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
+            Db::migrate_only(target, message_manager::db::MIGRATIONS).await?;
+            tracing::info!("migrations up to date");
+            Ok(())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (_, metrics_server) =
+        common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
+
+    let target = DbTarget::parse(config.database_url()?, &config.database_schema);
     let options = DbOptions {
         pool_size: config.database_pool_size,
+        run_migrations: config.run_migrations,
         ..DbOptions::default()
     };
     let db = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options).await;
-    let bus = EventBus::amqp(config.amqp_url.clone());
+    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
     let subscription = loop {
         match message_manager::subscribe_chat_events(
             &bus,
@@ -35,9 +58,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    let chat = ChatClient::new(grpc_client::remote(&config.chat_manager_url)?);
+    let chat_url = config
+        .chat_manager_url
+        .as_deref()
+        .ok_or("CHAT_MANAGER_URL is required")?;
+    let chat = ChatClient::new(grpc_client::remote(chat_url)?);
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let topology = Topology {
         exchange: config.events_exchange.clone(),
         chat_exchange: config.chat_events_exchange.clone(),
@@ -46,14 +72,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (service, tasks) =
         message_manager::service(db, bus, topology, subscription, Some(chat), shutdown_rx);
 
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_shutdown(config.listen_addr, common::shutdown_signal())
-        .await?;
+    common::grpc_server::serve(listener, service, common::shutdown_signal()).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;
     }
+    let _ = metrics_server.await;
     Ok(())
 }

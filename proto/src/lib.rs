@@ -11,3 +11,7 @@ pub mod message {
         tonic::include_proto!("message.v1");
     }
 }
+
+/// Both services' descriptors (encoded `FileDescriptorSet`), for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));

@@ -8,6 +8,8 @@
 //! Every test gets names of its own (a fresh PostgreSQL schema, an exchange/queue prefix), so
 //! tests run in parallel and leave nothing behind.
 
+pub mod ops;
+
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};

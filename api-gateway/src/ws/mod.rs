@@ -91,6 +91,23 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
+/// One open socket in the `websocket_connections` gauge, for as long as it lives (also when
+/// its task is cancelled).
+struct OpenSocket;
+
+impl OpenSocket {
+    fn count() -> Self {
+        common::metrics::metrics().websocket_connections.inc();
+        OpenSocket
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        common::metrics::metrics().websocket_connections.dec();
+    }
+}
+
 /// Why a connection ended, for the log.
 enum End {
     ClientGone,
@@ -118,6 +135,7 @@ impl Connection {
     }
 
     async fn serve(mut self, mut socket: WebSocket) {
+        let _open = OpenSocket::count();
         let end = self.run(&mut socket).await;
         match end {
             Err(End::Stuck) => {

@@ -37,6 +37,7 @@ use std::time::Duration;
 use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
 use api_gateway::embedded;
+use api_gateway::health::Readiness;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
@@ -61,6 +62,9 @@ pub struct Stack {
     data_dir: Option<PathBuf>,
     /// Split deployment: message-manager's link to chat-manager, to cut in tests.
     pub chat_link: Option<testkit::TcpProxy>,
+    /// Split deployment: where chat-manager and message-manager serve gRPC.
+    pub chat_addr: Option<SocketAddr>,
+    pub message_addr: Option<SocketAddr>,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -162,16 +166,12 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // As the binaries serve: with health, reflection, per-call spans and metrics.
     let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async move {
-                    let _ = shutdown.wait_for(|s| *s).await;
-                },
-            )
-            .await;
+        let _ = common::grpc_server::serve(listener, service, async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
     });
     (addr, task)
 }
@@ -269,19 +269,21 @@ impl Stack {
         );
         let (message_addr, message_server) = serve_grpc(message_service, rx.clone()).await;
 
+        let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
-            EventBus::amqp(&env.hub_amqp_url),
+            hub_bus.clone(),
             env.chat_exchange.clone(),
             env.message_exchange.clone(),
         );
-        let mut stack = Self::with_gateway(
+        let (chat, message) = (
             grpc_client::remote(&format!("http://{chat_addr}")).unwrap(),
             grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
-            Some(events),
-            tx,
-            rx,
-        )
-        .await;
+        );
+        let readiness = Readiness::upstreams(chat.clone(), message.clone(), Some(hub_bus));
+        let mut stack =
+            Self::with_gateway_ready(chat, message, Some(events), readiness, tx, rx).await;
+        stack.chat_addr = Some(chat_addr);
+        stack.message_addr = Some(message_addr);
         stack
             .tasks
             .extend([chat_relay, chat_server, message_server]);
@@ -315,7 +317,20 @@ impl Stack {
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
-        let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET));
+        Self::with_gateway_ready(chat, message, events, Readiness::InProcess, tx, rx).await
+    }
+
+    /// The gateway over `chat` and `message`, its `/readyz` checking `readiness`.
+    pub async fn with_gateway_ready(
+        chat: grpc_client::GrpcTransport,
+        message: grpc_client::GrpcTransport,
+        events: Option<(EventBus, String, String)>,
+        readiness: Readiness,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+    ) -> Stack {
+        let mut state =
+            AppState::new(chat, message, TokenVerifier::new(SECRET)).with_readiness(readiness);
         let mut hub_task = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
             let settings = test_ws_settings();
@@ -345,6 +360,8 @@ impl Stack {
             tasks: vec![gateway].into_iter().chain(hub_task).collect(),
             data_dir: None,
             chat_link: None,
+            chat_addr: None,
+            message_addr: None,
             _guards: Vec::new(),
         }
     }
@@ -379,6 +396,12 @@ impl Stack {
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
         Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    /// `GET` of a path outside /v1.0 (`/healthz`, `/readyz`), with no token.
+    pub async fn get_root(&self, path: &str) -> Reply {
+        let root = self.base.trim_end_matches("/v1.0");
+        self.send(self.http.get(format!("{root}{path}"))).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {

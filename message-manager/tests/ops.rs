@@ -1,0 +1,159 @@
+//! message-manager as operators run it: the binary serves gRPC health, reflection and metrics
+//! (its queue's depth and dead-letter counter included) and stops cleanly on SIGTERM.
+
+use std::time::Duration;
+
+use proto::message::v1::message_service_server::SERVICE_NAME;
+use testkit::ops::{free_addr, http_get, reflected_services, sample, spawn, until_healthy};
+
+const BIN: &str = env!("CARGO_BIN_EXE_message-manager");
+
+#[tokio::test]
+async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
+    let test = "ops::binary_serves_health_reflection_and_metrics_and_stops_on_sigterm";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let (listen, metrics) = (free_addr(), free_addr());
+    let queue = amqp.name("message-manager.chat-events");
+    // Registered for clean-up: the dead-letter queue the consumer declares.
+    assert_eq!(
+        amqp.name("message-manager.chat-events.dead-letter"),
+        message_manager::events::dead_letter_queue(&queue)
+    );
+    let log = std::env::temp_dir().join(format!(
+        "message-manager-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            ("DATABASE_URL", pg.url.clone()),
+            ("DATABASE_SCHEMA", pg.schema.clone()),
+            ("AMQP_URL", amqp.url.clone()),
+            ("CHAT_EVENTS_EXCHANGE", amqp.name("chat.events")),
+            ("MESSAGE_EVENTS_EXCHANGE", amqp.name("message.events")),
+            ("CHAT_EVENTS_QUEUE", queue.clone()),
+            // Not running: asked lazily, only when the membership view misses.
+            ("CHAT_MANAGER_URL", format!("http://{}", free_addr())),
+            ("LISTEN_ADDR", listen.to_string()),
+            ("METRICS_ADDR", metrics.to_string()),
+        ],
+        &log,
+    );
+
+    let healthy = until_healthy(
+        BIN,
+        &[("LISTEN_ADDR", listen.to_string())],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|out| {
+        panic!(
+            "healthcheck never passed: {out}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert_eq!(healthy.trim(), "SERVING");
+    common::grpc_server::check_health(listen, SERVICE_NAME)
+        .await
+        .expect("message.v1.MessageService is SERVING");
+
+    for v1alpha in [false, true] {
+        let services = reflected_services(listen, v1alpha).await.unwrap();
+        assert!(services.iter().any(|s| s == SERVICE_NAME), "{services:?}");
+        assert!(
+            !services.iter().any(|s| s.starts_with("chat.")),
+            "only this service's API: {services:?}"
+        );
+    }
+
+    let (status, page) = http_get(metrics, "/metrics").await.unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        sample(
+            &page,
+            &format!(r#"consumer_queue_depth{{queue="{queue}"}}"#)
+        ),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(
+            &page,
+            &format!(r#"consumer_dead_lettered_total{{queue="{queue}"}}"#)
+        ),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        sample(&page, r#"outbox_backlog_events{service="message-manager"}"#),
+        Some(0.0),
+        "{page}"
+    );
+
+    // A malformed chat event is dead-lettered at once, and counted.
+    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let poison = common::bus::EventMessage {
+        exchange: amqp.name("chat.events"),
+        routing_key: "chat_created".into(),
+        message_id: "poison-1".into(),
+        payload: std::sync::Arc::from(&b"not json"[..]),
+        request_id: None,
+        traceparent: None,
+    };
+    bus.publish(&[poison]).await.unwrap();
+    let series = format!(r#"consumer_dead_lettered_total{{queue="{queue}"}}"#);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, page) = http_get(metrics, "/metrics").await.unwrap();
+        if sample(&page, &series) == Some(1.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    assert_eq!(
+        child.terminate(Duration::from_secs(20)),
+        Some(0),
+        "exits 0 on SIGTERM"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// The queue-depth gauge follows what waits in the durable queue, sampled at scrape time.
+#[tokio::test]
+async fn queue_depth_is_sampled_at_scrape_time() {
+    let Some(amqp) = testkit::require_rabbitmq("ops::queue_depth_is_sampled_at_scrape_time").await
+    else {
+        return;
+    };
+    let (exchange, queue) = (amqp.name("chat.events"), amqp.name("depth"));
+    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let spec = message_manager::events::subscription_spec(&exchange, &queue);
+    // Declared and bound, then nobody consumes.
+    drop(bus.subscribe(spec).await.unwrap());
+    let batch: Vec<_> = (0..3)
+        .map(|i| common::bus::EventMessage {
+            exchange: exchange.clone(),
+            routing_key: "chat_created".into(),
+            message_id: format!("m{i}"),
+            payload: std::sync::Arc::from(&b"{}"[..]),
+            request_id: None,
+            traceparent: None,
+        })
+        .collect();
+    bus.publish(&batch).await.unwrap();
+
+    let (_stop, until) = tokio::sync::watch::channel(false);
+    common::metrics::watch_queue(bus.clone(), &queue, until);
+    let series = format!(r#"consumer_queue_depth{{queue="{queue}"}}"#);
+    let page = common::metrics::metrics().scrape().await;
+    assert_eq!(sample(&page, &series), Some(3.0), "{page}");
+    assert_eq!(bus.queue_depth("no-such-queue-here").await.ok(), None);
+}
