@@ -13,6 +13,7 @@ use tracing::Instrument;
 use crate::auth::{AgentIdentity, Caller, TokenVerifier};
 use crate::error::ApiError;
 use crate::health::{self, Readiness};
+use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::routes;
 use crate::ws::WsSettings;
 use crate::ws::hub::EventHub;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub ws: WsSettings,
     /// What `/readyz` checks.
     pub readiness: Readiness,
+    /// Requests per token.
+    pub rate_limiter: RateLimiter,
 }
 
 impl AppState {
@@ -39,7 +42,13 @@ impl AppState {
             hub: None,
             ws: WsSettings::default(),
             readiness: Readiness::default(),
+            rate_limiter: RateLimiter::new(RateLimit::default()),
         }
+    }
+
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limiter = RateLimiter::new(limit);
+        self
     }
 
     pub fn with_readiness(mut self, readiness: Readiness) -> Self {
@@ -58,7 +67,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest(
             "/v1.0",
-            routes::router().route("/ws", axum::routing::get(crate::ws::upgrade)),
+            routes::router()
+                .route("/ws", axum::routing::get(crate::ws::upgrade))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.rate_limiter.clone(),
+                    limit_rate,
+                )),
         )
         // Outside /v1.0 and without a token: for probes and load balancers.
         .route("/healthz", axum::routing::get(health::healthz))
@@ -70,6 +84,24 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Refuses a request over its token's rate with 429 before it reaches a service. Requests
+/// without a token pass (they are refused as unauthenticated).
+async fn limit_rate(
+    axum::extract::State(limiter): axum::extract::State<RateLimiter>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let token = crate::auth::raw_token(req.headers(), req.uri().query());
+    if let Some(token) = token
+        && let Err(wait) = limiter.check(&token)
+    {
+        return axum::response::IntoResponse::into_response(ApiError::RateLimited {
+            retry_after_secs: crate::rate_limit::retry_after_secs(wait),
+        });
+    }
+    next.run(req).await
 }
 
 /// Counts and times each request under its route pattern (`/v1.0/chats/{id}`: the raw path

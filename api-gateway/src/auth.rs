@@ -135,13 +135,19 @@ impl TokenVerifier {
         headers: &http::HeaderMap,
         query: Option<&str>,
     ) -> Result<Caller, AuthError> {
-        if let Some(token) = bearer_token(headers) {
-            return self.verify(token);
-        }
-        match query.and_then(token_from_query) {
+        match raw_token(headers, query) {
             Some(token) => self.verify(&token),
             None => Err(AuthError::MissingToken),
         }
+    }
+}
+
+/// The token a request presents, unverified (Bearer first, else the `token` query parameter),
+/// as `caller_from_parts` picks it.
+pub fn raw_token(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    match bearer_token(headers) {
+        Some(token) => Some(token.to_owned()),
+        None => query.and_then(token_from_query),
     }
 }
 

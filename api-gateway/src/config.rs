@@ -70,6 +70,13 @@ pub struct ServeConfig {
     /// in-process services' metrics too.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9100")]
     pub metrics_addr: SocketAddr,
+    /// Requests per second one token may make, sustained (429 with Retry-After beyond it);
+    /// 0 turns the limit off.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = crate::rate_limit::DEFAULT_PER_SECOND)]
+    pub rate_limit_per_second: u32,
+    /// Requests one token may make at once, above the sustained rate.
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = crate::rate_limit::DEFAULT_BURST)]
+    pub rate_limit_burst: u32,
     /// Log lines as `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,

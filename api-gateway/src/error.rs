@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over the token's request rate; `Retry-After` says when to come back.
+    #[error("too many requests for this token; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -72,7 +76,13 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
             },
         };
-        crate::json::response(status, &body)
+        let mut response = crate::json::response(status, &body);
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }
 

@@ -5,6 +5,7 @@ use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token};
 use api_gateway::config::{Cli, Command, SEED_CUSTOMER_ID, ServeConfig, TokenArgs};
 use api_gateway::embedded;
 use api_gateway::health::{self, Readiness};
+use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use clap::Parser;
@@ -62,6 +63,8 @@ fn mint(secret: &[u8], args: &TokenArgs) -> Result<String, BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    // Installed first: a SIGTERM during start-up then stops the service cleanly.
+    let shutdown = common::shutdown_signal();
     let secret = signing_key(&config)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -108,7 +111,11 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     };
     let state = AppState::new(chat, message, TokenVerifier::new(&secret))
         .with_hub(hub, ws)
-        .with_readiness(readiness);
+        .with_readiness(readiness)
+        .with_rate_limit(RateLimit {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        });
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     let addr = listener.local_addr()?;
 
@@ -133,7 +140,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         tracing::info!(%addr, "api-gateway listening");
     }
 
-    api_gateway::serve(listener, state, common::shutdown_signal()).await?;
+    api_gateway::serve(listener, state, shutdown).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

@@ -797,3 +797,42 @@ async fn an_unreachable_chat_manager_is_a_503() {
         .await
         .assert_error(503, "unavailable", "unavailable");
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_writes_nothing() {
+    let limit = api_gateway::rate_limit::RateLimit {
+        per_second: 1,
+        burst: 3,
+    };
+    let stack = Stack::embedded_limited(temp_data_dir(), true, limit).await;
+    let customer = new_id();
+    let token = customer_token(&customer);
+    for _ in 0..3 {
+        stack.get("/chats", &token).await.ok();
+    }
+    let (a, b) = (new_id(), new_id());
+    let refused = stack
+        .post("/chats", &token, &chat_body("group", &a, &[&a, &b], "x"))
+        .await;
+    refused.assert_error(429, "rate_limited", "retry after");
+    assert_eq!(refused.headers["retry-after"], "1");
+
+    // Another token of the same tenant has its own allowance, and sees no chat written.
+    let other = support::token(
+        &customer,
+        None,
+        api_gateway::auth::permission::CUSTOMER_ADMIN,
+        std::time::Duration::from_secs(7200),
+    );
+    assert_ne!(other, token);
+    let chats = stack.get("/chats", &other).await;
+    assert_eq!(chats.ok()["result"].as_array().unwrap().len(), 0);
+    // Probes are never limited.
+    let health = stack
+        .http
+        .get(stack.base.replace("/v1.0", "/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -13,6 +13,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
+
+/// A distinct admin token of `customer` for the `i`th send (tokens minted in the same second
+/// with the same claims are identical, and would share one rate-limit bucket).
+fn sender_token(customer: &str, i: usize) -> String {
+    support::token(
+        customer,
+        None,
+        api_gateway::auth::permission::CUSTOMER_ADMIN,
+        Duration::from_secs(3600 + i as u64),
+    )
+}
 use tokio::sync::Semaphore;
 
 /// A workspace binary next to this test's own directory (`target/<profile>/<name>`), built by
@@ -193,8 +204,9 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
     let mut tasks = Vec::new();
     for i in 0..SENDS {
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let (stack, admin, acked, failed) =
-            (stack.clone(), admin.clone(), acked.clone(), failed.clone());
+        // A token per send: this is a fault test, not one client over its rate limit.
+        let admin = sender_token(&customer, i);
+        let (stack, acked, failed) = (stack.clone(), acked.clone(), failed.clone());
         let body = json!({"chat_id": chat_id, "source": {"type": "agent", "target": alice},
                           "type": "normal", "text": format!("m-{i}")})
         .to_string();

@@ -27,6 +27,8 @@ async fn main() -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    // Installed first: a SIGTERM during start-up then stops the service cleanly.
+    let shutdown = common::shutdown_signal();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_, metrics_server) =
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
@@ -43,7 +45,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "chat-manager listening");
-    common::grpc_server::serve(listener, service, common::shutdown_signal()).await?;
+    common::grpc_server::serve(listener, service, shutdown).await?;
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
     let _ = metrics_server.await;

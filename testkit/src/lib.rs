@@ -76,8 +76,27 @@ async fn require(test: &str, service: &str, addr: &str) -> bool {
     reachable
 }
 
+/// True when `tool` is on `PATH` (a program a fault test drives, such as `rabbitmqctl`);
+/// otherwise skips (or panics under CI), as for a missing service.
+pub fn require_tool(test: &str, tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        report_skip(
+            test,
+            &format!("{tool} not found on PATH"),
+            &skipped_tests_file(),
+        );
+    }
+    found
+}
+
 fn report_unreachable(test: &str, service: &str, addr: &str, record: &Path) {
-    let line = format!("SKIPPED {test}: {service} not reachable at {addr}");
+    report_skip(test, &format!("{service} not reachable at {addr}"), record);
+}
+
+fn report_skip(test: &str, why: &str, record: &Path) {
+    let line = format!("SKIPPED {test}: {why}");
     if ci() {
         panic!("{line} (CI=true: a missing service is a failure)");
     }
@@ -323,6 +342,50 @@ async fn connect(url: &str) -> Result<Connection, String> {
 
 /// One event as the broker delivered it: routing key, AMQP properties, JSON body.
 pub type ReceivedEvent = (String, BasicProperties, serde_json::Value);
+
+/// Declares a durable queue bound to `exchange` with `#` (and the exchange, as the bus does):
+/// unlike an [`EventReader`]'s queue it survives a broker restart. Name both with
+/// [`AmqpNames::name`] so they get deleted; read it with [`drain_queue`].
+pub async fn durable_queue(url: &str, exchange: &str, queue: &str) {
+    let conn = connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("durable_queue: {e}"));
+    let channel = conn.create_channel().await.expect("durable_queue: channel");
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable_queue: declare exchange");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable_queue: declare queue");
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable_queue: bind");
+    let _ = conn.close(200, "OK".into()).await;
+}
 
 /// Takes every message waiting in the named queue (basic.get until empty), as
 /// `(message id, JSON-or-text body)`. For queues the code under test declares and fills.

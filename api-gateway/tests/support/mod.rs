@@ -38,6 +38,7 @@ use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
 use api_gateway::embedded;
 use api_gateway::health::Readiness;
+use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
@@ -199,6 +200,11 @@ impl Stack {
 
     /// The embedded default over `data_dir`; `owns_dir` removes it on drop.
     pub async fn embedded_in(data_dir: PathBuf, owns_dir: bool) -> Stack {
+        Self::embedded_limited(data_dir, owns_dir, RateLimit::default()).await
+    }
+
+    /// The embedded default with the gateway limiting each token to `limit`.
+    pub async fn embedded_limited(data_dir: PathBuf, owns_dir: bool, limit: RateLimit) -> Stack {
         let (tx, rx) = watch::channel(false);
         let e = embedded::start(&data_dir, rx.clone())
             .await
@@ -208,7 +214,16 @@ impl Stack {
             "chat.events".to_owned(),
             "message.events".to_owned(),
         );
-        let mut stack = Self::with_gateway(e.chat, e.message, Some(events), tx, rx).await;
+        let mut stack = Self::with_gateway_limited(
+            e.chat,
+            e.message,
+            Some(events),
+            Readiness::InProcess,
+            limit,
+            tx,
+            rx,
+        )
+        .await;
         stack.tasks.extend(e.tasks);
         stack.data_dir = owns_dir.then_some(data_dir);
         stack
@@ -329,8 +344,31 @@ impl Stack {
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
-        let mut state =
-            AppState::new(chat, message, TokenVerifier::new(SECRET)).with_readiness(readiness);
+        Self::with_gateway_limited(
+            chat,
+            message,
+            events,
+            readiness,
+            RateLimit::default(),
+            tx,
+            rx,
+        )
+        .await
+    }
+
+    /// As `with_gateway_ready`, each token limited to `limit`.
+    pub async fn with_gateway_limited(
+        chat: grpc_client::GrpcTransport,
+        message: grpc_client::GrpcTransport,
+        events: Option<(EventBus, String, String)>,
+        readiness: Readiness,
+        limit: RateLimit,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+    ) -> Stack {
+        let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET))
+            .with_readiness(readiness)
+            .with_rate_limit(limit);
         let mut hub_task = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
             let settings = test_ws_settings();
