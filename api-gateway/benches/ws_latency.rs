@@ -108,6 +108,16 @@ async fn main() {
     let limit = Arc::new(Semaphore::new(concurrency));
     let errors = Arc::new(AtomicU64::new(0));
     let post_times = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let sender_tokens: Vec<String> = (0..chats.len())
+        .map(|i| {
+            token(
+                &customer,
+                None,
+                api_gateway::auth::permission::CUSTOMER_ADMIN,
+                Duration::from_secs(3600 + i as u64),
+            )
+        })
+        .collect();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let mut posts = Vec::with_capacity(total as usize);
@@ -115,13 +125,12 @@ async fn main() {
         let due = started + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
         let permit = limit.clone().acquire_owned().await.unwrap();
-        let (stack, admin, errors, post_times) = (
-            stack.clone(),
-            admin.clone(),
-            errors.clone(),
-            post_times.clone(),
-        );
-        let (chat_id, sender) = chats[i as usize % chats.len()].clone();
+        let (stack, errors, post_times) = (stack.clone(), errors.clone(), post_times.clone());
+        let chat = i as usize % chats.len();
+        let (chat_id, sender) = chats[chat].clone();
+        // Each chat's sender posts with its own token, as separate clients would: the rate
+        // limit is per token.
+        let admin = sender_tokens[chat].clone();
         posts.push(tokio::spawn(async move {
             let body = json!({"chat_id": chat_id, "source": {"type": "agent", "target": sender}, "text": now_micros().to_string()}).to_string();
             let t = Instant::now();
