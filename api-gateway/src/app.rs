@@ -211,6 +211,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         method = %req.method(),
         path = %req.uri().path(),
     );
+    common::telemetry::set_remote_parent(&span, &traceparent);
     req.extensions_mut().insert(RequestId {
         id: id.clone(),
         traceparent: traceparent.clone(),

@@ -18,8 +18,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
-    common::telemetry::init(cli.serve.log_format);
-    match cli.command {
+    let telemetry = common::telemetry::init(cli.serve.log_format, "api-gateway");
+    let result = match cli.command {
         Some(Command::Healthcheck) => match health::check_ready(cli.serve.listen_addr) {
             Ok(()) => {
                 println!("ready");
@@ -36,7 +36,9 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         None => serve(cli.serve).await,
-    }
+    };
+    telemetry.shutdown().await;
+    result
 }
 
 fn signing_key(config: &ServeConfig) -> Result<Vec<u8>, BoxError> {

@@ -10,8 +10,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
-    common::telemetry::init(cli.serve.log_format);
-    match cli.command {
+    let telemetry = common::telemetry::init(cli.serve.log_format, "chat-manager");
+    let result = match cli.command {
         Some(Command::Healthcheck) => {
             common::grpc_server::healthcheck_command(cli.serve.listen_addr, SERVICE_NAME).await;
             Ok(())
@@ -23,7 +23,9 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         None => serve(cli.serve).await,
-    }
+    };
+    telemetry.shutdown().await;
+    result
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {

@@ -229,3 +229,156 @@ async fn run_migrations_off_leaves_the_schema_alone() {
     .unwrap();
     assert_eq!(tables(&pg.url, &pg.schema), 0);
 }
+
+/// A stand-in OpenTelemetry collector: records (trace id, span name, service name) of every
+/// span exported to it.
+mod collector {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use tokio::sync::mpsc;
+
+    pub type Exported = (String, String, String);
+
+    struct Collector(mpsc::UnboundedSender<Exported>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            for resource_spans in req.into_inner().resource_spans {
+                let service = resource_spans
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                    .map(|v| match v {
+                        Value::StringValue(s) => s.clone(),
+                        other => format!("{other:?}"),
+                    })
+                    .unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    for span in scope.spans {
+                        let trace: String =
+                            span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                        let _ = self.0.send((trace, span.name, service.clone()));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    pub async fn start() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Exported>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Collector(tx)))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        (addr, rx)
+    }
+}
+
+// Multi-threaded: `terminate` blocks its thread while the client's connection, on this
+// runtime, must still answer the server's GOAWAY for the graceful shutdown to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    let test = "ops::spans_are_exported_over_otlp_in_the_callers_trace";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let (collector_addr, mut exported) = collector::start().await;
+    let (listen, metrics) = (free_addr(), free_addr());
+    let log = log_path();
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            ("DATABASE_URL", pg.url.clone()),
+            ("DATABASE_SCHEMA", pg.schema.clone()),
+            ("AMQP_URL", amqp.url.clone()),
+            ("CHAT_EVENTS_EXCHANGE", amqp.name("chat.events")),
+            ("LISTEN_ADDR", listen.to_string()),
+            ("METRICS_ADDR", metrics.to_string()),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://{collector_addr}"),
+            ),
+            // Export within 100 ms rather than the default 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+        &log,
+    );
+    until_healthy(
+        BIN,
+        &[("LISTEN_ADDR", listen.to_string())],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("healthy");
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // One call carrying the caller's trace context.
+    let mut client = proto::chat::v1::chat_service_client::ChatServiceClient::connect(format!(
+        "http://{listen}"
+    ))
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(proto::chat::v1::GetChatRequest {
+        customer_id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4().to_string(),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let status = client.get_chat(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    let found = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some((trace_id, name, service)) = exported.recv().await {
+            if trace_id == trace {
+                return Some((name, service));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (name, service) =
+        found.unwrap_or_else(|| panic!("no span of trace {trace} exported; log:\n{log_text}"));
+    println!("exported span {name:?} of service {service:?} in trace {trace}");
+    assert_eq!(name, "grpc");
+    assert_eq!(service, "chat-manager");
+    drop(client);
+    let started = std::time::Instant::now();
+    let code = child.terminate(Duration::from_secs(20));
+    println!("stopped in {:?}", started.elapsed());
+    if code != Some(0) {
+        println!(
+            "log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        code,
+        Some(0),
+        "exits 0 on SIGTERM, having flushed its spans"
+    );
+    let _ = std::fs::remove_file(&log);
+}

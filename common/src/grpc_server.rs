@@ -266,6 +266,7 @@ where
             header(crate::TRACEPARENT_HEADER).filter(|v| crate::telemetry::is_valid_traceparent(v))
         {
             span.record("trace_id", crate::telemetry::trace_id(tp));
+            crate::telemetry::set_remote_parent(&span, tp);
         }
         let started = Instant::now();
         let call = self.inner.call(req);

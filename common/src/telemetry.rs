@@ -3,8 +3,12 @@
 
 use std::str::FromStr;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
 /// How log lines are written: `text` (human-readable, the default) or `json` (one object per
 /// line, with the current span's fields such as `request_id` and `trace_id`).
@@ -27,9 +31,69 @@ impl FromStr for LogFormat {
     }
 }
 
-/// Logs to stderr in `format`; `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) {
-    let _ = tracing::subscriber::set_global_default(subscriber(format, std::io::stderr));
+/// Span export over OTLP/gRPC, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; otherwise nothing leaves the process. Call
+/// `shutdown` before exiting so the last spans are sent.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn exports_spans(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the exporter (on a blocking thread: it waits for the collector).
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` filters (default `info`). With an OTLP endpoint in
+/// the environment, spans are also exported, as `service` (or `OTEL_SERVICE_NAME`). Call from
+/// within the runtime: the exporter's connection lives on it.
+pub fn init(format: LogFormat, service: &str) -> Telemetry {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
+    let provider = if configured {
+        match otlp_provider(service) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("OpenTelemetry export not started: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer().with_tracer(p.tracer("chat"))
+    });
+    let _ = tracing::subscriber::set_global_default(layered(format, std::io::stderr, otel));
+    if provider.is_some() {
+        tracing::info!("exporting spans over OTLP");
+    }
+    Telemetry { provider }
+}
+
+fn otlp_provider(service: &str) -> Result<SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder_empty().with_service_name(name).build())
+        .build())
 }
 
 /// The subscriber `init` installs, writing to `writer` (tests capture with it).
@@ -37,21 +101,50 @@ pub fn subscriber<W>(format: LogFormat, writer: W) -> Box<dyn tracing::Subscribe
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    layered(format, writer, None)
+}
+
+type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>;
+
+fn layered<W>(
+    format: LogFormat,
+    writer: W,
+    otel: Option<OtelLayer>,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => Box::new(builder.finish()),
-        LogFormat::Json => Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .finish(),
-        ),
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+    };
+    Box::new(Registry::default().with(otel).with(filter).with(lines))
+}
+
+/// Makes `span` (exported over OTLP) a child of the caller's span named by `traceparent`, so
+/// the gateway's and the services' spans join the caller's trace. Without export: nothing.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    struct Carrier<'a>(&'a str);
+    impl opentelemetry::propagation::Extractor for Carrier<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            (key == "traceparent").then_some(self.0)
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec!["traceparent"]
+        }
     }
+    let parent = TraceContextPropagator::new().extract(&Carrier(traceparent));
+    let _ = span.set_parent(parent);
 }
 
 /// Whether `value` is a W3C `traceparent` of version 00: `00-<32 hex>-<16 hex>-<2 hex>`, in
