@@ -1,5 +1,6 @@
 //! JSON in and out. Bodies are JSON whatever their Content-Type says (the seed sends
-//! `text/plain`), at most 1 MiB, and a parse error names the field it is about.
+//! `text/plain`), at most 1 MiB each and 64 MiB being read at once across the gateway, and a
+//! parse error names the field it is about.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -12,6 +13,28 @@ use crate::error::ApiError;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Request bodies held in memory at once, across all connections: beyond it a request is
+/// turned away (503) rather than letting many large uploads exhaust memory.
+pub const MAX_BUFFERED_BODY_BYTES: usize = 64 * MAX_BODY_BYTES;
+
+/// The gateway-wide budget for request bodies being read, in KiB.
+pub struct BodyBudget(tokio::sync::Semaphore);
+
+impl BodyBudget {
+    pub const fn new(bytes: usize) -> Self {
+        BodyBudget(tokio::sync::Semaphore::const_new(bytes / 1024))
+    }
+
+    /// Reserves room for a body of `bytes` (its Content-Length, or the largest accepted when
+    /// unknown); `None` when the budget is spent.
+    pub fn reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        self.0.try_acquire_many(kib).ok()
+    }
+}
+
+/// The process's budget (one gateway per process).
+pub static BODY_BUDGET: BodyBudget = BodyBudget::new(MAX_BUFFERED_BODY_BYTES);
 
 /// A 200 response with `value` as JSON.
 pub struct Json<T>(pub T);
@@ -55,6 +78,21 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "body: larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        let _room = BODY_BUDGET
+            .reserve(declared.unwrap_or(MAX_BODY_BYTES))
+            .ok_or_else(|| {
+                ApiError::Unavailable("body: too many large requests at once; try again".into())
+            })?;
         let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|e| {
@@ -98,4 +136,23 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::invalid(format!("body: malformed JSON: {e}")))?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod body_budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_shared_and_returned() {
+        let budget = BodyBudget::new(2 * MAX_BODY_BYTES);
+        let first = budget.reserve(MAX_BODY_BYTES).expect("room for one");
+        let second = budget.reserve(MAX_BODY_BYTES).expect("room for two");
+        assert!(budget.reserve(1).is_none(), "spent");
+        drop(first);
+        assert!(
+            budget.reserve(100).is_some(),
+            "returned when a body is done"
+        );
+        drop(second);
+    }
 }

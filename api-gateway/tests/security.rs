@@ -290,3 +290,25 @@ async fn junk_in_query_strings_is_refused_naming_the_parameter(s: &Stack) {
     assert!(reply.status < 500, "long query: {}", reply.status);
     assert_eq!(snapshot(s, &v).await, before);
 }
+
+#[tokio::test]
+async fn bodies_beyond_the_gateways_memory_budget_are_turned_away() {
+    let s = Stack::embedded().await;
+    let token = customer_token(&new_id());
+    let (a, b) = (new_id(), new_id());
+    let body = chat_body("group", &a, &[&a, &b], "x");
+    // Other requests' bodies hold the whole budget (this process runs one gateway).
+    let held = api_gateway::json::BODY_BUDGET
+        .reserve(api_gateway::json::MAX_BUFFERED_BODY_BYTES)
+        .expect("the budget is free");
+    let refused = s.post("/chats", &token, &body).await;
+    refused.assert_error(503, "unavailable", "too many large requests");
+    let listed = s.get("/chats", &token).await;
+    assert_eq!(
+        listed.ok()["result"],
+        json!([]),
+        "nothing written; reads need no body"
+    );
+    drop(held);
+    s.post("/chats", &token, &body).await.ok();
+}
