@@ -108,17 +108,20 @@ fn parse_line(line: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// Writes the transaction's events into the outbox, as one row. `source` is the CloudEvents
-/// source (the service name); `meta` follows the request into the event headers.
-pub fn record(
-    conn: &mut DbConnection,
-    source: &str,
-    meta: &RequestMeta,
-    events: &[DomainEvent],
-) -> QueryResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
+/// The outbox row of a transaction's events, ready to insert: for a write that puts it in the
+/// same statement as its change (see `Store::write_statement`).
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub events: String,
+    pub event_count: i32,
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub created_at: NaiveDateTime,
+}
+
+/// Renders `events` as one outbox row. `source` is the CloudEvents source (the service name);
+/// `meta` follows the request into the event headers.
+pub fn render(source: &str, meta: &RequestMeta, events: &[DomainEvent]) -> OutboxRow {
     let now = time::now();
     let created = time::rfc3339(now);
     let mut lines = String::with_capacity(events.len() * 512);
@@ -145,15 +148,34 @@ pub fn record(
         // Safe to frame by tab and newline: serde_json escapes both inside strings.
         lines.push_str(&serde_json::to_string(&event).expect("event JSON serializes"));
     }
-    let row = NewOutboxRow {
+    OutboxRow {
         events: lines,
         event_count: i32::try_from(events.len()).expect("fewer than 2^31 events"),
-        request_id: meta.request_id.as_deref(),
-        traceparent: meta.traceparent.as_deref(),
+        request_id: meta.request_id.clone(),
+        traceparent: meta.traceparent.clone(),
         created_at: now,
-    };
+    }
+}
+
+/// Writes the transaction's events into the outbox, as one row (nothing for no events).
+pub fn record(
+    conn: &mut DbConnection,
+    source: &str,
+    meta: &RequestMeta,
+    events: &[DomainEvent],
+) -> QueryResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let row = render(source, meta, events);
     diesel::insert_into(outbox::table)
-        .values(&row)
+        .values(NewOutboxRow {
+            events: row.events,
+            event_count: row.event_count,
+            request_id: row.request_id.as_deref(),
+            traceparent: row.traceparent.as_deref(),
+            created_at: row.created_at,
+        })
         .execute(conn)?;
     Ok(())
 }
@@ -437,10 +459,15 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
     // If this process vanishes without closing its connection (a host lost, a network cut),
     // the server must notice and end the session, releasing the lock, within about a minute
     // rather than after the system's default two hours of TCP keepalive.
+    //
+    // Marking rows sent need not wait for the disk: if that commit is lost in a crash, the rows
+    // are published again, which consumers already tolerate (they dedupe by event id). This
+    // session only reads the outbox and marks it.
     for setting in [
         "SET tcp_keepalives_idle = 30",
         "SET tcp_keepalives_interval = 10",
         "SET tcp_keepalives_count = 3",
+        "SET synchronous_commit = off",
     ] {
         diesel::sql_query(setting).execute(conn)?;
     }
@@ -451,19 +478,12 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
     Ok(row.locked)
 }
 
-/// Marks published rows sent. Without waiting for the disk on PostgreSQL: if this commit is
-/// lost in a crash, the rows are published again, which consumers already tolerate (they
-/// dedupe by event id), and the relay does not wait for a flush each round.
+/// Marks published rows sent: one statement. (On the relay's own PostgreSQL session it does
+/// not wait for the disk; see `try_lock_relay`.)
 fn mark_sent(conn: &mut DbConnection, seqs: Vec<i64>) -> Result<(), DbError> {
-    conn.transaction(|conn| {
-        if matches!(conn, DbConnection::Pg(_)) {
-            diesel::sql_query("SET LOCAL synchronous_commit = off").execute(conn)?;
-        }
-        diesel::update(outbox::table.filter(outbox::seq.eq_any(seqs)))
-            .set(outbox::sent_at.eq(time::now()))
-            .execute(conn)?;
-        Ok::<_, diesel::result::Error>(())
-    })?;
+    diesel::update(outbox::table.filter(outbox::seq.eq_any(seqs)))
+        .set(outbox::sent_at.eq(time::now()))
+        .execute(conn)?;
     Ok(())
 }
 

@@ -70,6 +70,29 @@ impl Store {
         result
     }
 
+    /// A change that writes itself and its outbox row in one statement (atomic on its own), so
+    /// without a transaction's extra round trips: `f` renders its events into the outbox row
+    /// with the function it is given and writes that row in its statement. Wakes the relay
+    /// after success.
+    pub async fn write_statement<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection, &dyn Fn(&[DomainEvent]) -> outbox::OutboxRow) -> Result<T, E>
+            + Send
+            + 'static,
+        T: Send + 'static,
+        E: StoreError,
+    {
+        let source = self.source;
+        let result = self
+            .db
+            .run(move |conn| f(conn, &|events| outbox::render(source, &meta, events)))
+            .await;
+        if result.is_ok() {
+            self.relay.wake();
+        }
+        result
+    }
+
     /// A creating write honouring an idempotency key: a retry returns the first result and
     /// creates nothing. When a concurrent request with the same key commits first, the call
     /// runs again, which then replays that request's result.

@@ -113,6 +113,17 @@ pub fn create(
     members: &Members,
     new: NewMessage,
 ) -> Result<Change<(ChatmessageRow, Vec<ChatroommessageRow>)>, MessageError> {
+    let ((message, copies), events) = prepare(members, new)?;
+    queries::insert_message(conn, &message, &copies)?;
+    Ok(((message, copies), events))
+}
+
+/// The rows of a message and its copies (one per live chatroom the view knows) and their
+/// events, checked but not written.
+pub fn prepare(
+    members: &Members,
+    new: NewMessage,
+) -> Result<Change<(ChatmessageRow, Vec<ChatroommessageRow>)>, MessageError> {
     let medias = check(members, &new)?;
     let now = time::now();
     let message = ChatmessageRow {
@@ -145,7 +156,6 @@ pub fn create(
             tm_delete: time::live(),
         })
         .collect();
-    queries::insert_message(conn, &message, &copies)?;
     let mut events = vec![event("messagechat_created", &message)];
     events.extend(
         copies

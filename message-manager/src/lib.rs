@@ -163,10 +163,12 @@ impl MessageManager {
     }
 
     /// Sends `new`: the message and its copies, committed with their events, honouring the
-    /// idempotency key; `reply` makes the answer from what was written. Usually one trip to the
-    /// database: the view is read in the write's own transaction. Only when the view cannot
-    /// vouch for the send (the chat unknown or incomplete, the sender not among its
-    /// participants) is it refreshed from chat-manager first.
+    /// idempotency key; `reply` makes the answer from what was written. Usually two statements
+    /// on one connection: the view is read, then the message, its copies and its outbox row
+    /// are written in one statement (in a transaction instead when an idempotency key must be
+    /// claimed with them). Only when the view cannot vouch for the send (the chat unknown or
+    /// incomplete, the sender not among its participants) is it refreshed from chat-manager
+    /// first.
     pub async fn send<P, F>(
         &self,
         new: chatmessages::NewMessage,
@@ -183,18 +185,43 @@ impl MessageManager {
     {
         let reply = Arc::new(reply);
         let (n, r) = (new.clone(), reply.clone());
-        let fast = self
-            .store
-            .create(meta.clone(), key.clone(), move |c| {
-                let members = membership::load(c, &n.customer_id, &n.chat_id)?
-                    .filter(|m| {
-                        !m.is_live() || (m.is_complete() && !chatmessages::sender_unknown(m, &n))
+        let vouches = |m: &Members, n: &chatmessages::NewMessage| {
+            !m.is_live() || (m.is_complete() && !chatmessages::sender_unknown(m, n))
+        };
+        let fast = match &key {
+            // No key to claim: the view is read, then the message, its copies and its outbox
+            // row are written in one statement.
+            None => {
+                self.store
+                    .write_statement(meta.clone(), move |c, outbox_row| {
+                        let members = membership::load(c, &n.customer_id, &n.chat_id)?
+                            .filter(|m| vouches(m, &n))
+                            .ok_or_else(|| MessageError::Stale("membership view".into()))?;
+                        let ((message, copies), events) =
+                            chatmessages::prepare(&members, n.clone())?;
+                        db::queries::insert_message_and_outbox(
+                            c,
+                            &message,
+                            &copies,
+                            &outbox_row(&events),
+                        )?;
+                        r(&message, &copies)
                     })
-                    .ok_or_else(|| MessageError::Stale("membership view".into()))?;
-                let ((message, copies), events) = chatmessages::create(c, &members, n.clone())?;
-                Ok((r(&message, &copies)?, events))
-            })
-            .await;
+                    .await
+            }
+            Some(_) => {
+                self.store
+                    .create(meta.clone(), key.clone(), move |c| {
+                        let members = membership::load(c, &n.customer_id, &n.chat_id)?
+                            .filter(|m| vouches(m, &n))
+                            .ok_or_else(|| MessageError::Stale("membership view".into()))?;
+                        let ((message, copies), events) =
+                            chatmessages::create(c, &members, n.clone())?;
+                        Ok((r(&message, &copies)?, events))
+                    })
+                    .await
+            }
+        };
         if !matches!(fast, Err(MessageError::Stale(_))) {
             return fast;
         }

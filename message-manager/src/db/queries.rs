@@ -25,6 +25,71 @@ pub fn insert_message(
     Ok(())
 }
 
+/// Writes the message, its copies and its outbox row. On PostgreSQL one statement (atomic on
+/// its own, so no transaction is needed: one round trip in all); on SQLite a transaction.
+pub fn insert_message_and_outbox(
+    conn: &mut DbConnection,
+    message: &ChatmessageRow,
+    copies: &[ChatroommessageRow],
+    outbox_row: &common::outbox::OutboxRow,
+) -> QueryResult<()> {
+    use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
+    match conn {
+        DbConnection::Pg(pg) => {
+            // The copies share the message's content; only their ids, rooms and owners differ.
+            let ids: Vec<&str> = copies.iter().map(|c| c.id.as_str()).collect();
+            let rooms: Vec<&str> = copies.iter().map(|c| c.chatroom_id.as_str()).collect();
+            let owners: Vec<&str> = copies.iter().map(|c| c.owner_id.as_str()).collect();
+            diesel::sql_query(
+                "WITH message AS (\
+                   INSERT INTO chatmessages (id, customer_id, chat_id, source, message_type, \
+                     text, medias, tm_create, tm_update, tm_delete) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)), \
+                 copies AS (\
+                   INSERT INTO chatroommessages (id, customer_id, chatroom_id, owner_id, \
+                     messagechat_id, source, message_type, text, medias, tm_create, tm_update, \
+                     tm_delete) \
+                   SELECT c.id, $2, c.room, c.owner, $1, $4, $5, $6, $7, $8, $8, $9 \
+                   FROM unnest($10::text[], $11::text[], $12::text[]) AS c(id, room, owner)) \
+                 INSERT INTO outbox (events, event_count, request_id, traceparent, created_at) \
+                 VALUES ($13, $14, $15, $16, $17)",
+            )
+            .bind::<Text, _>(&message.id)
+            .bind::<Text, _>(&message.customer_id)
+            .bind::<Text, _>(&message.chat_id)
+            .bind::<Text, _>(&message.source)
+            .bind::<Text, _>(&message.message_type)
+            .bind::<Text, _>(&message.text)
+            .bind::<Text, _>(&message.medias)
+            .bind::<Timestamp, _>(message.tm_create)
+            .bind::<Timestamp, _>(message.tm_delete)
+            .bind::<Array<Text>, _>(&ids)
+            .bind::<Array<Text>, _>(&rooms)
+            .bind::<Array<Text>, _>(&owners)
+            .bind::<Text, _>(&outbox_row.events)
+            .bind::<Integer, _>(outbox_row.event_count)
+            .bind::<Nullable<Text>, _>(&outbox_row.request_id)
+            .bind::<Nullable<Text>, _>(&outbox_row.traceparent)
+            .bind::<Timestamp, _>(outbox_row.created_at)
+            .execute(pg)?;
+            Ok(())
+        }
+        DbConnection::Sqlite(_) => conn.transaction(|conn| {
+            insert_message(conn, message, copies)?;
+            diesel::insert_into(common::outbox::outbox::table)
+                .values((
+                    common::outbox::outbox::events.eq(&outbox_row.events),
+                    common::outbox::outbox::event_count.eq(outbox_row.event_count),
+                    common::outbox::outbox::request_id.eq(&outbox_row.request_id),
+                    common::outbox::outbox::traceparent.eq(&outbox_row.traceparent),
+                    common::outbox::outbox::created_at.eq(outbox_row.created_at),
+                ))
+                .execute(conn)?;
+            Ok(())
+        }),
+    }
+}
+
 pub fn find_message(
     conn: &mut DbConnection,
     customer_id: &str,
