@@ -52,12 +52,32 @@ impl From<diesel::result::Error> for ServiceError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => ServiceError::Unavailable(info.message().to_owned()),
+            // The server going away mid-statement (a restart, a fast shutdown) reaches diesel
+            // as an error of unknown kind; libpq's wording is all that tells it apart.
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_connection_lost(info.message()) =>
+            {
                 ServiceError::Unavailable(info.message().to_owned())
             }
             other => ServiceError::Internal(other.to_string()),
         }
     }
+}
+
+/// libpq's messages for a connection that ended or a server that is stopping.
+fn is_connection_lost(message: &str) -> bool {
+    const LOST: [&str; 5] = [
+        "terminating connection",
+        "server closed the connection",
+        "connection to server",
+        "no connection to the server",
+        "the database system is shutting down",
+    ];
+    LOST.iter().any(|m| message.contains(m))
 }
 
 impl crate::store::StoreError for ServiceError {
