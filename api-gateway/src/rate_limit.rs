@@ -49,10 +49,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn limit(&self) -> RateLimit {
-        self.limit
-    }
-
     /// Takes one request from `token`'s bucket: `Ok`, or how long until one is available.
     pub fn check(&self, token: &str) -> Result<(), Duration> {
         self.check_at(token, Instant::now())

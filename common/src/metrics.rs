@@ -330,6 +330,16 @@ pub fn count_dead_lettered(queue: &str) {
         .inc();
 }
 
+/// Events of `queue` given up on so far (what `consumer_dead_lettered_total` shows).
+pub fn dead_lettered(queue: &str) -> u64 {
+    metrics()
+        .consumer_dead_lettered
+        .get_or_create(&QueueLabels {
+            queue: queue.to_owned(),
+        })
+        .get()
+}
+
 /// Binds `addr` and serves `GET /metrics` there until `shutdown` turns true.
 pub async fn spawn_server(
     addr: SocketAddr,

@@ -40,10 +40,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn exports_spans(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Flushes and stops the exporter (on a blocking thread: it waits for the collector).
     pub async fn shutdown(self) {
         if let Some(provider) = self.provider {

@@ -6,7 +6,6 @@
 //! malformed event goes there at once. Failures of the database itself are not the event's
 //! fault: the event is requeued and tried again once the database answers.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
@@ -51,13 +50,6 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// default exchange.
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead-letter")
-}
-
-/// Events dead-lettered by this process (for the metrics).
-static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
-
-pub fn dead_lettered_total() -> u64 {
-    DEAD_LETTERED.load(Ordering::Relaxed)
 }
 
 pub struct ChatEventConsumer {
@@ -152,7 +144,6 @@ impl ChatEventConsumer {
         };
         match self.bus.publish(std::slice::from_ref(&aside)).await {
             Ok(()) => {
-                DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
                 common::metrics::count_dead_lettered(&self.spec.queue);
                 tracing::error!(error = %why, id = %delivery.message.message_id,
                     key = %delivery.message.routing_key, queue = %aside.routing_key,

@@ -185,18 +185,13 @@ impl MessageManager {
     {
         let reply = Arc::new(reply);
         let (n, r) = (new.clone(), reply.clone());
-        let vouches = |m: &Members, n: &chatmessages::NewMessage| {
-            !m.is_live() || (m.is_complete() && !chatmessages::sender_unknown(m, n))
-        };
         let fast = match &key {
             // No key to claim: the view is read, then the message, its copies and its outbox
             // row are written in one statement.
             None => {
                 self.store
                     .write_statement(meta.clone(), move |c, outbox_row| {
-                        let members = membership::load(c, &n.customer_id, &n.chat_id)?
-                            .filter(|m| vouches(m, &n))
-                            .ok_or_else(|| MessageError::Stale("membership view".into()))?;
+                        let members = membership::vouching_for(c, &n)?;
                         let ((message, copies), events) =
                             chatmessages::prepare(&members, n.clone())?;
                         db::queries::insert_message_and_outbox(
@@ -212,9 +207,7 @@ impl MessageManager {
             Some(_) => {
                 self.store
                     .create(meta.clone(), key.clone(), move |c| {
-                        let members = membership::load(c, &n.customer_id, &n.chat_id)?
-                            .filter(|m| vouches(m, &n))
-                            .ok_or_else(|| MessageError::Stale("membership view".into()))?;
+                        let members = membership::vouching_for(c, &n)?;
                         let ((message, copies), events) =
                             chatmessages::create(c, &members, n.clone())?;
                         Ok((r(&message, &copies)?, events))

@@ -45,6 +45,20 @@ pub fn load(
         .map(|(chat, rooms)| Members { chat, rooms }))
 }
 
+/// The chat's members for a send of `new`, when the view can vouch for them: the chat is
+/// deleted (the send is refused as such), or every participant has a live chatroom and the
+/// sender is one of them. Otherwise `Stale`: the caller refreshes the view from chat-manager.
+pub fn vouching_for(
+    conn: &mut DbConnection,
+    new: &crate::chatmessages::NewMessage,
+) -> Result<Members, MessageError> {
+    load(conn, &new.customer_id, &new.chat_id)?
+        .filter(|m| {
+            !m.is_live() || (m.is_complete() && !crate::chatmessages::sender_unknown(m, new))
+        })
+        .ok_or_else(|| MessageError::Stale("membership view".into()))
+}
+
 /// The chatroom of the tenant, if the view knows it.
 pub fn load_room(
     conn: &mut DbConnection,

@@ -248,7 +248,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(consumer.run(subscription, stopped));
-    let before = message_manager::events::dead_lettered_total();
+    let before = common::metrics::dead_lettered(&queue);
 
     let customer = uuid::Uuid::new_v4().to_string();
     let (poisoned_chat, good_chat) = (
@@ -312,7 +312,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
     let ids: Vec<&str> = aside.iter().map(|(id, _)| id.as_str()).collect();
     println!(
         "dead-lettered: {ids:?}; counter +{}",
-        message_manager::events::dead_lettered_total() - before
+        common::metrics::dead_lettered(&queue) - before
     );
     assert_eq!(
         ids,
@@ -320,7 +320,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
         "both poison events are set aside, in order"
     );
     assert_eq!(aside[0].1, "{not json", "the body is kept as it was");
-    assert!(message_manager::events::dead_lettered_total() - before >= 2);
+    assert!(common::metrics::dead_lettered(&queue) - before >= 2);
     let (c, id) = (customer.clone(), poisoned_chat.clone());
     let poisoned = db
         .run(move |conn| membership::load(conn, &c, &id))
