@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
             "/v1.0",
             routes::router()
                 .route("/ws", axum::routing::get(crate::ws::upgrade))
+                .route("/openapi.json", axum::routing::get(crate::openapi::serve))
                 .layer(axum::middleware::from_fn_with_state(
                     state.rate_limiter.clone(),
                     limit_rate,
@@ -372,8 +373,9 @@ impl QueryParams {
     pub fn page(&self) -> Result<proto::chat::v1::PageRequest, ApiError> {
         let page_size = match self.0.get("page_size") {
             None => 0,
-            Some(s) => match s.trim().parse::<u64>() {
-                Ok(n) if n >= 1 => n.min(u64::from(u32::MAX)) as u32,
+            // As the document states it: an int64 of at least 1 (larger pages are capped).
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 1 => n.min(i64::from(u32::MAX)) as u32,
                 _ => {
                     return Err(ApiError::invalid(format!(
                         "page_size: must be a whole number of at least 1, got {s:?}"
@@ -403,12 +405,8 @@ impl QueryParams {
             .ok_or_else(|| ApiError::invalid(format!("{name}: required")))
     }
 
-    /// An optional UUID parameter.
+    /// An optional UUID parameter (given empty, it is malformed, not absent).
     pub fn uuid(&self, name: &str) -> Result<Option<String>, ApiError> {
-        self.0
-            .get(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| path_uuid(name, v))
-            .transpose()
+        self.0.get(name).map(|v| path_uuid(name, v)).transpose()
     }
 }

@@ -53,14 +53,21 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// What every error answers with.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 struct ErrorDetail<'a> {
+    /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`, `conflict`,
+    /// `payload_too_large`, `rate_limited`, `unavailable`, `internal`, ...
+    #[schema(value_type = String)]
     code: &'a str,
+    /// What went wrong, naming the field or parameter where there is one.
     message: String,
 }
 

@@ -102,7 +102,16 @@ where
                     ApiError::invalid(format!("body: could not be read: {e}"))
                 }
             })?;
-        parse(&bytes).map(JsonBody)
+        // Every body of the API is an object; serde would also read a struct from an array
+        // (`[null, null]`, by position), which no client means.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => parse(&bytes).map(JsonBody),
+            None => Err(ApiError::invalid("body: required (a JSON object)")),
+            Some(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Ok(_) => Err(ApiError::invalid("body: must be a JSON object")),
+                Err(e) => Err(ApiError::invalid(format!("body: malformed JSON: {e}"))),
+            },
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod error;
 pub mod health;
 pub mod json;
+pub mod openapi;
 pub mod rate_limit;
 mod routes;
 pub mod ws;

@@ -14,11 +14,13 @@ pub fn chat_type_name(t: i32) -> &'static str {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatJson {
     pub id: String,
     pub customer_id: String,
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
     pub chat_type: &'static str,
     pub owner_id: String,
     pub participant_ids: Vec<String>,
@@ -46,11 +48,13 @@ impl From<chat::Chat> for ChatJson {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatroomJson {
     pub id: String,
     pub customer_id: String,
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
     pub chat_type: &'static str,
     pub chat_id: String,
     pub owner_id: String,
@@ -89,6 +93,7 @@ pub fn message_type_name(t: i32) -> &'static str {
 }
 
 /// An address: missing strings are `""`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct AddressJson {
@@ -125,12 +130,14 @@ impl From<AddressJson> for msg::Address {
 }
 
 /// The agent of an `agent` media: only its id is kept.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AgentRefJson {
     pub id: String,
 }
 
 /// A media carries only the field of its type.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum MediaJson {
@@ -171,6 +178,7 @@ impl From<MediaJson> for msg::Media {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatmessageJson {
     pub id: String,
@@ -178,6 +186,7 @@ pub struct ChatmessageJson {
     pub chat_id: String,
     pub source: AddressJson,
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
     pub message_type: &'static str,
     pub text: String,
     pub medias: Vec<MediaJson>,
@@ -203,6 +212,7 @@ impl From<msg::Chatmessage> for ChatmessageJson {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatroommessageJson {
     pub id: String,
@@ -211,6 +221,7 @@ pub struct ChatroommessageJson {
     pub messagechat_id: String,
     pub source: AddressJson,
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
     pub message_type: &'static str,
     pub text: String,
     pub medias: Vec<MediaJson>,
@@ -238,6 +249,7 @@ impl From<msg::Chatroommessage> for ChatroommessageJson {
 }
 
 /// A page of a list, as the seed shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ListJson<T> {
     pub result: Vec<T>,

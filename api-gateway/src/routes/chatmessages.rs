@@ -6,7 +6,9 @@ use axum::routing::get;
 use common::resources::{AddressJson, ChatmessageJson, ListJson, MediaJson};
 use proto::message::v1 as pb;
 use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use super::{IdParam, PageParams};
 use crate::app::{AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId};
 use crate::error::ApiError;
 use crate::json::{Json, JsonBody};
@@ -17,25 +19,45 @@ pub fn router() -> Router<AppState> {
         .route("/chatmessages/{id}", get(read).delete(remove))
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(create, list, read, remove))]
+pub(super) struct Api;
+
 type MessageReply = Result<Json<ChatmessageJson>, ApiError>;
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum MessageTypeJson {
     Normal,
     System,
 }
 
-#[derive(Debug, Deserialize)]
+/// A message needs `text` or `medias`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateChatmessage {
+    #[schema(value_type = uuid::Uuid, required = true)]
     chat_id: Option<uuid::Uuid>,
+    /// Who it is from: for an `agent` source, a participant of the chat.
     source: Option<AddressJson>,
     /// `normal` unless given.
     #[serde(rename = "type")]
     message_type: Option<MessageTypeJson>,
+    #[schema(max_length = 65536)]
     text: Option<String>,
+    #[schema(max_items = 20)]
     medias: Option<Vec<MediaJson>>,
 }
+
+/// Which chat's messages to list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ChatFilter {
+    chat_id: uuid::Uuid,
+}
+
+#[utoipa::path(post, path = "/v1.0/chatmessages", tag = "chatmessages", request_body = CreateChatmessage,
+    responses((status = 200, description = "The message; a copy is in every live chatroom of the chat", body = ChatmessageJson)))]
 
 async fn create(
     State(app): State<AppState>,
@@ -68,6 +90,8 @@ async fn create(
     Ok(Json(message.into_inner().into()))
 }
 
+#[utoipa::path(get, path = "/v1.0/chatmessages", tag = "chatmessages", params(ChatFilter, PageParams),
+    responses((status = 200, description = "A page of the chat's messages, newest first", body = ListJson<ChatmessageJson>)))]
 async fn list(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -95,6 +119,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1.0/chatmessages/{id}", tag = "chatmessages", params(IdParam),
+    responses((status = 200, description = "The message", body = ChatmessageJson)))]
 async fn read(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -109,6 +135,8 @@ async fn read(
     Ok(Json(message.into_inner().into()))
 }
 
+#[utoipa::path(delete, path = "/v1.0/chatmessages/{id}", tag = "chatmessages", params(IdParam),
+    responses((status = 200, description = "The deleted message, with `tm_delete` set", body = ChatmessageJson)))]
 async fn remove(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,

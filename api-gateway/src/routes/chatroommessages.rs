@@ -8,8 +8,9 @@ use axum::routing::get;
 use common::resources::{ChatroommessageJson, ListJson, MediaJson};
 use proto::message::v1 as pb;
 use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::Scope;
+use super::{IdParam, PageParams, Scope};
 use crate::app::{
     AdminAgent, AgentCaller, AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId,
 };
@@ -31,13 +32,38 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    read,
+    remove,
+    agent_create,
+    agent_list,
+    agent_read,
+    agent_remove
+))]
+pub(super) struct Api;
+
 type CopyReply = Result<Json<ChatroommessageJson>, ApiError>;
 
-#[derive(Debug, Deserialize)]
+/// Posts as the calling agent into one of its chatrooms; a message needs `text` or `medias`.
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateChatroommessage {
+    #[schema(value_type = uuid::Uuid, required = true)]
     chatroom_id: Option<uuid::Uuid>,
+    #[schema(max_length = 65536)]
     text: Option<String>,
+    #[schema(max_items = 20)]
     medias: Option<Vec<MediaJson>>,
+}
+
+/// Which chatroom's messages to list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ChatroomFilter {
+    chatroom_id: uuid::Uuid,
 }
 
 async fn create_as(
@@ -126,6 +152,8 @@ async fn remove_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> C
 
 // Customer level.
 
+#[utoipa::path(post, path = "/v1.0/chatroommessages", tag = "chatroommessages", request_body = CreateChatroommessage,
+    responses((status = 200, description = "The caller's copy of the new message", body = ChatroommessageJson)))]
 async fn create(
     State(app): State<AppState>,
     AdminAgent(caller, agent): AdminAgent,
@@ -135,6 +163,8 @@ async fn create(
     create_as(app, caller, agent, meta, body).await
 }
 
+#[utoipa::path(get, path = "/v1.0/chatroommessages", tag = "chatroommessages", params(ChatroomFilter, PageParams),
+    responses((status = 200, description = "A page of the chatroom's messages, newest first", body = ListJson<ChatroommessageJson>)))]
 async fn list(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -144,6 +174,8 @@ async fn list(
     list_in(app, Scope::customer(&caller), rid, query).await
 }
 
+#[utoipa::path(get, path = "/v1.0/chatroommessages/{id}", tag = "chatroommessages", params(IdParam),
+    responses((status = 200, description = "The chatroom's copy of a message", body = ChatroommessageJson)))]
 async fn read(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -153,6 +185,8 @@ async fn read(
     read_in(app, Scope::customer(&caller), rid, id).await
 }
 
+#[utoipa::path(delete, path = "/v1.0/chatroommessages/{id}", tag = "chatroommessages", params(IdParam),
+    responses((status = 200, description = "The deleted copy, with `tm_delete` set", body = ChatroommessageJson)))]
 async fn remove(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -164,6 +198,8 @@ async fn remove(
 
 // The calling agent's own.
 
+#[utoipa::path(post, path = "/v1.0/service_agents/chatroommessages", tag = "service_agents", request_body = CreateChatroommessage,
+    responses((status = 200, description = "The caller's copy of the new message", body = ChatroommessageJson)))]
 async fn agent_create(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -173,6 +209,8 @@ async fn agent_create(
     create_as(app, caller, agent, meta, body).await
 }
 
+#[utoipa::path(get, path = "/v1.0/service_agents/chatroommessages", tag = "service_agents", params(ChatroomFilter, PageParams),
+    responses((status = 200, description = "A page of the calling agent's chatroom's messages, newest first", body = ListJson<ChatroommessageJson>)))]
 async fn agent_list(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -182,6 +220,8 @@ async fn agent_list(
     list_in(app, Scope::agent(&caller, &agent), rid, query).await
 }
 
+#[utoipa::path(get, path = "/v1.0/service_agents/chatroommessages/{id}", tag = "service_agents", params(IdParam),
+    responses((status = 200, description = "The calling agent's copy", body = ChatroommessageJson)))]
 async fn agent_read(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -191,6 +231,8 @@ async fn agent_read(
     read_in(app, Scope::agent(&caller, &agent), rid, id).await
 }
 
+#[utoipa::path(delete, path = "/v1.0/service_agents/chatroommessages/{id}", tag = "service_agents", params(IdParam),
+    responses((status = 200, description = "The deleted copy, with `tm_delete` set", body = ChatroommessageJson)))]
 async fn agent_remove(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,

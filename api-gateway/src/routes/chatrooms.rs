@@ -8,8 +8,9 @@ use axum::routing::get;
 use common::resources::{ChatroomJson, ListJson};
 use proto::chat::v1 as pb;
 use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use super::Scope;
+use super::{IdParam, PageParams, Scope};
 use crate::app::{
     AdminAgent, AgentCaller, AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId,
 };
@@ -30,6 +31,21 @@ pub fn router() -> Router<AppState> {
             get(agent_read).put(agent_update).delete(agent_remove),
         )
 }
+
+#[derive(OpenApi)]
+#[openapi(paths(
+    list,
+    create,
+    read,
+    update,
+    remove,
+    agent_list,
+    agent_create,
+    agent_read,
+    agent_update,
+    agent_remove
+))]
+pub(super) struct Api;
 
 type ChatroomReply = Result<Json<ChatroomJson>, ApiError>;
 
@@ -67,9 +83,12 @@ async fn read_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> Cha
     Ok(Json(room.into_inner().into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 struct UpdateChatroom {
+    #[schema(max_length = 1000)]
     name: Option<String>,
+    #[schema(max_length = 10000)]
     detail: Option<String>,
 }
 
@@ -101,11 +120,25 @@ async fn remove_in(app: AppState, scope: Scope, rid: RequestId, id: String) -> C
     Ok(Json(room.into_inner().into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateChatroom {
+    /// The other agents (the caller is added); one other makes a normal chat, and for an
+    /// existing pair its chatroom is returned.
+    #[schema(value_type = Vec<uuid::Uuid>, required = true, min_items = 1, max_items = 999)]
     participant_ids: Option<Vec<uuid::Uuid>>,
+    #[schema(max_length = 1000)]
     name: Option<String>,
+    #[schema(max_length = 10000)]
     detail: Option<String>,
+}
+
+/// Whose chatrooms to list.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct OwnerFilter {
+    /// Only this agent's chatrooms.
+    owner_id: Option<uuid::Uuid>,
 }
 
 /// Opens a chat as the agent and returns the agent's chatroom of it.
@@ -136,6 +169,8 @@ async fn create_as(
 
 // Customer level.
 
+#[utoipa::path(get, path = "/v1.0/chatrooms", tag = "chatrooms", params(OwnerFilter, PageParams),
+    responses((status = 200, description = "A page of the customer's chatrooms, newest first", body = ListJson<ChatroomJson>)))]
 async fn list(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -146,6 +181,9 @@ async fn list(
     list_in(app, Scope::customer(&caller), rid, query, owner).await
 }
 
+/// Opens a chat as the calling agent (needs an agent identity with admin or manager rights).
+#[utoipa::path(post, path = "/v1.0/chatrooms", tag = "chatrooms", request_body = CreateChatroom,
+    responses((status = 200, description = "The caller's chatroom of the chat", body = ChatroomJson)))]
 async fn create(
     State(app): State<AppState>,
     AdminAgent(caller, agent): AdminAgent,
@@ -155,6 +193,8 @@ async fn create(
     create_as(app, caller, agent, meta, body).await
 }
 
+#[utoipa::path(get, path = "/v1.0/chatrooms/{id}", tag = "chatrooms", params(IdParam),
+    responses((status = 200, description = "The chatroom", body = ChatroomJson)))]
 async fn read(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -164,6 +204,8 @@ async fn read(
     read_in(app, Scope::customer(&caller), rid, id).await
 }
 
+#[utoipa::path(put, path = "/v1.0/chatrooms/{id}", tag = "chatrooms", params(IdParam), request_body = UpdateChatroom,
+    responses((status = 200, description = "The renamed chatroom", body = ChatroomJson)))]
 async fn update(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -174,6 +216,8 @@ async fn update(
     update_in(app, Scope::customer(&caller), rid, id, body).await
 }
 
+#[utoipa::path(delete, path = "/v1.0/chatrooms/{id}", tag = "chatrooms", params(IdParam),
+    responses((status = 200, description = "The deleted chatroom, with `tm_delete` set", body = ChatroomJson)))]
 async fn remove(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -185,6 +229,8 @@ async fn remove(
 
 // The calling agent's own chatrooms.
 
+#[utoipa::path(get, path = "/v1.0/service_agents/chatrooms", tag = "service_agents", params(PageParams),
+    responses((status = 200, description = "A page of the calling agent's chatrooms, newest first", body = ListJson<ChatroomJson>)))]
 async fn agent_list(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -194,6 +240,8 @@ async fn agent_list(
     list_in(app, Scope::agent(&caller, &agent), rid, query, None).await
 }
 
+#[utoipa::path(post, path = "/v1.0/service_agents/chatrooms", tag = "service_agents", request_body = CreateChatroom,
+    responses((status = 200, description = "The calling agent's chatroom of the new (or existing) chat", body = ChatroomJson)))]
 async fn agent_create(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -203,6 +251,8 @@ async fn agent_create(
     create_as(app, caller, agent, meta, body).await
 }
 
+#[utoipa::path(get, path = "/v1.0/service_agents/chatrooms/{id}", tag = "service_agents", params(IdParam),
+    responses((status = 200, description = "The calling agent's chatroom", body = ChatroomJson)))]
 async fn agent_read(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -212,6 +262,8 @@ async fn agent_read(
     read_in(app, Scope::agent(&caller, &agent), rid, id).await
 }
 
+#[utoipa::path(put, path = "/v1.0/service_agents/chatrooms/{id}", tag = "service_agents", params(IdParam), request_body = UpdateChatroom,
+    responses((status = 200, description = "The renamed chatroom", body = ChatroomJson)))]
 async fn agent_update(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,
@@ -222,6 +274,8 @@ async fn agent_update(
     update_in(app, Scope::agent(&caller, &agent), rid, id, body).await
 }
 
+#[utoipa::path(delete, path = "/v1.0/service_agents/chatrooms/{id}", tag = "service_agents", params(IdParam),
+    responses((status = 200, description = "The deleted chatroom, with `tm_delete` set", body = ChatroomJson)))]
 async fn agent_remove(
     State(app): State<AppState>,
     AgentCaller(caller, agent): AgentCaller,

@@ -7,7 +7,9 @@ use common::resources::{ChatJson, ListJson};
 use proto::chat::v1 as pb;
 use serde::Deserialize;
 
-use super::required;
+use utoipa::{OpenApi, ToSchema};
+
+use super::{IdParam, PageParams, required};
 use crate::app::{AppState, CallMeta, CustomerAdmin, PathId, QueryParams, RequestId, path_uuid};
 use crate::error::ApiError;
 use crate::json::{Json, JsonBody};
@@ -25,24 +27,48 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+#[derive(OpenApi)]
+#[openapi(paths(
+    create,
+    list,
+    read,
+    update,
+    remove,
+    change_owner,
+    change_room_owner,
+    add_participant,
+    remove_participant
+))]
+pub(super) struct Api;
+
 type ChatReply = Result<Json<ChatJson>, ApiError>;
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum ChatTypeJson {
     Normal,
     Group,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct CreateChat {
+    /// `normal` (two participants) or `group`.
     #[serde(rename = "type")]
+    #[schema(value_type = ChatTypeJson, required = true)]
     chat_type: Option<ChatTypeJson>,
+    #[schema(value_type = uuid::Uuid, required = true)]
     owner_id: Option<uuid::Uuid>,
+    /// The agents in the chat, the owner among them (at most 1,000).
+    #[schema(value_type = Vec<uuid::Uuid>, required = true, min_items = 1, max_items = 1000)]
     participant_ids: Option<Vec<uuid::Uuid>>,
+    #[schema(max_length = 1000)]
     name: Option<String>,
+    #[schema(max_length = 10000)]
     detail: Option<String>,
 }
+
+#[utoipa::path(post, path = "/v1.0/chats", tag = "chats", request_body = CreateChat,
+    responses((status = 200, description = "The chat, with a chatroom for each participant", body = ChatJson)))]
 
 async fn create(
     State(app): State<AppState>,
@@ -73,6 +99,8 @@ async fn create(
     Ok(Json(chat.into_inner().into()))
 }
 
+#[utoipa::path(get, path = "/v1.0/chats", tag = "chats", params(PageParams),
+    responses((status = 200, description = "A page of the customer's chats, newest first", body = ListJson<ChatJson>)))]
 async fn list(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -95,6 +123,8 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1.0/chats/{id}", tag = "chats", params(IdParam),
+    responses((status = 200, description = "The chat (deleted ones too, with `tm_delete` set)", body = ChatJson)))]
 async fn read(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -109,11 +139,17 @@ async fn read(
     Ok(Json(chat.into_inner().into()))
 }
 
-#[derive(Debug, Deserialize)]
+/// Fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 struct UpdateChat {
+    #[schema(max_length = 1000)]
     name: Option<String>,
+    #[schema(max_length = 10000)]
     detail: Option<String>,
 }
+
+#[utoipa::path(put, path = "/v1.0/chats/{id}", tag = "chats", params(IdParam), request_body = UpdateChat,
+    responses((status = 200, description = "The renamed chat", body = ChatJson)))]
 
 async fn update(
     State(app): State<AppState>,
@@ -132,6 +168,8 @@ async fn update(
     Ok(Json(chat.into_inner().into()))
 }
 
+#[utoipa::path(delete, path = "/v1.0/chats/{id}", tag = "chats", params(IdParam),
+    responses((status = 200, description = "The deleted chat, with `tm_delete` set; its chatrooms are deleted too", body = ChatJson)))]
 async fn remove(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -146,13 +184,17 @@ async fn remove(
     Ok(Json(chat.into_inner().into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ChangeOwner {
+    /// A participant of the chat.
+    #[schema(value_type = uuid::Uuid, required = true)]
     owner_id: Option<uuid::Uuid>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct ChangeRoomOwner {
+    /// A participant of the chat.
+    #[schema(value_type = uuid::Uuid, required = true)]
     room_owner_id: Option<uuid::Uuid>,
 }
 
@@ -172,6 +214,8 @@ async fn set_owner(
     Ok(Json(chat.into_inner().into()))
 }
 
+#[utoipa::path(put, path = "/v1.0/chats/{id}/owner_id", tag = "chats", params(IdParam), request_body = ChangeOwner,
+    responses((status = 200, description = "The chat with its new owner", body = ChatJson)))]
 async fn change_owner(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -184,6 +228,8 @@ async fn change_owner(
 }
 
 /// The same as `change_owner`, under the name later VoIPbin clients use.
+#[utoipa::path(put, path = "/v1.0/chats/{id}/room_owner_id", tag = "chats", params(IdParam), request_body = ChangeRoomOwner,
+    responses((status = 200, description = "The chat with its new owner", body = ChatJson)))]
 async fn change_room_owner(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,
@@ -195,10 +241,14 @@ async fn change_room_owner(
     set_owner(app, caller, rid, id, owner).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct AddParticipant {
+    #[schema(value_type = uuid::Uuid, required = true)]
     participant_id: Option<uuid::Uuid>,
 }
+
+#[utoipa::path(post, path = "/v1.0/chats/{id}/participant_ids", tag = "chats", params(IdParam), request_body = AddParticipant,
+    responses((status = 200, description = "The chat with the participant added (a normal chat becomes a group)", body = ChatJson)))]
 
 async fn add_participant(
     State(app): State<AppState>,
@@ -220,6 +270,9 @@ async fn add_participant(
     Ok(Json(chat.into_inner().into()))
 }
 
+#[utoipa::path(delete, path = "/v1.0/chats/{id}/participant_ids/{participant_id}", tag = "chats",
+    params(IdParam, ("participant_id" = uuid::Uuid, Path, description = "The participant to remove")),
+    responses((status = 200, description = "The chat without the participant; its chatroom is deleted", body = ChatJson)))]
 async fn remove_participant(
     State(app): State<AppState>,
     CustomerAdmin(caller): CustomerAdmin,

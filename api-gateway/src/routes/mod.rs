@@ -6,6 +6,7 @@ mod chatrooms;
 mod chats;
 
 use axum::Router;
+use utoipa::IntoParams;
 
 use crate::app::AppState;
 use crate::auth::{AgentIdentity, Caller};
@@ -15,6 +16,38 @@ pub fn router() -> Router<AppState> {
         .merge(chatrooms::router())
         .merge(chatmessages::router())
         .merge(chatroommessages::router())
+}
+
+/// The operations of every endpoint, for the OpenAPI document.
+pub fn operations() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    let mut doc = chats::Api::openapi();
+    doc.merge(chatrooms::Api::openapi());
+    doc.merge(chatmessages::Api::openapi());
+    doc.merge(chatroommessages::Api::openapi());
+    doc
+}
+
+/// The `{id}` of a path (documentation; `PathId` reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct IdParam {
+    /// The resource's id.
+    id: uuid::Uuid,
+}
+
+/// A list's paging parameters (documentation; `QueryParams::page` reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PageParams {
+    /// Items per page: 1 to 100 (larger is capped), 10 when left out.
+    #[param(minimum = 1)]
+    page_size: Option<i64>,
+    /// The `next_page_token` of the previous page (opaque: anything else is 400); left out
+    /// for the first page.
+    page_token: Option<String>,
 }
 
 /// Requires a body field the contract makes mandatory.
