@@ -281,3 +281,74 @@ async fn rows_committed_out_of_seq_order_are_all_published() {
     relay.await.unwrap();
     env.amqp.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_row_larger_than_a_round_is_published_whole_and_in_order() {
+    let Some(env) = env("relay::a_row_larger_than_a_round_is_published_whole_and_in_order").await
+    else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    let before = create_chats(&manager, 3).await;
+    // A 400-person group: 401 events, each chatroom's listing the 400 participants, in one
+    // outbox row larger than a round's byte budget.
+    let participants: Vec<String> = (0..400).map(|_| id()).collect();
+    let group = NewChat {
+        customer_id: id(),
+        chat_type: ChatType::Group,
+        owner_id: participants[0].clone(),
+        participant_ids: participants,
+        name: String::new(),
+        detail: String::new(),
+    };
+    let group = manager
+        .write(RequestMeta::default(), move |c| chats::create(c, group))
+        .await
+        .expect("create group");
+    let after = create_chats(&manager, 3).await;
+    let row_bytes: i64 = env
+        .db
+        .run(|c| {
+            use diesel::prelude::*;
+            outbox::outbox::table
+                .select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "max(length(events))::bigint",
+                ))
+                .first::<i64>(c)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert!(
+        row_bytes > outbox::ROUND_BYTES,
+        "the group's row ({row_bytes} bytes) exceeds a round"
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    let expected = (before.len() + after.len()) * 3 + 401;
+    let events = drain(&mut reader, expected).await;
+    println!(
+        "a {row_bytes}-byte row among small ones: {} events received of {expected}",
+        events.len()
+    );
+    assert_eq!(events.len(), expected, "every event, once");
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == "chat_created")
+        .map(|e| e.2["data"]["id"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<&str> = before.iter().map(String::as_str).collect();
+    want.push(&group.id);
+    want.extend(after.iter().map(String::as_str));
+    assert_eq!(order, want, "commit order holds across the large row");
+    assert_eq!(backlog(&env.db).await, 0);
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+    env.amqp.cleanup().await;
+}

@@ -208,6 +208,10 @@ pub fn purge_sent(conn: &mut DbConnection) -> QueryResult<usize> {
     diesel::delete(outbox::table.filter(outbox::sent_at.lt(cutoff))).execute(conn)
 }
 
+/// Bytes of events one publishing round loads (beyond it the round ends, after at least one
+/// row): with `max_in_flight` rounds awaiting confirms, this bounds the relay's memory.
+pub const ROUND_BYTES: i64 = 4 * 1024 * 1024;
+
 pub struct Relay {
     pub db: Db,
     pub bus: EventBus,
@@ -392,23 +396,39 @@ impl Relay {
     async fn send_round(&mut self) -> Result<usize, RelayError> {
         let (limit, skip) = (self.batch_size, self.unconfirmed.clone());
         let load = move |conn: &mut DbConnection| {
-            // Rows up to `limit` events: whole rows, in commit order.
-            let mut rows: Vec<PendingRow> = Vec::new();
-            let mut count: i64 = 0;
-            let candidates: Vec<(PendingRow, i32)> = outbox::table
+            // Whole rows in commit order, up to `limit` events and ROUND_BYTES of events (at
+            // least one row). Sizes first, then the chosen rows' events: a row can be large (a
+            // 1,000-person chat's events), and loading hundreds of them to send a few would
+            // hold their memory for nothing.
+            let sizes: Vec<(i64, i32, i32)> = outbox::table
                 .filter(outbox::sent_at.is_null())
                 .filter(outbox::seq.ne_all(skip))
                 .order(outbox::seq.asc())
                 .limit(limit)
-                .select((PendingRow::as_select(), outbox::event_count))
+                .select((
+                    outbox::seq,
+                    outbox::event_count,
+                    diesel::dsl::sql::<diesel::sql_types::Integer>("length(events)"),
+                ))
                 .load(conn)?;
-            for (row, n) in candidates {
-                if count > 0 && count + i64::from(n) > limit {
+            let (mut chosen, mut count, mut bytes) = (Vec::new(), 0i64, 0i64);
+            for (seq, n, len) in sizes {
+                let full = count + i64::from(n) > limit || bytes + i64::from(len) > ROUND_BYTES;
+                if !chosen.is_empty() && full {
                     break;
                 }
                 count += i64::from(n);
-                rows.push(row);
+                bytes += i64::from(len);
+                chosen.push(seq);
             }
+            if chosen.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<PendingRow> = outbox::table
+                .filter(outbox::seq.eq_any(chosen))
+                .order(outbox::seq.asc())
+                .select(PendingRow::as_select())
+                .load(conn)?;
             Ok::<_, DbError>(rows)
         };
         let rows = match &mut self.leader {
