@@ -99,7 +99,9 @@ macro_rules! paginate {
         if let Some(cursor) = &page.after {
             query = match &cursor.id {
                 None => query.filter($tm_create.lt(cursor.tm_create)),
-                Some(id) => query.filter(
+                // The redundant `<=` lets the index seek to the cursor; the OR alone is only
+                // a filter, stepping over every newer row (O(depth) per page).
+                Some(id) => query.filter($tm_create.le(cursor.tm_create)).filter(
                     $tm_create
                         .lt(cursor.tm_create)
                         .or($tm_create.eq(cursor.tm_create).and($id.lt(id.clone()))),

@@ -1,9 +1,11 @@
 use chrono::NaiveDateTime;
-use common::db::DbConnection;
+use common::db::{DbConnection, MultiBackend};
 use common::page::Page;
 use common::time;
 use common::{insert_rows, paginate};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{QueryFragment, QueryId};
 
 use super::models::{ChatmessageRow, ChatroommessageRow, MemberChat, MemberChatroom};
 use super::schema::{
@@ -103,17 +105,34 @@ pub fn find_message(
         .optional()
 }
 
+/// A page of the chat's live messages, newest first, boxed for the backend `$db`: the one
+/// builder behind `list_messages` and `list_messages_pg`.
+macro_rules! messages_page {
+    ($db:ty, $chat_id:expr, $page:expr) => {{
+        let query = chatmessages::table
+            .filter(chatmessages::chat_id.eq($chat_id))
+            .filter(chatmessages::tm_delete.eq(time::live()))
+            .select(ChatmessageRow::as_select())
+            .into_boxed::<$db>();
+        paginate!(query, chatmessages::tm_create, chatmessages::id, $page)
+    }};
+}
+
 pub fn list_messages(
     conn: &mut DbConnection,
     chat_id: &str,
     page: &Page,
 ) -> QueryResult<Vec<ChatmessageRow>> {
-    let query = chatmessages::table
-        .filter(chatmessages::chat_id.eq(chat_id))
-        .filter(chatmessages::tm_delete.eq(time::live()))
-        .select(ChatmessageRow::as_select())
-        .into_boxed();
-    paginate!(query, chatmessages::tm_create, chatmessages::id, page).load(conn)
+    messages_page!(MultiBackend, chat_id, page).load(conn)
+}
+
+/// The statement `list_messages` runs, built for PostgreSQL alone: to show and check its plan
+/// (`debug_query`, `EXPLAIN`; see tests/list_plan.rs).
+pub fn list_messages_pg<'a>(
+    chat_id: &'a str,
+    page: &Page,
+) -> impl QueryFragment<Pg> + QueryId + Send + 'a {
+    messages_page!(Pg, chat_id, page)
 }
 
 pub fn find_copy(
@@ -144,23 +163,38 @@ pub fn live_copies_of(
         .load(conn)
 }
 
+/// A page of the chatroom's live copies, newest first, boxed for the backend `$db`: the one
+/// builder behind `list_copies` and `list_copies_pg`.
+macro_rules! copies_page {
+    ($db:ty, $chatroom_id:expr, $page:expr) => {{
+        let query = chatroommessages::table
+            .filter(chatroommessages::chatroom_id.eq($chatroom_id))
+            .filter(chatroommessages::tm_delete.eq(time::live()))
+            .select(ChatroommessageRow::as_select())
+            .into_boxed::<$db>();
+        paginate!(
+            query,
+            chatroommessages::tm_create,
+            chatroommessages::id,
+            $page
+        )
+    }};
+}
+
 pub fn list_copies(
     conn: &mut DbConnection,
     chatroom_id: &str,
     page: &Page,
 ) -> QueryResult<Vec<ChatroommessageRow>> {
-    let query = chatroommessages::table
-        .filter(chatroommessages::chatroom_id.eq(chatroom_id))
-        .filter(chatroommessages::tm_delete.eq(time::live()))
-        .select(ChatroommessageRow::as_select())
-        .into_boxed();
-    paginate!(
-        query,
-        chatroommessages::tm_create,
-        chatroommessages::id,
-        page
-    )
-    .load(conn)
+    copies_page!(MultiBackend, chatroom_id, page).load(conn)
+}
+
+/// The statement `list_copies` runs, built for PostgreSQL alone (see `list_messages_pg`).
+pub fn list_copies_pg<'a>(
+    chatroom_id: &'a str,
+    page: &Page,
+) -> impl QueryFragment<Pg> + QueryId + Send + 'a {
+    copies_page!(Pg, chatroom_id, page)
 }
 
 pub fn delete_message(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
