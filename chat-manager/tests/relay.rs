@@ -29,12 +29,9 @@ async fn env(test: &str) -> Option<Env> {
         url: pg.url.clone(),
         schema: pg.schema.clone(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(target, chat_manager::db::MIGRATIONS, &DbOptions::default())
-    })
-    .await
-    .unwrap()
-    .expect("connect");
+    let db = Db::open(target, chat_manager::db::MIGRATIONS, DbOptions::default())
+        .await
+        .expect("connect");
     Some(Env {
         db,
         url: amqp.url.clone(),

@@ -214,6 +214,17 @@ impl Db {
         Ok(db)
     }
 
+    /// `connect` off the async threads.
+    pub async fn open(
+        target: DbTarget,
+        migrations: Migrations,
+        options: DbOptions,
+    ) -> Result<Db, DbError> {
+        tokio::task::spawn_blocking(move || Db::connect(target, migrations, &options))
+            .await
+            .expect("connect task")
+    }
+
     /// Applies the pending migrations (creating the schema or file) and disconnects: the
     /// `migrate` subcommand.
     pub async fn migrate_only(target: DbTarget, migrations: Migrations) -> Result<(), DbError> {
@@ -222,9 +233,7 @@ impl Db {
             run_migrations: true,
             ..DbOptions::default()
         };
-        tokio::task::spawn_blocking(move || Db::connect(target, migrations, &options).map(drop))
-            .await
-            .expect("migrate task")
+        Db::open(target, migrations, options).await.map(drop)
     }
 
     /// Connects as `connect` does, waiting for the database (with backoff) rather than failing
@@ -236,11 +245,7 @@ impl Db {
     ) -> Db {
         let mut delay = Duration::from_millis(500);
         loop {
-            let (t, o) = (target.clone(), options.clone());
-            let attempt = tokio::task::spawn_blocking(move || Db::connect(t, migrations, &o))
-                .await
-                .expect("connect task");
-            match attempt {
+            match Db::open(target.clone(), migrations, options.clone()).await {
                 Ok(db) => return db,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "database not ready");

@@ -88,15 +88,12 @@ async fn run() {
         url: pg.url.clone(),
         schema: pg.schema.clone(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(
-            target,
-            message_manager::db::MIGRATIONS,
-            &DbOptions::default(),
-        )
-    })
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
     .await
-    .expect("connect task")
     .expect("connect");
 
     // The chat, as the membership view knows it once chat-manager's events arrived.

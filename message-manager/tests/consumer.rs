@@ -147,15 +147,12 @@ async fn duplicate_and_stale_events_on_sqlite() {
     let target = DbTarget::Sqlite {
         path: path.to_string_lossy().into_owned(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(
-            target,
-            message_manager::db::MIGRATIONS,
-            &DbOptions::default(),
-        )
-    })
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
     .await
-    .unwrap()
     .unwrap();
     scenario(db).await;
     for suffix in ["", "-wal", "-shm"] {
@@ -174,15 +171,12 @@ async fn duplicate_and_stale_events_on_postgres() {
         url: pg.url.clone(),
         schema: pg.schema.clone(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(
-            target,
-            message_manager::db::MIGRATIONS,
-            &DbOptions::default(),
-        )
-    })
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
     .await
-    .unwrap()
     .unwrap();
     scenario(db.clone()).await;
     drop(db);
@@ -221,15 +215,12 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
         url: pg.url.clone(),
         schema: pg.schema.clone(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(
-            target,
-            message_manager::db::MIGRATIONS,
-            &DbOptions::default(),
-        )
-    })
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
     .await
-    .unwrap()
     .unwrap();
     let (exchange, queue) = (amqp.name("chat.events"), amqp.name("chat-events"));
     let dead_letters = amqp.name("chat-events.dead-letter");

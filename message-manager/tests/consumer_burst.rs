@@ -157,15 +157,12 @@ async fn a_burst_of_ten_thousand_chat_events_applies_once_each_and_drains() {
         url: pg.url.clone(),
         schema: pg.schema.clone(),
     };
-    let db = tokio::task::spawn_blocking(move || {
-        Db::connect(
-            target,
-            message_manager::db::MIGRATIONS,
-            &DbOptions::default(),
-        )
-    })
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
     .await
-    .unwrap()
     .unwrap();
     let (exchange, queue) = (amqp.name("chat.events"), amqp.name("chat-events"));
     let dead_letters = amqp.name("chat-events.dead-letter");
