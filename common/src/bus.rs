@@ -562,16 +562,30 @@ impl InProcessSubscription {
     }
 }
 
+/// How long a publish waits for room in a full exclusive subscription before giving up on it.
+/// A burst (a relay round can carry thousands of events) only slows the publisher down, as
+/// RabbitMQ's flow control would; a subscriber stuck for this long is cut off instead, and it
+/// sees its subscription end (as when a broker connection drops), so it knows to resync rather
+/// than silently missing events.
+const EXCLUSIVE_STALL_LIMIT: Duration = Duration::from_secs(5);
+
 impl InProcessBus {
     async fn publish(&self, batch: &[EventMessage]) {
         // A snapshot: the lock is never held across an await.
         let subscriptions = self.subscriptions.lock().expect("bus lock").clone();
+        let mut cut_off = vec![false; subscriptions.len()];
         for m in batch {
-            for s in subscriptions.iter().filter(|s| s.matches(m)) {
+            for (i, s) in subscriptions.iter().enumerate() {
+                if cut_off[i] || !s.matches(m) {
+                    continue;
+                }
                 if s.exclusive {
-                    if let Err(mpsc::error::TrySendError::Full(_)) = s.tx.try_send(m.clone()) {
+                    let sent =
+                        tokio::time::timeout(EXCLUSIVE_STALL_LIMIT, s.tx.send(m.clone())).await;
+                    if sent.is_err() {
                         tracing::warn!(routing_key = %m.routing_key, message_id = %m.message_id,
-                            "in-process bus: exclusive subscription full; message dropped");
+                            "in-process bus: an exclusive subscriber stopped reading; its subscription is ended");
+                        cut_off[i] = true;
                     }
                 } else {
                     // Waiting for capacity is the in-process "confirm": a slow durable
@@ -580,10 +594,17 @@ impl InProcessBus {
                 }
             }
         }
+        // Dropping the last sender of a cut-off subscription ends it: its reader gets what was
+        // queued, then `None`.
+        let cut_off: Vec<&mpsc::Sender<EventMessage>> = subscriptions
+            .iter()
+            .zip(&cut_off)
+            .filter_map(|(s, cut)| cut.then_some(&s.tx))
+            .collect();
         self.subscriptions
             .lock()
             .expect("bus lock")
-            .retain(|s| !s.tx.is_closed());
+            .retain(|s| !s.tx.is_closed() && !cut_off.iter().any(|c| c.same_channel(&s.tx)));
     }
 
     fn subscribe(&self, spec: SubscriptionSpec) -> Subscription {
@@ -1114,8 +1135,8 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn in_process_drops_for_full_exclusive_and_forgets_closed_subscriptions() {
+    #[tokio::test(start_paused = true)]
+    async fn in_process_exclusive_subscription_waits_then_is_ended_and_closed_ones_are_forgotten() {
         let InProcessBus { subscriptions } = InProcessBus::default();
         let bus = EventBus::InProcess(InProcessBus {
             subscriptions: subscriptions.clone(),
@@ -1126,20 +1147,34 @@ mod tests {
             exclusive,
             prefetch: 1,
         };
-        let mut full = bus.subscribe(spec(true)).await.unwrap();
+        let mut reading = bus.subscribe(spec(true)).await.unwrap();
         let closed = bus.subscribe(spec(false)).await.unwrap();
         drop(closed);
         let batch: Vec<EventMessage> = (0..3).map(|i| message("ex", "k", i)).collect();
-        tokio::time::timeout(Duration::from_secs(1), bus.publish(&batch))
-            .await
-            .expect("never blocks on exclusive or closed subscriptions")
-            .unwrap();
-        assert_eq!(full.next().await.unwrap().message, batch[0]);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), full.next())
-                .await
-                .is_err()
+
+        // A burst beyond the subscription's capacity waits for its reader: nothing is lost.
+        let publisher = {
+            let (bus, batch) = (bus.clone(), batch.clone());
+            tokio::spawn(async move { bus.publish(&batch).await })
+        };
+        for expected in &batch {
+            assert_eq!(&reading.next().await.unwrap().message, expected);
+        }
+        publisher.await.unwrap().unwrap();
+        assert_eq!(
+            subscriptions.lock().unwrap().len(),
+            1,
+            "the closed one is forgotten"
         );
-        assert_eq!(subscriptions.lock().unwrap().len(), 1);
+
+        // A reader that stops reading is cut off after the stall limit: it gets what was
+        // queued and then the end of its subscription (its cue to resync), and the publisher
+        // goes on.
+        let started = tokio::time::Instant::now();
+        bus.publish(&batch).await.unwrap();
+        assert!(started.elapsed() >= EXCLUSIVE_STALL_LIMIT);
+        assert_eq!(reading.next().await.unwrap().message, batch[0]);
+        assert!(reading.next().await.is_none(), "the subscription ended");
+        assert!(subscriptions.lock().unwrap().is_empty());
     }
 }

@@ -566,6 +566,23 @@ impl Stack {
             .expect("websocket connects");
         WsClient { stream }
     }
+
+    /// A WebSocket client whose socket has a small, fixed receive buffer (no kernel
+    /// autotuning): one that stops reading is noticed by the server after a few frames, however
+    /// the machine's TCP buffers are tuned.
+    pub async fn ws_small_buffer(&self, token: &str) -> WsClient {
+        let url = format!("{}/ws?token={token}", self.base.replace("http://", "ws://"));
+        let host = self.base.trim_start_matches("http://");
+        let addr: SocketAddr = host[..host.find('/').unwrap()].parse().unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(64 * 1024).unwrap();
+        let tcp = socket.connect(addr).await.expect("connects");
+        let (stream, _) =
+            tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+                .await
+                .expect("websocket connects");
+        WsClient { stream }
+    }
 }
 
 impl WsClient {
