@@ -318,10 +318,13 @@ async fn delete_names(url: &str, names: Vec<String>) {
                 .exchange_delete(name.as_str().into(), Default::default())
                 .await;
         }
-        if let Ok(channel) = conn.create_channel().await {
-            let _ = channel
-                .queue_delete(name.as_str().into(), Default::default())
-                .await;
+        // A consumer's queue comes with its dead-letter queue, named after it by the service.
+        for queue in [name.clone(), format!("{name}.dead-letter")] {
+            if let Ok(channel) = conn.create_channel().await {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), Default::default())
+                    .await;
+            }
         }
     }
     let _ = conn.close(200, "OK".into()).await;
