@@ -1,0 +1,24 @@
+-- Second part of the ceiling's set-up, after bench_chats is filled: the chats' membership
+-- view and the outbox template (see ceiling-setup.sql).
+\set ON_ERROR_STOP on
+SET search_path = loadgen_ceiling;
+INSERT INTO member_chats
+SELECT m.* FROM message_manager.member_chats m JOIN bench_chats b ON b.chat_id = m.id;
+INSERT INTO member_chatrooms
+SELECT r.* FROM message_manager.member_chatrooms r JOIN bench_chats b ON b.chat_id = r.chat_id;
+-- One send to a chat of :participants live chatrooms writes one outbox row of
+-- :participants + 1 events (the message's and one per copy).
+CREATE TABLE template AS
+SELECT events, event_count FROM message_manager.outbox
+WHERE event_count = :participants + 1 ORDER BY seq DESC LIMIT 1;
+ANALYZE;
+SELECT (SELECT count(*) FROM bench_chats) AS chats,
+       (SELECT count(*) FROM member_chatrooms) AS chatrooms,
+       (SELECT count(*) FROM template) AS templates,
+       (SELECT octet_length(events) FROM template) AS outbox_bytes \gset
+\if :templates
+\else
+  \echo 'no outbox row of a send to a chat of' :participants 'participants found: run loadgen first'
+  SELECT 1/0;
+\endif
+\echo ceiling set up: :chats chats, :chatrooms chatrooms, outbox payload :outbox_bytes bytes per send

@@ -1,0 +1,210 @@
+//! `loadgen report FILE`: Markdown tables from the JSON lines of a benchmark run: loadgen's
+//! (`"kind": "loadgen"`) and the pgbench ceilings scripts/bench-send records
+//! (`{"kind": "pgbench", "participants", "concurrency", "tps", "latency_ms"}`).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::setup::BoxError;
+
+fn f(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn fixed(x: Option<f64>, digits: usize) -> String {
+    x.map_or("-".into(), |x| format!("{x:.digits$}"))
+}
+
+fn same_shape(a: &Value, b: &Value) -> bool {
+    a.get("participants") == b.get("participants")
+        && a.get("concurrency") == b.get("concurrency")
+        && a.get("deployment") == b.get("deployment")
+}
+
+/// The tables, as text.
+pub fn render(lines: &[Value]) -> String {
+    let runs: Vec<&Value> = lines.iter().filter(|l| s(l, "kind") == "loadgen").collect();
+    let ceilings: Vec<&Value> = lines.iter().filter(|l| s(l, "kind") == "pgbench").collect();
+    let mut out = String::new();
+
+    out.push_str("| deployment | mode | participants | concurrency | msgs/s | p50 ms | p90 ms | p99 ms | max ms | errors | pgbench tps | msgs/s ÷ tps |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for run in &runs {
+        let ceiling = ceilings
+            .iter()
+            .find(|c| same_shape(c, run))
+            .and_then(|c| f(c, "tps"));
+        let rate = f(run, "msgs_per_s");
+        let ratio = match (rate, ceiling) {
+            (Some(r), Some(c)) if c > 0.0 => Some(r / c),
+            _ => None,
+        };
+        let errors = match run.get("errors_by_kind").and_then(Value::as_object) {
+            Some(kinds) if !kinds.is_empty() => kinds
+                .iter()
+                .map(|(k, n)| format!("{n} × {k}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => "0".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s(run, "deployment"),
+            s(run, "mode"),
+            run["participants"],
+            run["concurrency"],
+            fixed(rate, 0),
+            fixed(f(run, "p50_ms"), 2),
+            fixed(f(run, "p90_ms"), 2),
+            fixed(f(run, "p99_ms"), 2),
+            fixed(f(run, "max_ms"), 1),
+            errors,
+            fixed(ceiling, 0),
+            fixed(ratio, 2),
+        ));
+    }
+
+    if !ceilings.is_empty() {
+        out.push_str("\n| pgbench ceiling: participants | concurrency | tps | mean latency ms |\n");
+        out.push_str("|---|---|---|---|\n");
+        for c in &ceilings {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                c["participants"],
+                c["concurrency"],
+                fixed(f(c, "tps"), 0),
+                fixed(f(c, "latency_ms"), 2),
+            ));
+        }
+    }
+
+    // What the gateway adds: the same sends through it and to message-manager directly. The
+    // n-th direct run of a shape pairs with the n-th run through the gateway of that shape.
+    let mut overhead = String::new();
+    let direct: Vec<&&Value> = runs.iter().filter(|r| s(r, "mode") == "grpc").collect();
+    for (i, grpc) in direct.iter().enumerate() {
+        let nth = direct[..i].iter().filter(|r| same_shape(r, grpc)).count();
+        let Some(gw) = runs
+            .iter()
+            .filter(|r| s(r, "mode") == "chatmessages" && same_shape(r, grpc))
+            .nth(nth)
+        else {
+            continue;
+        };
+        let pct = |key: &str| match (f(gw, key), f(grpc, key)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:+.0}%", 100.0 * (a - b) / b),
+            _ => "-".into(),
+        };
+        overhead.push_str(&format!(
+            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {} |\n",
+            s(grpc, "deployment"),
+            grpc["participants"],
+            grpc["concurrency"],
+            fixed(f(gw, "msgs_per_s"), 0),
+            fixed(f(grpc, "msgs_per_s"), 0),
+            fixed(f(gw, "p50_ms"), 2),
+            fixed(f(grpc, "p50_ms"), 2),
+            fixed(f(gw, "p99_ms"), 2),
+            fixed(f(grpc, "p99_ms"), 2),
+            pct("mean_ms"),
+            pct("p50_ms"),
+            pct("p99_ms"),
+        ));
+    }
+    if !overhead.is_empty() {
+        out.push_str("\n| gateway vs gRPC direct: deployment | participants | concurrency | msgs/s (gateway / direct) | p50 ms | p99 ms | added mean latency | added p50 | added p99 |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str(&overhead);
+    }
+
+    let with_processes: Vec<&&Value> = runs
+        .iter()
+        .filter(|r| r["processes"].as_array().is_some_and(|p| !p.is_empty()))
+        .collect();
+    if !with_processes.is_empty() {
+        out.push_str("\n| deployment | mode | participants | process | peak RSS MiB (VmHWM) | CPU % of a core in the window |\n");
+        out.push_str("|---|---|---|---|---|---|\n");
+        for run in with_processes {
+            for p in run["processes"].as_array().into_iter().flatten() {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    s(run, "deployment"),
+                    s(run, "mode"),
+                    run["participants"],
+                    s(p, "name"),
+                    fixed(f(p, "peak_rss_bytes").map(|b| b / 1048576.0), 1),
+                    fixed(f(p, "cpu_percent"), 0),
+                ));
+            }
+            out.push_str(&format!(
+                "| {} | {} | {} | loadgen | | {} |\n",
+                s(run, "deployment"),
+                s(run, "mode"),
+                run["participants"],
+                fixed(f(run, "loadgen_cpu_percent"), 0),
+            ));
+            if let Some(busy) = f(run, "machine_busy_percent") {
+                out.push_str(&format!(
+                    "| {} | {} | {} | whole machine ({} CPUs) | | {busy:.0}% of all CPUs busy |\n",
+                    s(run, "deployment"),
+                    s(run, "mode"),
+                    run["participants"],
+                    run["machine_cpus"],
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn print(file: &Path) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    print!("{}", render(&lines));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ratio_and_overhead_are_computed_from_matching_runs() {
+        let lines = vec![
+            json!({"kind": "pgbench", "deployment": "split", "participants": 2, "concurrency": 16, "tps": 2000.0, "latency_ms": 8.0}),
+            json!({"kind": "loadgen", "deployment": "embedded", "mode": "chatmessages", "participants": 2,
+                   "concurrency": 16, "msgs_per_s": 700.0, "processes": []}),
+            json!({"kind": "loadgen", "deployment": "split", "mode": "chatmessages", "participants": 2,
+                   "concurrency": 16, "msgs_per_s": 500.0, "p50_ms": 11.0, "p90_ms": 20.0, "p99_ms": 40.0,
+                   "max_ms": 90.0, "mean_ms": 12.0, "errors_by_kind": {"HTTP 503 unavailable": 2},
+                   "processes": []}),
+            json!({"kind": "loadgen", "deployment": "split", "mode": "grpc", "participants": 2,
+                   "concurrency": 16, "msgs_per_s": 600.0, "p50_ms": 10.0, "p90_ms": 18.0, "p99_ms": 32.0,
+                   "max_ms": 80.0, "mean_ms": 10.0, "errors_by_kind": {}, "processes": []}),
+        ];
+        let text = render(&lines);
+        // 500 / 2000 = 0.25 of the ceiling; the direct run is 600 / 2000 = 0.30.
+        assert!(text.contains("| split | chatmessages | 2 | 16 | 500 | 11.00 | 20.00 | 40.00 | 90.0 | 2 × HTTP 503 unavailable | 2000 | 0.25 |"), "{text}");
+        assert!(
+            text.contains("| 600 | 10.00 | 18.00 | 32.00 | 80.0 | 0 | 2000 | 0.30 |"),
+            "{text}"
+        );
+        // The PostgreSQL ceiling is no reference for the embedded default (SQLite).
+        assert!(
+            text.contains("| embedded | chatmessages | 2 | 16 | 700 | - | - | - | - | 0 | - | - |"),
+            "{text}"
+        );
+        // Gateway mean 12 vs 10 ms: +20%; p50 11 vs 10: +10%; p99 40 vs 32: +25%.
+        assert!(text.contains("| split | 2 | 16 | 500 / 600 | 11.00 / 10.00 | 40.00 / 32.00 | +20% | +10% | +25% |"), "{text}");
+    }
+}
