@@ -19,6 +19,7 @@ against_both!(
     concurrent_requests_with_one_key_create_once,
     sending_right_after_creating_reaches_every_chatroom,
     bad_messages_are_refused_naming_the_field,
+    copies_live_and_end_with_their_message_and_chatroom,
 );
 
 const SEED_SEND: &str = r#"{
@@ -247,6 +248,183 @@ async fn a_group_message_fans_out_to_every_live_chatroom(s: &Stack) {
         .clone();
     assert_eq!(system["type"], "system");
     assert_eq!(copies_in(s, &admin, &d_room).await.len(), 3);
+}
+
+/// A chatroom holds a copy of each message sent while it was live: its copy can be read by id
+/// (also after it ended, with `tm_delete` set: deleted with the message, with the chatroom, or
+/// on its own, whichever came first), and a chatroom created later has none of the older ones.
+async fn copies_live_and_end_with_their_message_and_chatroom(s: &Stack) {
+    let admin = customer_token(&new_id());
+    let (a, b, c, late) = (new_id(), new_id(), new_id(), new_id());
+    let chat = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &a, &[&a, &b, &c], "g"),
+        )
+        .await
+        .ok()
+        .clone();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let send = |text: &str| {
+        json!({"chat_id": chat_id, "source": {"type": "agent", "target": a}, "text": text})
+            .to_string()
+    };
+    let m1 = s
+        .post("/chatmessages", &admin, &send("one"))
+        .await
+        .ok()
+        .clone();
+    let (ra, rb, rc) = (
+        room_of(s, &admin, &chat_id, &a).await,
+        room_of(s, &admin, &chat_id, &b).await,
+        room_of(s, &admin, &chat_id, &c).await,
+    );
+    let copy_in = |room: &str, copies: &[Value]| -> Value {
+        copies
+            .iter()
+            .find(|c| c["messagechat_id"] == m1["id"])
+            .unwrap_or_else(|| panic!("{room} has a copy of the message"))
+            .clone()
+    };
+    let (ca, cb, cc) = (
+        copy_in(&ra, &copies_in(s, &admin, &ra).await),
+        copy_in(&rb, &copies_in(s, &admin, &rb).await),
+        copy_in(&rc, &copies_in(s, &admin, &rc).await),
+    );
+    let live = "9999-01-01 00:00:00.000000";
+    for (copy, room) in [(&ca, &ra), (&cb, &rb), (&cc, &rc)] {
+        let got = s
+            .get(
+                &format!("/chatroommessages/{}", copy["id"].as_str().unwrap()),
+                &admin,
+            )
+            .await
+            .ok()
+            .clone();
+        assert_eq!(&got, copy);
+        assert_eq!(got["chatroom_id"], room.as_str());
+        assert_eq!(
+            (got["tm_delete"].as_str(), got["tm_create"].clone()),
+            (Some(live), m1["tm_create"].clone())
+        );
+    }
+    assert_eq!(
+        [&ca["id"], &cb["id"], &cc["id"]]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        3,
+        "each room's copy has its own id"
+    );
+
+    // A participant added now: no copy of the older message; the next one reaches them.
+    s.post(
+        &format!("/chats/{chat_id}/participant_ids"),
+        &admin,
+        &json!({"participant_id": late}).to_string(),
+    )
+    .await
+    .ok();
+    let rl = room_of(s, &admin, &chat_id, &late).await;
+    assert!(copies_in(s, &admin, &rl).await.is_empty());
+    let m2 = s
+        .post("/chatmessages", &admin, &send("two"))
+        .await
+        .ok()
+        .clone();
+    let late_copies = copies_in(s, &admin, &rl).await;
+    assert_eq!(late_copies.len(), 1);
+    assert_eq!(late_copies[0]["messagechat_id"], m2["id"]);
+
+    // c leaves: their chatroom is deleted, and its copy ends with it.
+    let left = s
+        .delete(&format!("/chats/{chat_id}/participant_ids/{c}"), &admin)
+        .await
+        .ok()
+        .clone();
+    assert!(
+        !left["participant_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == c.as_str())
+    );
+    let room_c = s
+        .get(&format!("/chatrooms/{rc}"), &admin)
+        .await
+        .ok()
+        .clone();
+    assert_ne!(room_c["tm_delete"], live);
+    eventually("c's copy ends with their chatroom", || async {
+        let got = s
+            .get(
+                &format!("/chatroommessages/{}", cc["id"].as_str().unwrap()),
+                &admin,
+            )
+            .await
+            .ok()
+            .clone();
+        got["tm_delete"] == room_c["tm_delete"] && got["tm_update"] == room_c["tm_delete"]
+    })
+    .await;
+
+    // b deletes their copy on its own; then the message is deleted: a's copy ends with it,
+    // b's keeps the earlier end.
+    let b_deleted = s
+        .delete(
+            &format!("/chatroommessages/{}", cb["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    assert_ne!(b_deleted["tm_delete"], live);
+    assert_eq!(
+        s.delete(
+            &format!("/chatroommessages/{}", cb["id"].as_str().unwrap()),
+            &admin
+        )
+        .await
+        .status,
+        404,
+        "a deleted copy cannot be deleted again"
+    );
+    let gone = s
+        .delete(
+            &format!("/chatmessages/{}", m1["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    let got_a = s
+        .get(
+            &format!("/chatroommessages/{}", ca["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(got_a["tm_delete"], gone["tm_delete"]);
+    let got_b = s
+        .get(
+            &format!("/chatroommessages/{}", cb["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(got_b["tm_delete"], b_deleted["tm_delete"]);
+
+    // An id of the right shape (a version 8 copy id) that names no copy.
+    let nowhere = "00000000-0000-8000-8000-000000000001";
+    assert_eq!(
+        s.get(&format!("/chatroommessages/{nowhere}"), &admin)
+            .await
+            .status,
+        404
+    );
 }
 
 async fn deletes_cascade_to_what_is_listed(s: &Stack) {
@@ -949,8 +1127,22 @@ async fn with_chat_manager_unreachable_known_chats_still_take_messages() {
     s.chat_link.as_ref().unwrap().set_up(true);
 }
 
+/// The next `n` events (fewer if they stop coming).
+async fn take(n: usize, reader: &mut testkit::EventReader) -> Vec<testkit::ReceivedEvent> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        match reader.next_within(Duration::from_secs(10)).await {
+            Some(e) => events.push(e),
+            None => break,
+        }
+    }
+    events
+}
+
 /// message-manager publishes its events: one messagechat_created and one
-/// messagechatroom_created per chatroom, as CloudEvents on its exchange.
+/// messagechatroom_created per chatroom (rendered by the relay from one compact outbox record),
+/// as CloudEvents on its exchange, each carrying the resource exactly as the REST API returns
+/// it, the room's owner in `ownerid`, and an id of its own (also the AMQP message id).
 #[tokio::test]
 async fn a_send_publishes_message_events() {
     let test = "messages::a_send_publishes_message_events";
@@ -961,57 +1153,108 @@ async fn a_send_publishes_message_events() {
     s.keep(guards);
     let mut reader = testkit::EventReader::bind(&env.amqp_url, &env.message_exchange).await;
     let admin = customer_token(&new_id());
-    let (a, b) = (new_id(), new_id());
+    let agents: Vec<String> = (0..5).map(|_| new_id()).collect();
+    let refs: Vec<&str> = agents.iter().map(String::as_str).collect();
     let chat = s
-        .post("/chats", &admin, &chat_body("normal", &a, &[&a, &b], "n"))
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &agents[0], &refs, "g"),
+        )
         .await
         .ok()
         .clone();
-    let message = s
-        .post("/chatmessages", &admin, &json!({"chat_id": chat["id"], "source": {"type": "agent", "target": a}, "text": "evented"}).to_string())
-        .await
-        .ok()
-        .clone();
-    let mut events = Vec::new();
-    while events.len() < 3 {
-        match reader.next_within(Duration::from_secs(10)).await {
-            Some(e) => events.push(e),
-            None => break,
-        }
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let mut room_owner = std::collections::HashMap::new();
+    for agent in &agents {
+        room_owner.insert(room_of(&s, &admin, &chat_id, agent).await, agent.clone());
     }
+    let message = s
+        .post("/chatmessages", &admin, &json!({"chat_id": chat_id, "source": {"type": "agent", "target": agents[0]}, "text": "evented"}).to_string())
+        .await
+        .ok()
+        .clone();
+    let events = take(1 + agents.len(), &mut reader).await;
     let types: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
-    assert_eq!(
-        types,
-        [
-            "messagechat_created",
-            "messagechatroom_created",
-            "messagechatroom_created"
-        ]
-    );
+    let mut expected = vec!["messagechat_created"];
+    expected.extend(std::iter::repeat_n("messagechatroom_created", agents.len()));
+    assert_eq!(types, expected);
     assert_eq!(events[0].2["source"], "message-manager");
     assert_eq!(events[0].2["data"], message);
+    let mut ids = std::collections::HashSet::new();
+    for (_, props, body) in &events {
+        let id = body["id"].as_str().unwrap();
+        assert!(ids.insert(id.to_owned()), "event ids are distinct: {id}");
+        assert_eq!(props.message_id().as_ref().map(|m| m.as_str()), Some(id));
+        assert_eq!(body["customerid"], message["customer_id"]);
+    }
+    let mut rooms_seen = std::collections::HashSet::new();
     for (_, _, body) in &events[1..] {
-        assert_eq!(body["data"]["messagechat_id"], message["id"]);
+        let copy = &body["data"];
+        let room = copy["chatroom_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            body["ownerid"].as_str(),
+            room_owner.get(&room).map(String::as_str)
+        );
+        assert!(rooms_seen.insert(room.clone()), "one copy per room");
+        // The event's copy is the copy the REST API serves, field for field and in order.
+        let served = s
+            .get(
+                &format!("/chatroommessages/{}", copy["id"].as_str().unwrap()),
+                &admin,
+            )
+            .await
+            .ok()
+            .clone();
+        assert_eq!(copy, &served);
+        assert_eq!(
+            serde_json::to_string(copy).unwrap(),
+            serde_json::to_string(&served).unwrap()
+        );
+        assert_eq!(copy["messagechat_id"], message["id"]);
+        assert_eq!(copy["text"], "evented");
     }
-    s.delete(
-        &format!("/chatmessages/{}", message["id"].as_str().unwrap()),
-        &admin,
-    )
-    .await
-    .ok();
-    let mut deleted = Vec::new();
-    while deleted.len() < 3 {
-        match reader.next_within(Duration::from_secs(10)).await {
-            Some((k, _, _)) => deleted.push(k),
-            None => break,
-        }
+    assert_eq!(rooms_seen.len(), agents.len());
+
+    // One copy deleted on its own first: the message's deletion then deletes the other four.
+    let first_copy = events[1].2["data"]["id"].as_str().unwrap().to_owned();
+    let own = s
+        .delete(&format!("/chatroommessages/{first_copy}"), &admin)
+        .await
+        .ok()
+        .clone();
+    assert_ne!(own["tm_delete"], "9999-01-01 00:00:00.000000");
+    let deleted_copy = take(1, &mut reader).await;
+    assert_eq!(deleted_copy[0].0, "messagechatroom_deleted");
+    assert_eq!(deleted_copy[0].2["data"], own);
+    let gone = s
+        .delete(
+            &format!("/chatmessages/{}", message["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    let deleted = take(agents.len(), &mut reader).await;
+    let kinds: Vec<&str> = deleted.iter().map(|(k, _, _)| k.as_str()).collect();
+    let mut expected = vec!["messagechat_deleted"];
+    expected.extend(std::iter::repeat_n(
+        "messagechatroom_deleted",
+        agents.len() - 1,
+    ));
+    assert_eq!(kinds, expected);
+    assert_eq!(deleted[0].2["data"], gone);
+    for (_, _, body) in &deleted[1..] {
+        assert_ne!(body["data"]["id"], first_copy.as_str());
+        assert_eq!(body["data"]["tm_delete"], gone["tm_delete"]);
+        let served = s
+            .get(
+                &format!("/chatroommessages/{}", body["data"]["id"].as_str().unwrap()),
+                &admin,
+            )
+            .await
+            .ok()
+            .clone();
+        assert_eq!(body["data"], served);
     }
-    assert_eq!(
-        deleted,
-        [
-            "messagechat_deleted",
-            "messagechatroom_deleted",
-            "messagechatroom_deleted"
-        ]
-    );
 }

@@ -39,9 +39,18 @@ diesel::table! {
     }
 }
 
-/// An event a change implies: its type (also the routing key), tenant and resource JSON.
+/// What a change implies for the outbox: one event, rendered when the change commits, or a
+/// compact record of many events that the service's `Expander` turns into them when they are
+/// published (a message to a 1,000-person chat is one short line, not 1,001 documents).
 #[derive(Debug, Clone)]
-pub struct DomainEvent {
+pub enum DomainEvent {
+    Resource(ResourceEvent),
+    Compact(CompactRecord),
+}
+
+/// One event: its type (also the routing key), tenant and resource JSON.
+#[derive(Debug, Clone)]
+pub struct ResourceEvent {
     pub event_type: &'static str,
     pub customer_id: String,
     /// For chatroom and chatroommessage events: the chatroom's owner (the `ownerid`
@@ -50,26 +59,113 @@ pub struct DomainEvent {
     pub data: serde_json::Value,
 }
 
+/// A service-defined record standing for `event_count` events. Stored as the line
+/// `@<kind>\t<body>`; `body` must hold no newline.
+#[derive(Debug, Clone)]
+pub struct CompactRecord {
+    pub kind: &'static str,
+    pub body: String,
+    pub event_count: i32,
+}
+
 impl DomainEvent {
     pub fn new(event_type: &'static str, customer_id: &str, data: impl Serialize) -> Self {
-        DomainEvent {
+        DomainEvent::Resource(ResourceEvent {
             event_type,
             customer_id: customer_id.to_owned(),
             owner_id: None,
             data: serde_json::to_value(data).expect("resource JSON serializes"),
-        }
+        })
     }
 
     /// The chatroom owner this event concerns.
-    pub fn owned_by(mut self, owner_id: &str) -> Self {
-        self.owner_id = Some(owner_id.to_owned());
-        self
+    pub fn owned_by(self, owner_id: &str) -> Self {
+        match self {
+            DomainEvent::Resource(mut e) => {
+                e.owner_id = Some(owner_id.to_owned());
+                DomainEvent::Resource(e)
+            }
+            compact => compact,
+        }
     }
+
+    pub fn compact(kind: &'static str, body: String, event_count: usize) -> Self {
+        debug_assert!(!body.contains('\n'), "a compact record is one line");
+        DomainEvent::Compact(CompactRecord {
+            kind,
+            body,
+            event_count: i32::try_from(event_count).expect("fewer than 2^31 events"),
+        })
+    }
+
+    fn event_count(&self) -> i32 {
+        match self {
+            DomainEvent::Resource(_) => 1,
+            DomainEvent::Compact(r) => r.event_count,
+        }
+    }
+}
+
+/// Where compact records start: a rendered line starts with its routing key (an event type).
+const COMPACT_MARK: char = '@';
+
+/// One event ready to publish: routing key, event id and CloudEvents JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedEvent {
+    pub routing_key: String,
+    pub id: String,
+    pub payload: String,
+}
+
+/// A compact record as the relay hands it to the service's `Expander`.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRecord<'a> {
+    pub kind: &'a str,
+    pub body: &'a str,
+    /// When the change committed (the events' `time`).
+    pub created_at: NaiveDateTime,
+}
+
+/// A service's expansion of its compact records, run by the relay on its database connection
+/// (the same one it reads the outbox with).
+pub trait Expander: Send + Sync + 'static {
+    /// The events of each record, in order. `None` for a record that cannot be expanded (it
+    /// names something that does not exist): logged and skipped, so one bad row never holds
+    /// up the outbox. An `Err` (the database failing) retries the round.
+    fn expand(
+        &self,
+        conn: &mut DbConnection,
+        records: &[StoredRecord<'_>],
+    ) -> Result<Vec<Option<Vec<RenderedEvent>>>, DbError>;
+}
+
+/// The CloudEvents 1.0 JSON of one event (what the relay publishes).
+pub fn cloud_event_json(
+    source: &str,
+    id: &str,
+    event_type: &str,
+    time: NaiveDateTime,
+    customer_id: &str,
+    owner_id: Option<&str>,
+    data: &impl Serialize,
+) -> String {
+    let event = CloudEvent {
+        specversion: "1.0",
+        id,
+        source,
+        event_type,
+        time: time::rfc3339(time),
+        datacontenttype: "application/json",
+        customerid: customer_id,
+        ownerid: owner_id,
+        data,
+    };
+    serde_json::to_string(&event).expect("event JSON serializes")
 }
 
 /// CloudEvents 1.0 structured-mode JSON, with the tenant in the `customerid` extension.
 #[derive(Debug, Serialize)]
-struct CloudEvent<'a> {
+struct CloudEvent<'a, D: Serialize> {
     specversion: &'static str,
     id: &'a str,
     source: &'a str,
@@ -80,7 +176,7 @@ struct CloudEvent<'a> {
     customerid: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     ownerid: Option<&'a str>,
-    data: &'a serde_json::Value,
+    data: &'a D,
 }
 
 #[derive(Insertable)]
@@ -100,6 +196,7 @@ struct PendingRow {
     events: String,
     request_id: Option<String>,
     traceparent: Option<String>,
+    created_at: NaiveDateTime,
 }
 
 /// One event of a stored row: its routing key, id and CloudEvents JSON.
@@ -123,34 +220,40 @@ pub struct OutboxRow {
 /// `meta` follows the request into the event headers.
 pub fn render(source: &str, meta: &RequestMeta, events: &[DomainEvent]) -> OutboxRow {
     let now = time::now();
-    let created = time::rfc3339(now);
     let mut lines = String::with_capacity(events.len() * 512);
     for e in events {
-        let id = uuid::Uuid::new_v4().to_string();
         if !lines.is_empty() {
             lines.push('\n');
         }
-        lines.push_str(e.event_type);
-        lines.push('\t');
-        lines.push_str(&id);
-        lines.push('\t');
-        let event = CloudEvent {
-            specversion: "1.0",
-            id: &id,
-            source,
-            event_type: e.event_type,
-            time: created.clone(),
-            datacontenttype: "application/json",
-            customerid: &e.customer_id,
-            ownerid: e.owner_id.as_deref(),
-            data: &e.data,
-        };
-        // Safe to frame by tab and newline: serde_json escapes both inside strings.
-        lines.push_str(&serde_json::to_string(&event).expect("event JSON serializes"));
+        match e {
+            DomainEvent::Resource(e) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                lines.push_str(e.event_type);
+                lines.push('\t');
+                lines.push_str(&id);
+                lines.push('\t');
+                // Safe to frame by tab and newline: serde_json escapes both inside strings.
+                lines.push_str(&cloud_event_json(
+                    source,
+                    &id,
+                    e.event_type,
+                    now,
+                    &e.customer_id,
+                    e.owner_id.as_deref(),
+                    &e.data,
+                ));
+            }
+            DomainEvent::Compact(r) => {
+                lines.push(COMPACT_MARK);
+                lines.push_str(r.kind);
+                lines.push('\t');
+                lines.push_str(&r.body);
+            }
+        }
     }
     OutboxRow {
         events: lines,
-        event_count: i32::try_from(events.len()).expect("fewer than 2^31 events"),
+        event_count: events.iter().map(DomainEvent::event_count).sum(),
         request_id: meta.request_id.clone(),
         traceparent: meta.traceparent.clone(),
         created_at: now,
@@ -234,6 +337,8 @@ pub struct Relay {
     unconfirmed: Vec<i64>,
     /// Sent rounds in order, each resolving to its rows' seqs once confirmed.
     in_flight: FuturesOrdered<BoxFuture<'static, ConfirmedRound>>,
+    /// Turns the service's compact records into events (none: every row is rendered).
+    expander: Option<Arc<dyn Expander>>,
 }
 
 /// A sent round's rows, and whether the broker confirmed all of its events.
@@ -267,7 +372,14 @@ impl Relay {
             leader: None,
             unconfirmed: Vec::new(),
             in_flight: FuturesOrdered::new(),
+            expander: None,
         }
+    }
+
+    /// Publishes the service's compact records through `expander`.
+    pub fn with_expander(mut self, expander: Arc<dyn Expander>) -> Self {
+        self.expander = Some(expander);
+        self
     }
 
     /// Publishes until `shutdown` turns true, then makes one last attempt to flush.
@@ -395,6 +507,7 @@ impl Relay {
     /// Sends the next pending rows (after those already sent) without waiting for the confirms.
     async fn send_round(&mut self) -> Result<usize, RelayError> {
         let (limit, skip) = (self.batch_size, self.unconfirmed.clone());
+        let expander = self.expander.clone();
         let load = move |conn: &mut DbConnection| {
             // Whole rows in commit order, up to `limit` events and ROUND_BYTES of events (at
             // least one row). Sizes first, then the chosen rows' events: a row can be large (a
@@ -422,38 +535,34 @@ impl Relay {
                 chosen.push(seq);
             }
             if chosen.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Vec::new()));
             }
             let rows: Vec<PendingRow> = outbox::table
                 .filter(outbox::seq.eq_any(chosen))
                 .order(outbox::seq.asc())
                 .select(PendingRow::as_select())
                 .load(conn)?;
-            Ok::<_, DbError>(rows)
+            let events = expand_rows(conn, &rows, expander.as_deref())?;
+            Ok::<_, DbError>((rows, events))
         };
-        let rows = match &mut self.leader {
+        let (rows, events) = match &mut self.leader {
             Some(conn) => conn.run(load).await?,
             None => self.db.run(load).await?,
         };
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut messages = Vec::new();
-        for r in &rows {
-            for line in r.events.split('\n') {
-                let Some((routing_key, id, payload)) = parse_line(line) else {
-                    tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
-                    continue;
-                };
-                messages.push(EventMessage {
-                    exchange: self.exchange.clone(),
-                    routing_key: routing_key.to_owned(),
-                    message_id: id.to_owned(),
-                    payload: Arc::from(payload.as_bytes()),
-                    request_id: r.request_id.clone(),
-                    traceparent: r.traceparent.clone(),
-                });
-            }
+        let mut messages = Vec::with_capacity(events.len());
+        for (row, event) in events {
+            let r = &rows[row];
+            messages.push(EventMessage {
+                exchange: self.exchange.clone(),
+                routing_key: event.routing_key,
+                message_id: event.id,
+                payload: Arc::from(event.payload.into_bytes()),
+                request_id: r.request_id.clone(),
+                traceparent: r.traceparent.clone(),
+            });
         }
         let pending = self
             .bus
@@ -467,6 +576,66 @@ impl Relay {
         tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
         Ok(messages.len())
     }
+}
+
+/// The events of `rows`, in order, each with the index of its row: rendered lines as stored,
+/// compact records through the expander. What cannot be read is logged and skipped.
+fn expand_rows(
+    conn: &mut DbConnection,
+    rows: &[PendingRow],
+    expander: Option<&dyn Expander>,
+) -> Result<Vec<(usize, RenderedEvent)>, DbError> {
+    enum Line {
+        Rendered(RenderedEvent),
+        /// Index into `records`.
+        Compact(usize),
+    }
+    let mut lines = Vec::new();
+    let mut records = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        for line in r.events.split('\n') {
+            if let Some(record) = line.strip_prefix(COMPACT_MARK) {
+                let (kind, body) = record.split_once('\t').unwrap_or((record, ""));
+                lines.push((i, Line::Compact(records.len())));
+                records.push(StoredRecord {
+                    kind,
+                    body,
+                    created_at: r.created_at,
+                });
+            } else if let Some((routing_key, id, payload)) = parse_line(line) {
+                lines.push((
+                    i,
+                    Line::Rendered(RenderedEvent {
+                        routing_key: routing_key.to_owned(),
+                        id: id.to_owned(),
+                        payload: payload.to_owned(),
+                    }),
+                ));
+            } else {
+                tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
+            }
+        }
+    }
+    let mut expanded = match (expander, records.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(x), false) => x.expand(conn, &records)?,
+        (None, false) => vec![None; records.len()],
+    };
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines {
+        match line {
+            Line::Rendered(e) => out.push((i, e)),
+            Line::Compact(n) => match expanded.get_mut(n).and_then(Option::take) {
+                Some(events) => out.extend(events.into_iter().map(|e| (i, e))),
+                None => tracing::error!(
+                    seq = rows[i].seq,
+                    kind = records[n].kind,
+                    "relay: outbox record that cannot be expanded skipped"
+                ),
+            },
+        }
+    }
+    Ok(out)
 }
 
 /// `pg_try_advisory_lock` on a key of the service's schema: one relay per service publishes.

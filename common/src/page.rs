@@ -91,20 +91,30 @@ fn parse_token(token: &str) -> Result<Cursor, PageError> {
 
 /// Applies a page to a boxed diesel query over a table with `tm_create` and `id` columns:
 /// the cursor filter, newest-first order and the fetch limit (one row more than the page).
+///
+/// With a fifth argument, the tie-breaker column is a key derived from the id (a function of
+/// the cursor's id text returning `Option<key>`, in the same order as the ids); a tie-breaker
+/// it cannot read means "strictly older than the timestamp".
 #[macro_export]
 macro_rules! paginate {
-    ($query:expr, $tm_create:expr, $id:expr, $page:expr) => {{
+    ($query:expr, $tm_create:expr, $id:expr, $page:expr) => {
+        $crate::paginate!($query, $tm_create, $id, $page, |id: &str| Some(
+            id.to_owned()
+        ))
+    };
+    ($query:expr, $tm_create:expr, $id:expr, $page:expr, $to_key:expr) => {{
         let page: &$crate::page::Page = $page;
         let mut query = $query;
         if let Some(cursor) = &page.after {
-            query = match &cursor.id {
+            let key = cursor.id.as_deref().and_then($to_key);
+            query = match key {
                 None => query.filter($tm_create.lt(cursor.tm_create)),
                 // The redundant `<=` lets the index seek to the cursor; the OR alone is only
                 // a filter, stepping over every newer row (O(depth) per page).
-                Some(id) => query.filter($tm_create.le(cursor.tm_create)).filter(
+                Some(key) => query.filter($tm_create.le(cursor.tm_create)).filter(
                     $tm_create
                         .lt(cursor.tm_create)
-                        .or($tm_create.eq(cursor.tm_create).and($id.lt(id.clone()))),
+                        .or($tm_create.eq(cursor.tm_create).and($id.lt(key))),
                 ),
             };
         }

@@ -1,5 +1,6 @@
-//! Chatmessages: the send (a message and one copy per live chatroom of its chat, in one
-//! transaction with their events), reading, listing and deleting.
+//! Chatmessages: the send (a message, whose copies every live chatroom of its chat then holds,
+//! committed with one compact outbox record standing for all its events), reading, listing
+//! and deleting.
 
 use common::db::DbConnection;
 use common::outbox::DomainEvent;
@@ -9,9 +10,9 @@ use common::store::Change;
 use common::time;
 use proto::message::v1 as pb;
 
-use crate::chatroommessages;
+use crate::chatroommessages::message_no;
 use crate::content;
-use crate::db::models::{ChatmessageRow, ChatroommessageRow};
+use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::db::queries;
 use crate::error::MessageError;
 use crate::membership::Members;
@@ -64,12 +65,72 @@ pub fn to_proto(r: &ChatmessageRow) -> pb::Chatmessage {
     }
 }
 
-fn event(kind: &'static str, r: &ChatmessageRow) -> DomainEvent {
+pub fn event(kind: &'static str, r: &ChatmessageRow) -> DomainEvent {
     DomainEvent::new(kind, &r.customer_id, ChatmessageJson::from(to_proto(r)))
 }
 
-fn copy_event(kind: &'static str, r: &ChatroommessageRow) -> DomainEvent {
-    chatroommessages::event(kind, r)
+/// The events of a message and of its copies in `rooms`, as one compact outbox record
+/// (`<message id>\t<event id base>\t<room numbers>`): the relay renders them
+/// (`events::MessageEventExpander`), so a send to a 1,000-person chat writes one short line.
+/// Event ids are the base with the event's position xor-ed into its low bits (stable when the
+/// record is published again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FanoutRecord {
+    /// `messagechat_created` (a send) or `messagechat_deleted`.
+    pub kind: &'static str,
+    pub message_id: String,
+    pub event_id_base: uuid::Uuid,
+    pub room_nos: Vec<i64>,
+}
+
+impl FanoutRecord {
+    pub fn new(kind: &'static str, message: &ChatmessageRow, rooms: &[MemberChatroom]) -> Self {
+        FanoutRecord {
+            kind,
+            message_id: message.id.clone(),
+            event_id_base: uuid::Uuid::new_v4(),
+            room_nos: rooms.iter().map(|r| r.no).collect(),
+        }
+    }
+
+    pub fn into_event(self) -> DomainEvent {
+        use std::fmt::Write;
+        let mut body = String::with_capacity(80 + self.room_nos.len() * 8);
+        let _ = write!(body, "{}\t{}\t", self.message_id, self.event_id_base);
+        for (i, no) in self.room_nos.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            let _ = write!(body, "{no}");
+        }
+        DomainEvent::compact(self.kind, body, 1 + self.room_nos.len())
+    }
+
+    pub fn parse(kind: &'static str, body: &str) -> Option<Self> {
+        let mut parts = body.splitn(3, '\t');
+        let message_id = parts.next()?.to_owned();
+        let event_id_base = uuid::Uuid::parse_str(parts.next()?).ok()?;
+        let rooms = parts.next()?;
+        let room_nos = if rooms.is_empty() {
+            Vec::new()
+        } else {
+            rooms
+                .split(',')
+                .map(|n| n.parse().ok())
+                .collect::<Option<Vec<i64>>>()?
+        };
+        Some(FanoutRecord {
+            kind,
+            message_id,
+            event_id_base,
+            room_nos,
+        })
+    }
+
+    /// The id of the record's `n`th event (0: the message's own).
+    pub fn event_id(&self, n: usize) -> uuid::Uuid {
+        uuid::Uuid::from_u128(self.event_id_base.as_u128() ^ n as u128)
+    }
 }
 
 /// The rules a message must meet before anything is written.
@@ -107,27 +168,15 @@ pub fn sender_unknown(members: &Members, new: &NewMessage) -> bool {
         && !members.chat.participants().contains(&new.source.target)
 }
 
-/// Writes the message and its copies, one per live chatroom the view knows.
-pub fn create(
-    conn: &mut DbConnection,
-    members: &Members,
-    new: NewMessage,
-) -> Result<Change<(ChatmessageRow, Vec<ChatroommessageRow>)>, MessageError> {
-    let ((message, copies), events) = prepare(members, new)?;
-    queries::insert_message(conn, &message, &copies)?;
-    Ok(((message, copies), events))
-}
-
-/// The rows of a message and its copies (one per live chatroom the view knows) and their
-/// events, checked but not written.
-pub fn prepare(
-    members: &Members,
-    new: NewMessage,
-) -> Result<Change<(ChatmessageRow, Vec<ChatroommessageRow>)>, MessageError> {
+/// The row of a message and its events (its own and one per live chatroom the view knows,
+/// as one compact record), checked but not written.
+pub fn prepare(members: &Members, new: NewMessage) -> Result<Change<ChatmessageRow>, MessageError> {
     let medias = check(members, &new)?;
     let now = time::now();
+    let id = uuid::Uuid::new_v4();
     let message = ChatmessageRow {
-        id: uuid::Uuid::new_v4().to_string(),
+        no: message_no(&id),
+        id: id.to_string(),
         customer_id: new.customer_id,
         chat_id: new.chat_id,
         source: content::address_json(&new.source),
@@ -138,31 +187,16 @@ pub fn prepare(
         tm_update: now,
         tm_delete: time::live(),
     };
-    let copies: Vec<ChatroommessageRow> = members
+    // The rooms holding a copy: live now, and created by now (chat-manager's clock may run a
+    // little ahead; the lists go by the same rule).
+    let rooms: Vec<MemberChatroom> = members
         .rooms
         .iter()
-        .map(|room| ChatroommessageRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            customer_id: message.customer_id.clone(),
-            chatroom_id: room.id.clone(),
-            owner_id: room.owner_id.clone(),
-            messagechat_id: message.id.clone(),
-            source: message.source.clone(),
-            message_type: message.message_type.clone(),
-            text: message.text.clone(),
-            medias: message.medias.clone(),
-            tm_create: now,
-            tm_update: now,
-            tm_delete: time::live(),
-        })
+        .filter(|r| r.holds_copy_of(now))
+        .cloned()
         .collect();
-    let mut events = vec![event("messagechat_created", &message)];
-    events.extend(
-        copies
-            .iter()
-            .map(|c| copy_event("messagechatroom_created", c)),
-    );
-    Ok(((message, copies), events))
+    let events = vec![FanoutRecord::new("messagechat_created", &message, &rooms).into_event()];
+    Ok((message, events))
 }
 
 pub fn get(
@@ -170,8 +204,9 @@ pub fn get(
     customer_id: &str,
     id: &str,
 ) -> Result<ChatmessageRow, MessageError> {
-    queries::find_message(conn, customer_id, id)?
-        .ok_or_else(|| MessageError::not_found("chatmessage"))
+    let missing = || MessageError::not_found("chatmessage");
+    let id = uuid::Uuid::parse_str(id).map_err(|_| missing())?;
+    queries::find_message(conn, customer_id, &id)?.ok_or_else(missing)
 }
 
 /// The chat's live messages, newest first; a deleted chat lists none.
@@ -187,7 +222,7 @@ pub fn list(
     Ok(page.finish(rows, |r| (r.tm_create, r.id.clone())))
 }
 
-/// Deletes the message and its live copies.
+/// Deletes the message, and with it its live copies (their events in one compact record).
 pub fn delete(
     conn: &mut DbConnection,
     customer_id: &str,
@@ -197,18 +232,44 @@ pub fn delete(
     if message.tm_delete != time::live() {
         return Err(MessageError::not_found("chatmessage"));
     }
+    let rooms = queries::rooms_with_live_copy(conn, &message)?;
     let now = time::now();
     message.tm_update = now;
     message.tm_delete = now;
-    queries::delete_message(conn, &message.id, now)?;
-    let copies = queries::live_copies_of(conn, &message.id)?;
-    let ids: Vec<String> = copies.iter().map(|c| c.id.clone()).collect();
-    queries::delete_copies(conn, &ids, now)?;
-    let mut events = vec![event("messagechat_deleted", &message)];
-    events.extend(copies.into_iter().map(|mut c| {
-        c.tm_update = now;
-        c.tm_delete = now;
-        copy_event("messagechatroom_deleted", &c)
-    }));
+    queries::delete_message(conn, message.no, now)?;
+    let events = vec![FanoutRecord::new("messagechat_deleted", &message, &rooms).into_event()];
     Ok((message, events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_records_round_trip_with_distinct_stable_event_ids() {
+        for rooms in [vec![], vec![7], vec![1, 2, 3, 1_152_921_504_606_846_975]] {
+            let record = FanoutRecord {
+                kind: "messagechat_created",
+                message_id: uuid::Uuid::new_v4().to_string(),
+                event_id_base: uuid::Uuid::new_v4(),
+                room_nos: rooms.clone(),
+            };
+            let DomainEvent::Compact(compact) = record.clone().into_event() else {
+                panic!("a compact record");
+            };
+            assert_eq!(compact.event_count as usize, 1 + rooms.len());
+            assert!(!compact.body.contains('\n'));
+            let parsed = FanoutRecord::parse("messagechat_created", &compact.body).unwrap();
+            assert_eq!(parsed, record);
+            let ids: std::collections::HashSet<_> =
+                (0..=rooms.len()).map(|n| parsed.event_id(n)).collect();
+            assert_eq!(ids.len(), 1 + rooms.len());
+            assert!(ids.iter().all(|id| id.get_version_num() == 4));
+        }
+        assert_eq!(FanoutRecord::parse("messagechat_created", "junk"), None);
+        assert_eq!(
+            FanoutRecord::parse("messagechat_created", "m\tnot-a-uuid\t1"),
+            None
+        );
+    }
 }

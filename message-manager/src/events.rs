@@ -1,19 +1,27 @@
 //! Consuming chat-manager's events into the membership view. Idempotent: each event id is
-//! recorded in the same transaction as its effect, so a redelivery changes nothing.
+//! recorded in the same transaction as its effect, so a redelivery changes nothing. And the
+//! expansion of message-manager's own compact outbox records into their events.
 //!
 //! An event that fails is retried a few times with backoff and then set aside in the
 //! dead-letter queue (`<queue>.dead-letter`), so it never holds up the events behind it. A
 //! malformed event goes there at once. Failures of the database itself are not the event's
 //! fault: the event is requeued and tried again once the database answers.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::NaiveDateTime;
 use common::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
-use common::db::Db;
+use common::db::{Db, DbConnection, DbError};
+use common::outbox::{Expander, RenderedEvent, StoredRecord};
+use common::resources::{ChatmessageJson, ChatroommessageJson};
 use diesel::Connection;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::chatmessages::{self, FanoutRecord};
+use crate::chatroommessages::{self, message_no};
+use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::db::queries;
 use crate::error::MessageError;
 use crate::membership;
@@ -184,4 +192,150 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
         })
     })
     .await
+}
+
+/// Renders the compact records of sends and message deletions (`chatmessages::FanoutRecord`)
+/// into their events when the relay publishes them: the message's, then one per copy, each
+/// copy's routed to its room's owner. Two queries per round (the messages and the rooms).
+pub struct MessageEventExpander;
+
+impl Expander for MessageEventExpander {
+    fn expand(
+        &self,
+        conn: &mut DbConnection,
+        records: &[StoredRecord<'_>],
+    ) -> Result<Vec<Option<Vec<RenderedEvent>>>, DbError> {
+        let parsed: Vec<Option<FanoutRecord>> = records
+            .iter()
+            .map(|r| match r.kind {
+                "messagechat_created" => FanoutRecord::parse("messagechat_created", r.body),
+                "messagechat_deleted" => FanoutRecord::parse("messagechat_deleted", r.body),
+                _ => None,
+            })
+            .collect();
+        let message_nos: Vec<i64> = parsed
+            .iter()
+            .flatten()
+            .filter_map(|f| uuid::Uuid::parse_str(&f.message_id).ok())
+            .map(|id| message_no(&id))
+            .collect();
+        let mut room_nos: Vec<i64> = parsed
+            .iter()
+            .flatten()
+            .flat_map(|f| f.room_nos.iter().copied())
+            .collect();
+        room_nos.sort_unstable();
+        room_nos.dedup();
+        let messages: HashMap<String, ChatmessageRow> =
+            queries::messages_by_no(conn, &message_nos)?
+                .into_iter()
+                .map(|m| (m.id.clone(), m))
+                .collect();
+        let rooms: HashMap<i64, MemberChatroom> = queries::rooms_by_no(conn, &room_nos)?
+            .into_iter()
+            .map(|r| (r.no, r))
+            .collect();
+        Ok(parsed
+            .iter()
+            .zip(records)
+            .map(|(record, stored)| {
+                let record = record.as_ref()?;
+                let message = messages.get(&record.message_id)?;
+                render_fanout(record, message, &rooms, stored.created_at)
+            })
+            .collect())
+    }
+}
+
+fn render_fanout(
+    record: &FanoutRecord,
+    message: &ChatmessageRow,
+    rooms: &HashMap<i64, MemberChatroom>,
+    time: NaiveDateTime,
+) -> Option<Vec<RenderedEvent>> {
+    let created = record.kind == "messagechat_created";
+    let message = if created {
+        // As it was sent, even if it has been deleted since.
+        ChatmessageRow {
+            tm_update: message.tm_create,
+            tm_delete: common::time::live(),
+            ..message.clone()
+        }
+    } else {
+        message.clone()
+    };
+    let copy_kind = if created {
+        "messagechatroom_created"
+    } else {
+        "messagechatroom_deleted"
+    };
+    let event = |n: usize, kind: &str, owner: Option<&str>, data: &dyn erased::Json| {
+        let id = record.event_id(n).to_string();
+        let payload = data.cloud_event(&id, kind, time, &message.customer_id, owner);
+        RenderedEvent {
+            routing_key: kind.to_owned(),
+            id,
+            payload,
+        }
+    };
+    let mut events = Vec::with_capacity(1 + record.room_nos.len());
+    events.push(event(
+        0,
+        record.kind,
+        None,
+        &ChatmessageJson::from(chatmessages::to_proto(&message)),
+    ));
+    let mut copy = chatroommessages::copy_template(&message);
+    for (i, no) in record.room_nos.iter().enumerate() {
+        // Rooms are never removed from the view, so a missing one means a corrupt record.
+        let mut room = rooms.get(no)?.clone();
+        if created {
+            room.tm_delete = common::time::live();
+        }
+        chatroommessages::fill_copy(&mut copy, &message, &room, None);
+        events.push(event(
+            i + 1,
+            copy_kind,
+            Some(&room.owner_id),
+            &ChatroommessageJson::from(copy.clone()),
+        ));
+    }
+    Some(events)
+}
+
+/// A resource JSON shape behind a trait object, so one closure renders both kinds of event.
+mod erased {
+    use chrono::NaiveDateTime;
+
+    pub trait Json {
+        fn cloud_event(
+            &self,
+            id: &str,
+            kind: &str,
+            time: NaiveDateTime,
+            customer_id: &str,
+            owner_id: Option<&str>,
+        ) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn cloud_event(
+            &self,
+            id: &str,
+            kind: &str,
+            time: NaiveDateTime,
+            customer_id: &str,
+            owner_id: Option<&str>,
+        ) -> String {
+            common::outbox::cloud_event_json(
+                crate::EVENT_SOURCE,
+                id,
+                kind,
+                time,
+                customer_id,
+                owner_id,
+                self,
+            )
+        }
+    }
 }

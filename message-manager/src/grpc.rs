@@ -169,14 +169,15 @@ impl MessageService for MessageGrpc {
         };
         let copy = self
             .manager
-            .send(new, rid, key, move |_, copies| {
-                let own = copies
+            .send(new, rid, key, move |message, members| {
+                let own = members
+                    .rooms
                     .iter()
-                    .find(|copy| copy.chatroom_id == room_id)
+                    .find(|r| r.id == room_id && r.holds_copy_of(message.tm_create))
                     .ok_or_else(|| {
                         MessageError::Internal("no copy in the sender's chatroom".into())
                     })?;
-                Ok(chatroommessages::to_proto(own))
+                Ok(chatroommessages::sent_copy(message, own))
             })
             .await?;
         Ok(Response::new(copy))
@@ -190,12 +191,12 @@ impl MessageService for MessageGrpc {
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
         let owner = optional_id("owner_id", r.owner_id)?;
-        let row = self
+        let found = self
             .manager
             .store()
             .read(move |c| chatroommessages::get(c, &customer, &id, owner.as_deref()))
             .await?;
-        Ok(Response::new(chatroommessages::to_proto(&row)))
+        Ok(Response::new(found.to_proto()))
     }
 
     async fn list_chatroommessages(
@@ -221,7 +222,7 @@ impl MessageService for MessageGrpc {
             .read(move |c| chatroommessages::list(c, &room, &page))
             .await?;
         Ok(Response::new(pb::ListChatroommessagesResponse {
-            chatroommessages: rows.iter().map(chatroommessages::to_proto).collect(),
+            chatroommessages: rows,
             next_page_token: next,
         }))
     }
@@ -235,13 +236,13 @@ impl MessageService for MessageGrpc {
         let customer = parse_id("customer_id", &r.customer_id)?;
         let id = parse_id("id", &r.id)?;
         let owner = optional_id("owner_id", r.owner_id)?;
-        let row = self
+        let copy = self
             .manager
             .store()
             .write(rid, move |c| {
                 chatroommessages::delete(c, &customer, &id, owner.as_deref())
             })
             .await?;
-        Ok(Response::new(chatroommessages::to_proto(&row)))
+        Ok(Response::new(copy))
     }
 }

@@ -31,7 +31,7 @@ use proto::message::v1::message_service_server::MessageServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::db::models::{ChatmessageRow, ChatroommessageRow, MemberChatroom};
+use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::error::MessageError;
 use crate::membership::Members;
 
@@ -162,13 +162,13 @@ impl MessageManager {
         Ok(members)
     }
 
-    /// Sends `new`: the message and its copies, committed with their events, honouring the
-    /// idempotency key; `reply` makes the answer from what was written. Usually two statements
-    /// on one connection: the view is read, then the message, its copies and its outbox row
-    /// are written in one statement (in a transaction instead when an idempotency key must be
-    /// claimed with them). Only when the view cannot vouch for the send (the chat unknown or
-    /// incomplete, the sender not among its participants) is it refreshed from chat-manager
-    /// first.
+    /// Sends `new`: the message (whose copies the chat's live chatrooms then hold), committed
+    /// with its events, honouring the idempotency key; `reply` makes the answer from the
+    /// message and the rooms holding its copies. Usually two statements on one connection:
+    /// the view is read, then the message and its outbox record are written in one statement
+    /// (in a transaction instead when an idempotency key must be claimed with them). Only when
+    /// the view cannot vouch for the send (the chat unknown or incomplete, the sender not
+    /// among its participants) is it refreshed from chat-manager first.
     pub async fn send<P, F>(
         &self,
         new: chatmessages::NewMessage,
@@ -178,29 +178,27 @@ impl MessageManager {
     ) -> Result<P, MessageError>
     where
         P: prost::Message + Default + Send + 'static,
-        F: Fn(&ChatmessageRow, &[ChatroommessageRow]) -> Result<P, MessageError>
-            + Send
-            + Sync
-            + 'static,
+        F: Fn(&ChatmessageRow, &Members) -> Result<P, MessageError> + Send + Sync + 'static,
     {
         let reply = Arc::new(reply);
         let (n, r) = (new.clone(), reply.clone());
         let fast = match &key {
-            // No key to claim: the view is read, then the message, its copies and its outbox
-            // row are written in one statement.
+            // No key to claim: the view is read, then the message and its outbox row are
+            // written in one statement.
             None => {
                 self.store
                     .write_statement(meta.clone(), move |c, outbox_row| {
                         let members = membership::vouching_for(c, &n)?;
-                        let ((message, copies), events) =
-                            chatmessages::prepare(&members, n.clone())?;
-                        db::queries::insert_message_and_outbox(
-                            c,
-                            &message,
-                            &copies,
-                            &outbox_row(&events),
-                        )?;
-                        r(&message, &copies)
+                        for _ in 0..FRESH_ID_ATTEMPTS {
+                            let (message, events) = chatmessages::prepare(&members, n.clone())?;
+                            let row = outbox_row(&events);
+                            match db::queries::insert_message_and_outbox(c, &message, &row) {
+                                Ok(()) => return r(&message, &members),
+                                Err(e) if number_taken(&e) => continue,
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        Err(no_free_number())
                     })
                     .await
             }
@@ -208,9 +206,8 @@ impl MessageManager {
                 self.store
                     .create(meta.clone(), key.clone(), move |c| {
                         let members = membership::vouching_for(c, &n)?;
-                        let ((message, copies), events) =
-                            chatmessages::create(c, &members, n.clone())?;
-                        Ok((r(&message, &copies)?, events))
+                        let (message, events) = create_with_fresh_id(c, &members, &n)?;
+                        Ok((r(&message, &members)?, events))
                     })
                     .await
             }
@@ -223,8 +220,8 @@ impl MessageManager {
             .await?;
         self.store
             .create(meta, key, move |c| {
-                let ((message, copies), events) = chatmessages::create(c, &members, new.clone())?;
-                Ok((reply(&message, &copies)?, events))
+                let (message, events) = create_with_fresh_id(c, &members, &new)?;
+                Ok((reply(&message, &members)?, events))
             })
             .await
     }
@@ -273,10 +270,44 @@ impl MessageManager {
         self.store
             .read(move |conn| {
                 db::queries::upsert_member_room(conn, &row)?;
-                Ok::<_, MessageError>(row)
+                db::queries::member_room(conn, &row.id)?
+                    .ok_or_else(|| MessageError::Internal("chatroom not stored".into()))
             })
             .await
     }
+}
+
+/// A message's number comes from its random id and must be unique: on the (vanishingly rare)
+/// clash with an earlier message, the write is tried again with a fresh id.
+const FRESH_ID_ATTEMPTS: usize = 4;
+
+fn number_taken(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+fn no_free_number() -> MessageError {
+    MessageError::Internal("no free message number after several fresh ids".into())
+}
+
+/// Writes the message inside a transaction, in a savepoint, so that a clash of message
+/// numbers leaves the transaction usable for another try.
+fn create_with_fresh_id(
+    conn: &mut common::db::DbConnection,
+    members: &Members,
+    new: &chatmessages::NewMessage,
+) -> Result<common::store::Change<ChatmessageRow>, MessageError> {
+    for _ in 0..FRESH_ID_ATTEMPTS {
+        let (message, events) = chatmessages::prepare(members, new.clone())?;
+        match conn.transaction(|c| db::queries::insert_message(c, &message)) {
+            Ok(()) => return Ok((message, events)),
+            Err(e) if number_taken(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(no_free_number())
 }
 
 /// Subscribes to chat-manager's events. Done before chat-manager's relay starts in the
@@ -320,7 +351,8 @@ pub fn service(
     shutdown: watch::Receiver<bool>,
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
     let signal = RelaySignal::default();
-    let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone());
+    let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone())
+        .with_expander(Arc::new(events::MessageEventExpander));
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
     common::metrics::watch_queue(bus.clone(), &topology.chat_events_queue, shutdown.clone());

@@ -85,10 +85,12 @@ pub fn member_chat_from_proto(c: &chat_pb::Chat) -> Result<MemberChat, MessageEr
 
 pub fn member_room_from_proto(r: &chat_pb::Chatroom) -> Result<MemberChatroom, MessageError> {
     Ok(MemberChatroom {
+        no: 0,
         id: r.id.clone(),
         customer_id: r.customer_id.clone(),
         chat_id: r.chat_id.clone(),
         owner_id: r.owner_id.clone(),
+        tm_create: tm(&r.tm_create)?,
         tm_update: tm(&r.tm_update)?,
         tm_delete: tm(&r.tm_delete)?,
     })
@@ -136,10 +138,12 @@ pub fn apply_event(
         }
         "chatroom_created" | "chatroom_updated" | "chatroom_deleted" => {
             let room = MemberChatroom {
+                no: 0,
                 id: field(data, "id")?.to_owned(),
                 customer_id: field(data, "customer_id")?.to_owned(),
                 chat_id: field(data, "chat_id")?.to_owned(),
                 owner_id: field(data, "owner_id")?.to_owned(),
+                tm_create: tm(field(data, "tm_create")?)?,
                 tm_update: tm(field(data, "tm_update")?)?,
                 tm_delete: tm(field(data, "tm_delete")?)?,
             };

@@ -1,11 +1,13 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{chatmessages, chatroommessages, member_chatrooms, member_chats};
+use super::schema::{chatmessages, member_chatrooms, member_chats};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, PartialEq)]
 #[diesel(table_name = chatmessages)]
 pub struct ChatmessageRow {
+    /// The id's leading 60 bits (`chatroommessages::message_no`).
+    pub no: i64,
     pub id: String,
     pub customer_id: String,
     pub chat_id: String,
@@ -14,23 +16,6 @@ pub struct ChatmessageRow {
     pub message_type: String,
     pub text: String,
     /// JSON array of medias.
-    pub medias: String,
-    pub tm_create: NaiveDateTime,
-    pub tm_update: NaiveDateTime,
-    pub tm_delete: NaiveDateTime,
-}
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, PartialEq)]
-#[diesel(table_name = chatroommessages)]
-pub struct ChatroommessageRow {
-    pub id: String,
-    pub customer_id: String,
-    pub chatroom_id: String,
-    pub owner_id: String,
-    pub messagechat_id: String,
-    pub source: String,
-    pub message_type: String,
-    pub text: String,
     pub medias: String,
     pub tm_create: NaiveDateTime,
     pub tm_update: NaiveDateTime,
@@ -55,14 +40,26 @@ impl MemberChat {
     }
 }
 
-/// A chatroom as the membership view knows it.
+/// A chatroom as the membership view knows it. It holds a copy of every message of its chat
+/// sent while it was live, from `tm_create` until `tm_delete`.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = member_chatrooms)]
 pub struct MemberChatroom {
+    /// Given by the database when the view first stores the room (0 until then).
+    #[diesel(skip_insertion, skip_update)]
+    pub no: i64,
     pub id: String,
     pub customer_id: String,
     pub chat_id: String,
     pub owner_id: String,
+    pub tm_create: NaiveDateTime,
     pub tm_update: NaiveDateTime,
     pub tm_delete: NaiveDateTime,
+}
+
+impl MemberChatroom {
+    /// Whether the room was live when a message of `tm_create` was sent: it holds its copy.
+    pub fn holds_copy_of(&self, message_tm_create: NaiveDateTime) -> bool {
+        self.tm_create <= message_tm_create && message_tm_create < self.tm_delete
+    }
 }

@@ -7,55 +7,40 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{QueryFragment, QueryId};
 
-use super::models::{ChatmessageRow, ChatroommessageRow, MemberChat, MemberChatroom};
+use super::models::{ChatmessageRow, MemberChat, MemberChatroom};
 use super::schema::{
-    chatmessages, chatroommessages, member_chatrooms, member_chats, processed_events,
+    chatmessages, chatroommessage_deletions, legacy_copy_ids, member_chatrooms, member_chats,
+    processed_events,
 };
+use crate::chatroommessages::{CopyKey, message_no};
 
-pub fn insert_message(
-    conn: &mut DbConnection,
-    message: &ChatmessageRow,
-    copies: &[ChatroommessageRow],
-) -> QueryResult<()> {
+/// Writes the message (its copies are derived from it; see `chatroommessages`).
+pub fn insert_message(conn: &mut DbConnection, message: &ChatmessageRow) -> QueryResult<()> {
     diesel::insert_into(chatmessages::table)
         .values(message)
-        .execute(conn)?;
-    // SQLite caps bound parameters per statement (12 columns x 500 rows stays under it).
-    for chunk in copies.chunks(500) {
-        insert_rows!(conn, chatroommessages::table, chunk)?;
-    }
-    Ok(())
+        .execute(conn)
+        .map(|_| ())
 }
 
-/// Writes the message, its copies and its outbox row. On PostgreSQL one statement (atomic on
-/// its own, so no transaction is needed: one round trip in all); on SQLite a transaction.
+/// Writes the message and its outbox row. On PostgreSQL one statement (atomic on its own, so
+/// no transaction is needed: one round trip in all); on SQLite a transaction.
 pub fn insert_message_and_outbox(
     conn: &mut DbConnection,
     message: &ChatmessageRow,
-    copies: &[ChatroommessageRow],
     outbox_row: &common::outbox::OutboxRow,
 ) -> QueryResult<()> {
-    use diesel::sql_types::{Array, Integer, Nullable, Text, Timestamp};
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
     match conn {
         DbConnection::Pg(pg) => {
-            // The copies share the message's content; only their ids, rooms and owners differ.
-            let ids: Vec<&str> = copies.iter().map(|c| c.id.as_str()).collect();
-            let rooms: Vec<&str> = copies.iter().map(|c| c.chatroom_id.as_str()).collect();
-            let owners: Vec<&str> = copies.iter().map(|c| c.owner_id.as_str()).collect();
             diesel::sql_query(
                 "WITH message AS (\
-                   INSERT INTO chatmessages (id, customer_id, chat_id, source, message_type, \
+                   INSERT INTO chatmessages (no, id, customer_id, chat_id, source, message_type, \
                      text, medias, tm_create, tm_update, tm_delete) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)), \
-                 copies AS (\
-                   INSERT INTO chatroommessages (id, customer_id, chatroom_id, owner_id, \
-                     messagechat_id, source, message_type, text, medias, tm_create, tm_update, \
-                     tm_delete) \
-                   SELECT c.id, $2, c.room, c.owner, $1, $4, $5, $6, $7, $8, $8, $9 \
-                   FROM unnest($10::text[], $11::text[], $12::text[]) AS c(id, room, owner)) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)) \
                  INSERT INTO outbox (events, event_count, request_id, traceparent, created_at) \
-                 VALUES ($13, $14, $15, $16, $17)",
+                 VALUES ($11, $12, $13, $14, $15)",
             )
+            .bind::<BigInt, _>(message.no)
             .bind::<Text, _>(&message.id)
             .bind::<Text, _>(&message.customer_id)
             .bind::<Text, _>(&message.chat_id)
@@ -65,9 +50,6 @@ pub fn insert_message_and_outbox(
             .bind::<Text, _>(&message.medias)
             .bind::<Timestamp, _>(message.tm_create)
             .bind::<Timestamp, _>(message.tm_delete)
-            .bind::<Array<Text>, _>(&ids)
-            .bind::<Array<Text>, _>(&rooms)
-            .bind::<Array<Text>, _>(&owners)
             .bind::<Text, _>(&outbox_row.events)
             .bind::<Integer, _>(outbox_row.event_count)
             .bind::<Nullable<Text>, _>(&outbox_row.request_id)
@@ -77,7 +59,7 @@ pub fn insert_message_and_outbox(
             Ok(())
         }
         DbConnection::Sqlite(_) => conn.transaction(|conn| {
-            insert_message(conn, message, copies)?;
+            insert_message(conn, message)?;
             diesel::insert_into(common::outbox::outbox::table)
                 .values((
                     common::outbox::outbox::events.eq(&outbox_row.events),
@@ -92,17 +74,41 @@ pub fn insert_message_and_outbox(
     }
 }
 
+/// The message of the tenant with this id (`no` is derived from it: the primary key).
 pub fn find_message(
     conn: &mut DbConnection,
     customer_id: &str,
-    id: &str,
+    id: &uuid::Uuid,
 ) -> QueryResult<Option<ChatmessageRow>> {
     chatmessages::table
-        .filter(chatmessages::id.eq(id))
+        .find(message_no(id))
+        .filter(chatmessages::id.eq(id.hyphenated().to_string()))
         .filter(chatmessages::customer_id.eq(customer_id))
         .select(ChatmessageRow::as_select())
         .first(conn)
         .optional()
+}
+
+/// Messages by their numbers (the relay expanding their events).
+pub fn messages_by_no(conn: &mut DbConnection, nos: &[i64]) -> QueryResult<Vec<ChatmessageRow>> {
+    chatmessages::table
+        .filter(chatmessages::no.eq_any(nos))
+        .select(ChatmessageRow::as_select())
+        .load(conn)
+}
+
+/// A page cursor's tie-breaking chatmessage id, as the list's key.
+fn message_cursor(id: &str) -> Option<i64> {
+    uuid::Uuid::parse_str(id).ok().map(|id| message_no(&id))
+}
+
+/// A page cursor's tie-breaking copy id, as the list's key (the copy's message number: within
+/// one room, copy ids sort as their messages' numbers do).
+fn copy_cursor(id: &str) -> Option<i64> {
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .and_then(|id| CopyKey::parse(&id))
+        .map(|k| k.message_no)
 }
 
 /// A page of the chat's live messages, newest first, boxed for the backend `$db`: the one
@@ -114,7 +120,13 @@ macro_rules! messages_page {
             .filter(chatmessages::tm_delete.eq(time::live()))
             .select(ChatmessageRow::as_select())
             .into_boxed::<$db>();
-        paginate!(query, chatmessages::tm_create, chatmessages::id, $page)
+        paginate!(
+            query,
+            chatmessages::tm_create,
+            chatmessages::no,
+            $page,
+            message_cursor
+        )
     }};
 }
 
@@ -135,70 +147,83 @@ pub fn list_messages_pg<'a>(
     messages_page!(Pg, chat_id, page)
 }
 
-pub fn find_copy(
-    conn: &mut DbConnection,
-    customer_id: &str,
-    id: &str,
-    owner_id: Option<&str>,
-) -> QueryResult<Option<ChatroommessageRow>> {
-    let mut query = chatroommessages::table
-        .filter(chatroommessages::id.eq(id))
-        .filter(chatroommessages::customer_id.eq(customer_id))
-        .select(ChatroommessageRow::as_select())
-        .into_boxed();
-    if let Some(owner) = owner_id {
-        query = query.filter(chatroommessages::owner_id.eq(owner));
+/// Where a copy id points: its chatroom's and its message's numbers. Copies written before
+/// they were derived keep their old (random) ids, looked up in `legacy_copy_ids`.
+pub fn copy_key(conn: &mut DbConnection, id: &uuid::Uuid) -> QueryResult<Option<CopyKey>> {
+    if let Some(key) = CopyKey::parse(id) {
+        return Ok(Some(key));
     }
-    query.first(conn).optional()
+    legacy_copy_ids::table
+        .find(id.hyphenated().to_string())
+        .select((legacy_copy_ids::room_no, legacy_copy_ids::message_no))
+        .first::<(i64, i64)>(conn)
+        .optional()
+        .map(|found| {
+            found.map(|(room_no, message_no)| CopyKey {
+                room_no,
+                message_no,
+            })
+        })
 }
 
-pub fn live_copies_of(
+/// When the copy was deleted on its own, if it was.
+pub fn copy_deleted_at(
     conn: &mut DbConnection,
-    messagechat_id: &str,
-) -> QueryResult<Vec<ChatroommessageRow>> {
-    chatroommessages::table
-        .filter(chatroommessages::messagechat_id.eq(messagechat_id))
-        .filter(chatroommessages::tm_delete.eq(time::live()))
-        .select(ChatroommessageRow::as_select())
-        .load(conn)
+    key: CopyKey,
+) -> QueryResult<Option<NaiveDateTime>> {
+    chatroommessage_deletions::table
+        .find((key.room_no, key.message_no))
+        .select(chatroommessage_deletions::tm_delete)
+        .first(conn)
+        .optional()
 }
 
-/// A page of the chatroom's live copies, newest first, boxed for the backend `$db`: the one
-/// builder behind `list_copies` and `list_copies_pg`.
+/// A page of the room's live copies, newest first: the messages of its chat sent while it was
+/// live, less those deleted and those whose copy was deleted on its own. Boxed for the backend
+/// `$db`: the one builder behind `list_copies` and `list_copies_pg`.
 macro_rules! copies_page {
-    ($db:ty, $chatroom_id:expr, $page:expr) => {{
-        let query = chatroommessages::table
-            .filter(chatroommessages::chatroom_id.eq($chatroom_id))
-            .filter(chatroommessages::tm_delete.eq(time::live()))
-            .select(ChatroommessageRow::as_select())
+    ($db:ty, $room:expr, $page:expr) => {{
+        let room: &MemberChatroom = $room;
+        let deleted_on_its_own = chatroommessage_deletions::table
+            .filter(chatroommessage_deletions::room_no.eq(room.no))
+            .filter(chatroommessage_deletions::message_no.eq(chatmessages::no));
+        let query = chatmessages::table
+            .filter(chatmessages::chat_id.eq(room.chat_id.as_str()))
+            .filter(chatmessages::tm_delete.eq(time::live()))
+            .filter(chatmessages::tm_create.ge(room.tm_create))
+            .filter(chatmessages::tm_create.lt(room.tm_delete))
+            .filter(diesel::dsl::not(diesel::dsl::exists(deleted_on_its_own)))
+            .select(ChatmessageRow::as_select())
             .into_boxed::<$db>();
         paginate!(
             query,
-            chatroommessages::tm_create,
-            chatroommessages::id,
-            $page
+            chatmessages::tm_create,
+            chatmessages::no,
+            $page,
+            copy_cursor
         )
     }};
 }
 
+/// The messages whose copies `room` lists on this page.
 pub fn list_copies(
     conn: &mut DbConnection,
-    chatroom_id: &str,
+    room: &MemberChatroom,
     page: &Page,
-) -> QueryResult<Vec<ChatroommessageRow>> {
-    copies_page!(MultiBackend, chatroom_id, page).load(conn)
+) -> QueryResult<Vec<ChatmessageRow>> {
+    copies_page!(MultiBackend, room, page).load(conn)
 }
 
 /// The statement `list_copies` runs, built for PostgreSQL alone (see `list_messages_pg`).
 pub fn list_copies_pg<'a>(
-    chatroom_id: &'a str,
+    room: &'a MemberChatroom,
     page: &Page,
 ) -> impl QueryFragment<Pg> + QueryId + Send + 'a {
-    copies_page!(Pg, chatroom_id, page)
+    copies_page!(Pg, room, page)
 }
 
-pub fn delete_message(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
-    diesel::update(chatmessages::table.filter(chatmessages::id.eq(id)))
+pub fn delete_message(conn: &mut DbConnection, no: i64, now: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(chatmessages::table.find(no))
         .set((
             chatmessages::tm_update.eq(now),
             chatmessages::tm_delete.eq(now),
@@ -207,20 +232,51 @@ pub fn delete_message(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> 
         .map(|_| ())
 }
 
+/// Records copies deleted on their own.
 pub fn delete_copies(
     conn: &mut DbConnection,
-    ids: &[String],
+    keys: &[CopyKey],
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    for chunk in ids.chunks(500) {
-        diesel::update(chatroommessages::table.filter(chatroommessages::id.eq_any(chunk)))
-            .set((
-                chatroommessages::tm_update.eq(now),
-                chatroommessages::tm_delete.eq(now),
-            ))
-            .execute(conn)?;
+    let rows: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            (
+                chatroommessage_deletions::room_no.eq(k.room_no),
+                chatroommessage_deletions::message_no.eq(k.message_no),
+                chatroommessage_deletions::tm_delete.eq(now),
+            )
+        })
+        .collect();
+    // SQLite caps bound parameters per statement (3 columns x 500 rows stays under it).
+    for chunk in rows.chunks(500) {
+        insert_rows!(conn, chatroommessage_deletions::table, chunk)?;
     }
     Ok(())
+}
+
+/// The chatrooms holding a live copy of `message` now: the rooms of its chat that were live
+/// when it was sent and still are, whose copy was not deleted on its own.
+pub fn rooms_with_live_copy(
+    conn: &mut DbConnection,
+    message: &ChatmessageRow,
+) -> QueryResult<Vec<MemberChatroom>> {
+    let rooms: Vec<MemberChatroom> = member_chatrooms::table
+        .filter(member_chatrooms::chat_id.eq(&message.chat_id))
+        .filter(member_chatrooms::tm_delete.eq(time::live()))
+        .filter(member_chatrooms::tm_create.le(message.tm_create))
+        .order(member_chatrooms::no.asc())
+        .select(MemberChatroom::as_select())
+        .load(conn)?;
+    let deleted: Vec<i64> = chatroommessage_deletions::table
+        .filter(chatroommessage_deletions::message_no.eq(message.no))
+        .filter(chatroommessage_deletions::room_no.eq_any(rooms.iter().map(|r| r.no)))
+        .select(chatroommessage_deletions::room_no)
+        .load(conn)?;
+    Ok(rooms
+        .into_iter()
+        .filter(|r| !deleted.contains(&r.no))
+        .collect())
 }
 
 // The membership view.
@@ -239,6 +295,14 @@ pub fn member_room(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Memb
         .select(MemberChatroom::as_select())
         .first(conn)
         .optional()
+}
+
+/// Rooms by their numbers (copy ids carry them).
+pub fn rooms_by_no(conn: &mut DbConnection, nos: &[i64]) -> QueryResult<Vec<MemberChatroom>> {
+    member_chatrooms::table
+        .filter(member_chatrooms::no.eq_any(nos))
+        .select(MemberChatroom::as_select())
+        .load(conn)
 }
 
 /// The chat and its live chatrooms (ordered by id), in one query.

@@ -2,7 +2,10 @@
 // tables are common's.
 
 diesel::table! {
-    chatmessages (id) {
+    /// `no`: the id's leading 60 bits (see `chatroommessages::message_no`), the key of a
+    /// message inside this service.
+    chatmessages (no) {
+        no -> BigInt,
         id -> Text,
         customer_id -> Text,
         chat_id -> Text,
@@ -17,19 +20,20 @@ diesel::table! {
 }
 
 diesel::table! {
-    chatroommessages (id) {
-        id -> Text,
-        customer_id -> Text,
-        chatroom_id -> Text,
-        owner_id -> Text,
-        messagechat_id -> Text,
-        source -> Text,
-        message_type -> Text,
-        text -> Text,
-        medias -> Text,
-        tm_create -> Timestamp,
-        tm_update -> Timestamp,
+    /// Copies deleted on their own; a copy also ends with its message or its chatroom.
+    chatroommessage_deletions (room_no, message_no) {
+        room_no -> BigInt,
+        message_no -> BigInt,
         tm_delete -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Ids of copies written before copies were derived (the lean fan-out migration).
+    legacy_copy_ids (id) {
+        id -> Text,
+        room_no -> BigInt,
+        message_no -> BigInt,
     }
 }
 
@@ -44,11 +48,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// `no`: assigned when the view first learns of the room; part of its copies' ids.
     member_chatrooms (id) {
+        no -> BigInt,
         id -> Text,
         customer_id -> Text,
         chat_id -> Text,
         owner_id -> Text,
+        tm_create -> Timestamp,
         tm_update -> Timestamp,
         tm_delete -> Timestamp,
     }
@@ -60,5 +67,8 @@ diesel::table! {
         processed_at -> Timestamp,
     }
 }
-// A send reads a chat and its chatrooms in one query.
+
+// A send reads a chat and its chatrooms in one query; a room's copies are its chat's messages
+// less those deleted on their own.
 diesel::allow_tables_to_appear_in_same_query!(member_chats, member_chatrooms);
+diesel::allow_tables_to_appear_in_same_query!(chatmessages, chatroommessage_deletions);
