@@ -15,11 +15,20 @@ against_both!(
     subscriptions_are_checked_and_answered,
     events_reach_only_those_who_may_see_them,
     events_of_a_chat_arrive_in_commit_order,
-    a_client_that_stops_reading_is_dropped_without_holding_up_others,
+    a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_others,
     an_expired_token_closes_the_socket,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
+
+async fn post_message(s: &Stack, admin: &str, chat_id: &Value, agent: &str, text: &str) -> Value {
+    let body =
+        json!({"chat_id": chat_id, "source": {"type": "agent", "target": agent}, "text": text});
+    s.post("/chatmessages", admin, &body.to_string())
+        .await
+        .ok()
+        .clone()
+}
 
 async fn subscriptions_are_checked_and_answered(s: &Stack) {
     let customer = new_id();
@@ -199,7 +208,10 @@ async fn events_of_a_chat_arrive_in_commit_order(s: &Stack) {
     assert_eq!(got, sent);
 }
 
-async fn a_client_that_stops_reading_is_dropped_without_holding_up_others(s: &Stack) {
+/// A client that stops reading while the server is sending it a frame: once that frame has
+/// waited the send timeout, the connection is dropped without a close frame (none could reach
+/// the client); the client then reads what was already on its way and the connection ends.
+async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_others(s: &Stack) {
     let customer = new_id();
     let admin = customer_token(&customer);
     let (a, b) = (new_id(), new_id());
@@ -258,6 +270,8 @@ async fn a_client_that_stops_reading_is_dropped_without_holding_up_others(s: &St
         slow_got < total,
         "the stuck client cannot have received everything ({slow_got})"
     );
+    // 900 events fit its queue (1,024): it was cut off as stuck, not closed as lagged.
+    assert_eq!(ended, None, "no close frame can reach a stuck client");
     eprintln!(
         "slow client: received {slow_got} of {total} before being dropped (close code {ended:?}); fast client: {fast_got}"
     );
@@ -380,4 +394,88 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
         matches!(code, None | Some(api_gateway::ws::CLOSE_UNRESPONSIVE)),
         "{code:?}"
     );
+}
+
+/// The slow-client rule proper, with a small queue (64 events) and a send timeout long
+/// enough that the client comes back before it: a client that stops reading falls behind,
+/// and when it reads again it finds what was already on its way, an error frame `lagged`, and
+/// close code 4000. A client that reads gets everything meanwhile.
+mod lagging {
+    use super::*;
+
+    against_both!(
+        "ws::lagging",
+        ws = super::small_queue();
+        a_client_that_falls_behind_is_told_lagged_and_closed_with_4000,
+    );
+
+    pub fn small_queue() -> api_gateway::ws::WsSettings {
+        api_gateway::ws::WsSettings {
+            ping_interval: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            buffer_events: 64,
+        }
+    }
+
+    async fn a_client_that_falls_behind_is_told_lagged_and_closed_with_4000(s: &Stack) {
+        let customer = new_id();
+        let admin = customer_token(&customer);
+        let (a, b) = (new_id(), new_id());
+        let chat = s
+            .post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "big"))
+            .await
+            .ok()
+            .clone();
+        let topics = [
+            format!("customer_id:{customer}:messagechat"),
+            format!("customer_id:{customer}:messagechatroom"),
+        ];
+        let mut slow = s.ws_small_buffer(&admin).await;
+        slow.subscribe(&topics).await;
+        let mut fast = s.ws(&admin).await;
+        fast.subscribe(&topics).await;
+
+        // 100 messages of 60 kB, three events each: about 18 MB for each socket, far more
+        // than the slow one's TCP buffers (4 MiB at most here) and its queue hold.
+        let text = "x".repeat(60_000);
+        let total = 100;
+        let reader = tokio::spawn(async move {
+            let got = fast
+                .collect("messagechat_created", total, Duration::from_secs(60))
+                .await;
+            (got.len(), fast)
+        });
+        for _ in 0..total {
+            post_message(s, &admin, &chat["id"], &a, &text).await;
+        }
+        let (fast_got, mut fast) = reader.await.unwrap();
+        assert_eq!(fast_got, total, "the reading client got everything");
+
+        // Every event has reached the hub (the fast client has them): the slow one's queue
+        // overflowed long ago. It reads now.
+        let (mut events, mut last_text) = (0, Value::Null);
+        let ended = loop {
+            match slow.next_frame(Duration::from_secs(15)).await {
+                Some(Ok(f)) => {
+                    if f["type"] != "error" {
+                        events += 1;
+                    }
+                    last_text = f;
+                }
+                Some(Err(code)) => break code,
+                None => panic!("the lagging client was never closed ({events} events read)"),
+            }
+        };
+        assert!(
+            events < 3 * total,
+            "it cannot have received everything ({events})"
+        );
+        assert_eq!(last_text["type"], "error", "{last_text}");
+        assert_eq!(last_text["error"]["code"], "lagged", "{last_text}");
+        assert_eq!(ended, Some(api_gateway::ws::CLOSE_TOO_SLOW));
+        eprintln!("lagging client: {events} events, then lagged and close 4000");
+        // The fast one is still served.
+        post_message(s, &admin, &chat["id"], &a, "after").await;
+        assert_eq!(fast.collect("messagechat_created", 1, WAIT).await.len(), 1);
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::ws::WsSettings;
 use crate::ws::topic::{Resource, Topic};
 
 /// One event, parsed once for every socket.
@@ -54,9 +55,14 @@ struct Routes {
 
 impl Routes {
     fn deliver(&self, id: u64, message: HubMessage) {
-        if let Some(route) = self.by_id.get(&id)
-            && route.tx.try_send(message).is_err()
-        {
+        let Some(route) = self.by_id.get(&id) else {
+            return;
+        };
+        // A lagged socket is being closed: nothing more is queued for it.
+        if route.lagged.load(Ordering::Relaxed) {
+            return;
+        }
+        if route.tx.try_send(message).is_err() {
             // Full (or gone): the socket is too far behind; it closes itself.
             route.lagged.store(true, Ordering::Relaxed);
         }
@@ -92,6 +98,9 @@ pub struct EventHub {
     routes: Arc<Mutex<Routes>>,
     next_id: Arc<AtomicU64>,
     capacity: usize,
+    /// Whether the subscription to the exchanges is in place (events published from now on
+    /// reach the sockets).
+    consuming: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -111,6 +120,11 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Whether the hub found this socket's queue full: it is to be told and closed.
+    pub fn is_lagged(&self) -> bool {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
     /// Replaces the socket's topics.
     pub fn set_topics(&self, topics: Vec<Topic>) {
         if let Some(route) = self.hub.lock().by_id.get_mut(&self.id) {
@@ -134,19 +148,20 @@ impl Drop for Registration {
 }
 
 impl EventHub {
-    /// Starts consuming `chat_exchange` and `message_exchange` from `bus`; `capacity` is how
-    /// many events a socket may fall behind before it is dropped.
+    /// Starts consuming `chat_exchange` and `message_exchange` from `bus` until `shutdown`. A
+    /// socket may fall `settings.buffer_events` behind before it is dropped.
     pub fn start(
         bus: EventBus,
         chat_exchange: &str,
         message_exchange: &str,
-        capacity: usize,
+        settings: &WsSettings,
         shutdown: watch::Receiver<bool>,
     ) -> (EventHub, JoinHandle<()>) {
         let hub = EventHub {
             routes: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
-            capacity: capacity.max(1),
+            capacity: settings.buffer_events.max(1),
+            consuming: Arc::default(),
         };
         let spec = SubscriptionSpec {
             // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
@@ -197,6 +212,11 @@ impl EventHub {
         }
     }
 
+    /// Whether the hub is subscribed to the exchanges right now.
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
     fn dispatch(&self, message: HubMessage) {
         self.lock().dispatch(message);
     }
@@ -225,6 +245,7 @@ async fn run(
             }
         };
         backoff = Duration::from_millis(200);
+        hub.consuming.store(true, Ordering::Relaxed);
         if interrupted {
             tracing::info!("event hub: subscribed again; telling sockets to resync");
             hub.dispatch(HubMessage::Resync);
@@ -235,6 +256,7 @@ async fn run(
                 _ = shutdown.changed() => return,
             };
             let Some(delivery) = delivery else {
+                hub.consuming.store(false, Ordering::Relaxed);
                 tracing::warn!("event hub: subscription ended; resubscribing");
                 interrupted = true;
                 break;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -16,8 +16,8 @@ use serde_json::json;
 use crate::app::{AppState, Authenticated};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use hub::{EventHub, HubMessage};
-use topic::Topic;
+use hub::{EventHub, HubMessage, Registration};
+use topic::{Refusal, Topic};
 
 /// Tuning of the WebSocket endpoint.
 #[derive(Debug, Clone)]
@@ -30,12 +30,24 @@ pub struct WsSettings {
     pub buffer_events: usize,
 }
 
+/// The default queue per socket. One message in a chat of the most participants is that many
+/// `messagechatroom_created` events and its `messagechat_created`, all at once for an admin
+/// subscribed to every room of the tenant: the queue holds four such messages. An entry is a
+/// pointer to a frame shared by every socket, so a long queue costs little.
+pub const DEFAULT_BUFFER_EVENTS: usize = 4_096;
+const _: () = assert!(DEFAULT_BUFFER_EVENTS >= 4 * (chat_manager::chats::MAX_PARTICIPANTS + 1));
+
+/// How long a socket the server closes waits for the client's close reply before dropping the
+/// connection. Dropping it at once, with the client's replies unread, could reset it and lose
+/// the frames the client has not read yet, the close frame among them.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 impl Default for WsSettings {
     fn default() -> Self {
         WsSettings {
             ping_interval: Duration::from_secs(20),
             send_timeout: Duration::from_secs(10),
-            buffer_events: 1024,
+            buffer_events: DEFAULT_BUFFER_EVENTS,
         }
     }
 }
@@ -44,6 +56,8 @@ impl Default for WsSettings {
 pub const CLOSE_TOO_SLOW: u16 = 4000;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_UNRESPONSIVE: u16 = 4002;
+/// The gateway is shutting down (RFC 6455 "going away").
+pub const CLOSE_SHUTTING_DOWN: u16 = close_code::AWAY;
 
 pub async fn upgrade(
     State(app): State<AppState>,
@@ -55,8 +69,14 @@ pub async fn upgrade(
             "real-time events are not configured".into(),
         ));
     };
-    let settings = app.ws.clone();
-    Ok(ws.on_upgrade(move |socket| Connection::new(caller, hub, settings).serve(socket)))
+    let connection = Connection {
+        customer_id: caller.customer_id.to_string(),
+        caller,
+        hub,
+        settings: app.ws.clone(),
+        topics: BTreeMap::new(),
+    };
+    Ok(ws.on_upgrade(move |socket| connection.serve(socket)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,15 +96,15 @@ struct Connection {
     topics: BTreeMap<String, Topic>,
 }
 
-fn error_frame(code: &str, message: &str) -> Message {
-    Message::Text(
-        json!({"type": "error", "error": {"code": code, "message": message}})
-            .to_string()
-            .into(),
-    )
+fn text_frame(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
+fn error_frame(code: &str, message: &str) -> Message {
+    text_frame(json!({"type": "error", "error": {"code": code, "message": message}}))
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
@@ -111,21 +131,14 @@ impl Drop for OpenSocket {
 /// Why a connection ended, for the log.
 enum End {
     ClientGone,
+    /// A frame could not go out within the send timeout: no frame can reach the client, so
+    /// the connection is dropped without a close frame.
     Stuck,
-    Done,
+    /// The server closed it (with a close frame).
+    Closed,
 }
 
 impl Connection {
-    fn new(caller: Caller, hub: EventHub, settings: WsSettings) -> Self {
-        Connection {
-            customer_id: caller.customer_id.to_string(),
-            caller,
-            hub,
-            settings,
-            topics: BTreeMap::new(),
-        }
-    }
-
     async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
         match tokio::time::timeout(self.settings.send_timeout, socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
@@ -134,19 +147,29 @@ impl Connection {
         }
     }
 
+    /// Sends a close frame, then reads (and discards) what the client still sends until its
+    /// close reply, for at most `CLOSE_GRACE`.
+    async fn close(&self, socket: &mut WebSocket, code: u16, reason: &'static str) -> End {
+        if let Err(end) = self.send(socket, close_frame(code, reason)).await {
+            return end;
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+        End::Closed
+    }
+
     async fn serve(mut self, mut socket: WebSocket) {
         let _open = OpenSocket::count();
-        let end = self.run(&mut socket).await;
-        match end {
-            Err(End::Stuck) => {
-                tracing::info!(customer = %self.customer_id, "websocket dropped: not reading")
-            }
-            Err(End::ClientGone) | Ok(()) | Err(End::Done) => {}
+        let mut registration = self.hub.register(&self.customer_id);
+        let end = self.run(&mut socket, &mut registration).await;
+        if let End::Stuck = end {
+            tracing::info!(customer = %self.customer_id, "websocket dropped: not reading");
         }
     }
 
-    async fn run(&mut self, socket: &mut WebSocket) -> Result<(), End> {
-        let mut registration = self.hub.register(&self.customer_id);
+    async fn run(&mut self, socket: &mut WebSocket, registration: &mut Registration) -> End {
         let expires_in = Duration::from_secs(
             u64::try_from(self.caller.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),
         );
@@ -160,43 +183,50 @@ impl Connection {
         loop {
             tokio::select! {
                 incoming = socket.recv() => {
-                    let Some(Ok(message)) = incoming else { return Err(End::ClientGone) };
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(_)) | None => return End::ClientGone,
+                    };
                     heard_since_ping = true;
                     match message {
                         Message::Text(text) => {
-                            let replies = self.handle_frame(text.as_str());
+                            let replies = self.handle_frame(text.as_str()).await;
+                            // Routed before the answer goes out: every event committed after
+                            // the client reads "subscribed" reaches it.
                             registration.set_topics(self.topics.values().cloned().collect());
                             for reply in replies {
-                                self.send(socket, reply).await?;
+                                if let Err(end) = self.send(socket, reply).await {
+                                    return end;
+                                }
                             }
                         }
                         Message::Binary(_) => {
-                            self.send(socket, error_frame("invalid_argument", "frames are JSON text")).await?;
+                            if let Err(end) = self.send(socket, error_frame("invalid_argument", "frame: frames are JSON text")).await {
+                                return end;
+                            }
                         }
-                        Message::Close(_) => return Err(End::ClientGone),
+                        Message::Close(_) => return End::ClientGone,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
                 event = registration.events.recv() => {
-                    if registration.lagged.load(std::sync::atomic::Ordering::Relaxed) {
-                        let message = "this connection fell too far behind and is closed; reconnect and list again to catch up";
-                        let _ = self.send(socket, error_frame("lagged", message)).await;
-                        let _ = self.send(socket, close(CLOSE_TOO_SLOW, "too slow")).await;
-                        return Err(End::Done);
+                    if registration.is_lagged() {
+                        let message = format!("this connection fell more than {} events behind and is closed; reconnect and list again to catch up", self.settings.buffer_events);
+                        if let Err(end) = self.send(socket, error_frame("lagged", &message)).await {
+                            return end;
+                        }
+                        return self.close(socket, CLOSE_TOO_SLOW, "too slow").await;
                     }
-                    match event {
+                    let frame = match event {
                         // The hub routed it here: it matches a topic of this socket.
-                        Some(HubMessage::Event(event)) => {
-                            self.send(socket, Message::Text(event.frame.as_ref().into())).await?;
-                        }
-                        Some(HubMessage::Resync) => {
-                            let frame = json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"});
-                            self.send(socket, Message::Text(frame.to_string().into())).await?;
-                        }
-                        None => {
-                            let _ = self.send(socket, close(1001, "server shutting down")).await;
-                            return Err(End::Done);
-                        }
+                        Some(HubMessage::Event(event)) => Message::Text(event.frame.as_ref().into()),
+                        Some(HubMessage::Resync) => text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"})),
+                        // The hub is gone (its registration keeps the sender, so only in a
+                        // teardown): as a shutdown.
+                        None => return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await,
+                    };
+                    if let Err(end) = self.send(socket, frame).await {
+                        return end;
                     }
                 }
                 _ = ping.tick() => {
@@ -206,25 +236,27 @@ impl Connection {
                         unanswered_pings += 1;
                     }
                     if unanswered_pings >= 2 {
-                        let _ = self.send(socket, close(CLOSE_UNRESPONSIVE, "no pong")).await;
-                        return Err(End::ClientGone);
+                        return self.close(socket, CLOSE_UNRESPONSIVE, "no pong").await;
                     }
                     heard_since_ping = false;
-                    self.send(socket, Message::Ping(Default::default())).await?;
+                    if let Err(end) = self.send(socket, Message::Ping(Default::default())).await {
+                        return end;
+                    }
                 }
                 _ = &mut expiry => {
-                    let _ = self.send(socket, error_frame("unauthenticated", "token: expired")).await;
-                    let _ = self.send(socket, close(CLOSE_TOKEN_EXPIRED, "token expired")).await;
-                    return Ok(());
+                    if let Err(end) = self.send(socket, error_frame("unauthenticated", "token: expired")).await {
+                        return end;
+                    }
+                    return self.close(socket, CLOSE_TOKEN_EXPIRED, "token expired").await;
                 }
             }
         }
     }
 
     /// Applies a client frame; returns the frames to answer with.
-    fn handle_frame(&mut self, text: &str) -> Vec<Message> {
+    async fn handle_frame(&mut self, text: &str) -> Vec<Message> {
         let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
+            Ok(frame) => frame,
             Err(e) => {
                 return vec![error_frame(
                     "invalid_argument",
@@ -232,48 +264,46 @@ impl Connection {
                 )];
             }
         };
-        let mut replies = Vec::new();
-        let mut done = Vec::new();
-        match frame.kind.as_str() {
-            "subscribe" => {
-                for text in frame.topics {
-                    match Topic::parse(&text)
-                        .and_then(|t| t.authorize(&text, &self.caller).map(|()| t))
-                    {
-                        Ok(topic) => {
-                            self.topics.insert(text.clone(), topic);
-                            done.push(text);
-                        }
-                        Err((code, message)) => replies.push(error_frame(code, &message)),
-                    }
-                }
-                if !done.is_empty() {
-                    replies.insert(
-                        0,
-                        Message::Text(
-                            json!({"type": "subscribed", "topics": done})
-                                .to_string()
-                                .into(),
-                        ),
-                    );
-                }
-            }
-            "unsubscribe" => {
-                for text in frame.topics {
-                    self.topics.remove(&text);
-                    done.push(text);
-                }
-                replies.push(Message::Text(
-                    json!({"type": "unsubscribed", "topics": done})
-                        .to_string()
-                        .into(),
-                ));
-            }
-            other => replies.push(error_frame(
+        if !matches!(frame.kind.as_str(), "subscribe" | "unsubscribe") {
+            return vec![error_frame(
                 "invalid_argument",
-                &format!("type: {other:?} is not subscribe or unsubscribe"),
-            )),
+                &format!("type: {:?} is not subscribe or unsubscribe", frame.kind),
+            )];
         }
+        let topics = frame.topics;
+        if frame.kind == "unsubscribe" {
+            for text in &topics {
+                self.topics.remove(text);
+            }
+            return vec![text_frame(
+                json!({"type": "unsubscribed", "topics": topics}),
+            )];
+        }
+        let mut accepted = Vec::new();
+        let mut refusals = Vec::new();
+        for text in topics {
+            match self.admit(&text).await {
+                Ok(topic) => {
+                    self.topics.insert(text.clone(), topic);
+                    accepted.push(text);
+                }
+                Err((code, message)) => refusals.push(error_frame(code, &message)),
+            }
+        }
+        let mut replies = Vec::with_capacity(1 + refusals.len());
+        if !accepted.is_empty() {
+            replies.push(text_frame(
+                json!({"type": "subscribed", "topics": accepted}),
+            ));
+        }
+        replies.extend(refusals);
         replies
+    }
+
+    /// A topic the caller may see, or why not.
+    async fn admit(&self, text: &str) -> Result<Topic, Refusal> {
+        let topic = Topic::parse(text)?;
+        topic.authorize(text, &self.caller)?;
+        Ok(topic)
     }
 }

@@ -5,6 +5,31 @@
 /// the split deployment on this machine's PostgreSQL and RabbitMQ (skipped, and listed, where
 /// they are not running).
 macro_rules! against_both {
+    // With WebSocket settings of its own for every stack (`$ws`, resolved inside the generated
+    // modules: write `super::name()`).
+    ($file:literal, ws = $ws:expr; $($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let stack = super::Stack::embedded_with_ws($ws).await;
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+        mod split {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let test = concat!($file, "::split::", stringify!($scenario));
+                    let Some((env, guards)) = super::split_env(test).await else { return };
+                    let mut stack = super::Stack::split_with_ws(&env, $ws).await;
+                    stack.keep(guards);
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+    };
     ($file:literal; $($scenario:ident),* $(,)?) => {
         mod embedded {
             $(
@@ -68,6 +93,14 @@ pub struct Stack {
     pub message_addr: Option<SocketAddr>,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What a gateway is built on: the services, its event source and WebSocket settings.
+struct GatewayParts {
+    chat: grpc_client::GrpcTransport,
+    message: grpc_client::GrpcTransport,
+    events: Option<(EventBus, String, String)>,
+    ws: WsSettings,
 }
 
 impl Drop for Stack {
@@ -205,6 +238,20 @@ impl Stack {
 
     /// The embedded default with the gateway limiting each token to `limit`.
     pub async fn embedded_limited(data_dir: PathBuf, owns_dir: bool, limit: RateLimit) -> Stack {
+        Self::embedded_configured(data_dir, owns_dir, limit, test_ws_settings()).await
+    }
+
+    /// The embedded default with WebSocket settings `ws`.
+    pub async fn embedded_with_ws(ws: WsSettings) -> Stack {
+        Self::embedded_configured(temp_data_dir(), true, RateLimit::default(), ws).await
+    }
+
+    async fn embedded_configured(
+        data_dir: PathBuf,
+        owns_dir: bool,
+        limit: RateLimit,
+        ws: WsSettings,
+    ) -> Stack {
         let (tx, rx) = watch::channel(false);
         let e = embedded::start(&data_dir, rx.clone())
             .await
@@ -214,16 +261,14 @@ impl Stack {
             "chat.events".to_owned(),
             "message.events".to_owned(),
         );
-        let mut stack = Self::with_gateway_limited(
-            e.chat,
-            e.message,
-            Some(events),
-            Readiness::InProcess,
-            limit,
-            tx,
-            rx,
-        )
-        .await;
+        let parts = GatewayParts {
+            chat: e.chat,
+            message: e.message,
+            events: Some(events),
+            ws,
+        };
+        let mut stack =
+            Self::with_gateway_configured(parts, Readiness::InProcess, limit, tx, rx).await;
         stack.tasks.extend(e.tasks);
         stack.data_dir = owns_dir.then_some(data_dir);
         stack
@@ -234,6 +279,11 @@ impl Stack {
     /// message-manager consuming chat events from it; the gateway forwards over real sockets.
     /// message-manager reaches chat-manager through `chat_link`, a proxy a test can cut.
     pub async fn split(env: &SplitEnv) -> Stack {
+        Self::split_with_ws(env, test_ws_settings()).await
+    }
+
+    /// The split deployment with WebSocket settings `ws`.
+    pub async fn split_with_ws(env: &SplitEnv, ws: WsSettings) -> Stack {
         let (tx, rx) = watch::channel(false);
         let chat_db = connect(
             &env.pg_url,
@@ -295,8 +345,14 @@ impl Stack {
             grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
         );
         let readiness = Readiness::upstreams(chat.clone(), message.clone(), Some(hub_bus));
+        let parts = GatewayParts {
+            chat,
+            message,
+            events: Some(events),
+            ws,
+        };
         let mut stack =
-            Self::with_gateway_ready(chat, message, Some(events), readiness, tx, rx).await;
+            Self::with_gateway_configured(parts, readiness, RateLimit::default(), tx, rx).await;
         stack.chat_addr = Some(chat_addr);
         stack.message_addr = Some(message_addr);
         stack
@@ -366,20 +422,42 @@ impl Stack {
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
+        let parts = GatewayParts {
+            chat,
+            message,
+            events,
+            ws: test_ws_settings(),
+        };
+        Self::with_gateway_configured(parts, readiness, limit, tx, rx).await
+    }
+
+    async fn with_gateway_configured(
+        parts: GatewayParts,
+        readiness: Readiness,
+        limit: RateLimit,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+    ) -> Stack {
+        let GatewayParts {
+            chat,
+            message,
+            events,
+            ws,
+        } = parts;
         let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET))
             .with_readiness(readiness)
             .with_rate_limit(limit);
         let mut hub_task = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
-            let settings = test_ws_settings();
-            let (hub, task) = EventHub::start(
-                bus,
-                &chat_exchange,
-                &message_exchange,
-                settings.buffer_events,
-                rx.clone(),
-            );
-            state = state.with_hub(hub, settings);
+            let (hub, task) =
+                EventHub::start(bus, &chat_exchange, &message_exchange, &ws, rx.clone());
+            // The hub subscribes in the background; events published before that would not
+            // reach the sockets a test opens at once.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !hub.is_consuming() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            state = state.with_hub(hub, ws);
             hub_task = Some(task);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
