@@ -479,3 +479,44 @@ mod lagging {
         assert_eq!(fast.collect("messagechat_created", 1, WAIT).await.len(), 1);
     }
 }
+
+/// The gateway shuts down: every socket is closed with 1001, and the stack's stop waits for
+/// that rather than cutting the connections.
+async fn a_socket_is_closed_with_1001_when_the_gateway_stops(s: Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut ws = s.ws(&admin).await;
+        ws.subscribe(&[format!("customer_id:{customer}:chat")])
+            .await;
+        sockets.push(ws);
+    }
+    let stopping = tokio::spawn(s.stop());
+    for ws in &mut sockets {
+        assert_eq!(
+            ws.next_frame(WAIT).await,
+            Some(Err(Some(api_gateway::ws::CLOSE_SHUTTING_DOWN)))
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("the stack stops")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn embedded_shutdown_closes_sockets_with_1001() {
+    a_socket_is_closed_with_1001_when_the_gateway_stops(Stack::embedded().await).await;
+}
+
+#[tokio::test]
+async fn split_shutdown_closes_sockets_with_1001() {
+    let test = "ws::split_shutdown_closes_sockets_with_1001";
+    let Some((env, guards)) = split_env(test).await else {
+        return;
+    };
+    let mut s = Stack::split(&env).await;
+    s.keep(guards);
+    a_socket_is_closed_with_1001_when_the_gateway_stops(s).await;
+}

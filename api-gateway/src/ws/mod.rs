@@ -229,6 +229,10 @@ impl Connection {
                         return end;
                     }
                 }
+                // (The watch's reply borrows it: awaited inside, so nothing outlives the branch.)
+                () = async { let _ = registration.shutdown.wait_for(|down| *down).await; } => {
+                    return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await;
+                }
                 _ = ping.tick() => {
                     if heard_since_ping {
                         unanswered_pings = 0;
