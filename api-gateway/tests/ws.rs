@@ -17,9 +17,77 @@ against_both!(
     events_of_a_chat_arrive_in_commit_order,
     a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_others,
     an_expired_token_closes_the_socket,
+    agent_topics_carry_only_the_agents_own_chatrooms,
+    a_narrowing_id_must_name_something_the_caller_may_see,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(700);
+
+/// The next frame, which must be event `kind`; its `data`.
+#[track_caller]
+fn data_of(frame: Option<Value>, kind: &str) -> Value {
+    let frame = frame.unwrap_or_else(|| panic!("no {kind} within {WAIT:?}"));
+    assert_eq!(frame["type"], kind, "{frame}");
+    frame["data"].clone()
+}
+
+async fn next_event(ws: &mut WsClient, kind: &str) -> Value {
+    data_of(ws.next_within(WAIT).await, kind)
+}
+
+async fn assert_quiet(ws: &mut WsClient, what: &str) {
+    if let Some(frame) = ws.next_within(QUIET).await {
+        panic!("{what}: expected nothing more, got {frame}");
+    }
+}
+
+/// The next frame, which must be an error frame with `code` whose message names `field`.
+async fn next_error(ws: &mut WsClient, code: &str, field: &str) {
+    let frame = ws.next_within(WAIT).await.expect("an error frame");
+    assert_eq!(frame["type"], "error", "{frame}");
+    assert_eq!(frame["error"]["code"], code, "{frame}");
+    let message = frame["error"]["message"].as_str().unwrap();
+    assert!(message.contains(field), "{message:?} should name {field:?}");
+}
+
+/// `owner`'s chatroom of `chat_id`, as the REST API returns it.
+async fn room_of(s: &Stack, admin: &str, chat_id: &Value, owner: &str) -> Value {
+    let rooms = s
+        .get(&format!("/chatrooms?owner_id={owner}&page_size=100"), admin)
+        .await;
+    rooms.ok()["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["chat_id"] == *chat_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{owner} has a chatroom of {chat_id}"))
+}
+
+/// Creates a chat (`body` as for `POST /chats`) and waits until its events have gone past
+/// the gateway's hub: a socket subscribing after this does not see them arrive late.
+async fn create_chat(s: &Stack, admin: &str, customer: &str, body: &str) -> Value {
+    let mut tracer = s.ws(admin).await;
+    tracer
+        .subscribe(&[
+            format!("customer_id:{customer}:chat"),
+            format!("customer_id:{customer}:chatroom"),
+        ])
+        .await;
+    let chat = s.post("/chats", admin, body).await.ok().clone();
+    let rooms = chat["participant_ids"].as_array().unwrap().len();
+    let (mut created, mut rooms_created) = (false, 0);
+    while !created || rooms_created < rooms {
+        let frame = tracer.next_within(WAIT).await.expect("the chat's events");
+        match frame["type"].as_str().unwrap() {
+            "chat_created" if frame["data"]["id"] == chat["id"] => created = true,
+            "chatroom_created" if frame["data"]["chat_id"] == chat["id"] => rooms_created += 1,
+            _ => {}
+        }
+    }
+    chat
+}
 
 async fn post_message(s: &Stack, admin: &str, chat_id: &Value, agent: &str, text: &str) -> Value {
     let body =
@@ -396,6 +464,212 @@ async fn a_client_that_stops_answering_pings_is_dropped() {
     );
 }
 
+async fn agent_topics_carry_only_the_agents_own_chatrooms(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (alice, bob) = (new_id(), new_id());
+    let (alice_token, bob_token) = (
+        agent_token(&customer, &alice, 0x10),
+        agent_token(&customer, &bob, 0x10),
+    );
+    let chat = create_chat(
+        s,
+        &admin,
+        &customer,
+        &chat_body("group", &alice, &[&alice, &bob], "team"),
+    )
+    .await;
+    let alice_room = room_of(s, &admin, &chat["id"], &alice).await;
+    let bob_room = room_of(s, &admin, &chat["id"], &bob).await;
+
+    let mut alice_ws = s.ws(&alice_token).await;
+    alice_ws
+        .subscribe(&[
+            format!("agent_id:{alice}:chatroom"),
+            format!("agent_id:{alice}:messagechatroom"),
+        ])
+        .await;
+    // Bob's topics and the tenant's are refused, each naming its topic, and not kept.
+    let refused = [
+        format!("agent_id:{bob}:chatroom"),
+        format!("agent_id:{bob}:messagechatroom"),
+        format!("customer_id:{customer}:chatroom"),
+        format!("customer_id:{customer}:messagechatroom"),
+    ];
+    alice_ws
+        .send(json!({"type": "subscribe", "topics": refused}))
+        .await;
+    for topic in &refused {
+        next_error(&mut alice_ws, "permission_denied", topic).await;
+    }
+    let mut bob_ws = s.ws(&bob_token).await;
+    bob_ws
+        .subscribe(&[format!("agent_id:{bob}:chatroom")])
+        .await;
+
+    // Alice renames her room: she hears of it, as REST returns it; Bob does not.
+    let renamed = s
+        .put(
+            &format!(
+                "/service_agents/chatrooms/{}",
+                alice_room["id"].as_str().unwrap()
+            ),
+            &alice_token,
+            &json!({"name": "mine"}).to_string(),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut alice_ws, "chatroom_updated").await, renamed);
+    // Bob's room renamed: only Bob hears of it.
+    let bob_renamed = s
+        .put(
+            &format!("/chatrooms/{}", bob_room["id"].as_str().unwrap()),
+            &admin,
+            &json!({"name": "his"}).to_string(),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(
+        next_event(&mut bob_ws, "chatroom_updated").await,
+        bob_renamed
+    );
+    // Alice posts: she gets her own copy only (Bob's copy is in his room).
+    let copy = s
+        .post(
+            "/service_agents/chatroommessages",
+            &alice_token,
+            &json!({"chatroom_id": alice_room["id"], "text": "hi"}).to_string(),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(
+        next_event(&mut alice_ws, "messagechatroom_created").await,
+        copy
+    );
+    assert_quiet(&mut alice_ws, "alice").await;
+    assert_quiet(&mut bob_ws, "bob").await;
+}
+
+async fn a_narrowing_id_must_name_something_the_caller_may_see(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (alice, bob) = (new_id(), new_id());
+    let chat = create_chat(
+        s,
+        &admin,
+        &customer,
+        &chat_body("group", &alice, &[&alice, &bob], "team"),
+    )
+    .await;
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let alice_room = room_of(s, &admin, &chat["id"], &alice).await;
+    let bob_room = room_of(s, &admin, &chat["id"], &bob).await;
+    let (alice_room_id, bob_room_id) = (
+        alice_room["id"].as_str().unwrap().to_owned(),
+        bob_room["id"].as_str().unwrap().to_owned(),
+    );
+    // Another tenant's chat and chatroom.
+    let other = new_id();
+    let other_admin = customer_token(&other);
+    let foreign_chat = s
+        .post(
+            "/chats",
+            &other_admin,
+            &chat_body("group", &alice, &[&alice, &bob], "theirs"),
+        )
+        .await
+        .ok()
+        .clone();
+    let foreign_room = room_of(s, &other_admin, &foreign_chat["id"], &alice).await;
+    let (foreign_chat_id, foreign_room_id) = (
+        foreign_chat["id"].as_str().unwrap(),
+        foreign_room["id"].as_str().unwrap(),
+    );
+
+    // Customer topics: the chat or chatroom must be the tenant's (and of the right kind).
+    let mut admin_ws = s.ws(&admin).await;
+    let refused = [
+        format!("customer_id:{customer}:chat:{foreign_chat_id}"),
+        format!("customer_id:{customer}:messagechat:{foreign_chat_id}"),
+        format!("customer_id:{customer}:chatroom:{foreign_room_id}"),
+        format!("customer_id:{customer}:messagechatroom:{foreign_room_id}"),
+        format!("customer_id:{customer}:chat:{}", new_id()),
+        format!("customer_id:{customer}:messagechat:{alice_room_id}"),
+        format!("customer_id:{customer}:chatroom:{chat_id}"),
+    ];
+    admin_ws
+        .send(json!({"type": "subscribe", "topics": refused}))
+        .await;
+    for topic in &refused {
+        next_error(&mut admin_ws, "not_found", topic).await;
+    }
+    admin_ws
+        .subscribe(&[
+            format!("customer_id:{customer}:chat:{chat_id}"),
+            format!("customer_id:{customer}:chatroom:{alice_room_id}"),
+        ])
+        .await;
+
+    // Agent topics: the chatroom must be the agent's own.
+    let alice_token = agent_token(&customer, &alice, 0x10);
+    let mut alice_ws = s.ws(&alice_token).await;
+    let refused = [
+        format!("agent_id:{alice}:chatroom:{bob_room_id}"),
+        format!("agent_id:{alice}:messagechatroom:{bob_room_id}"),
+        format!("agent_id:{alice}:chatroom:{foreign_room_id}"),
+    ];
+    alice_ws
+        .send(json!({"type": "subscribe", "topics": refused}))
+        .await;
+    for topic in &refused {
+        next_error(&mut alice_ws, "not_found", topic).await;
+    }
+    alice_ws
+        .subscribe(&[format!("agent_id:{alice}:chatroom:{alice_room_id}")])
+        .await;
+
+    // Nothing refused was kept: Bob's room and the other tenant's changes reach no one here;
+    // what was accepted does.
+    s.put(
+        &format!("/chatrooms/{bob_room_id}"),
+        &admin,
+        &json!({"name": "bob's"}).to_string(),
+    )
+    .await
+    .ok();
+    post_message(s, &admin, &chat["id"], &alice, "hi").await;
+    s.put(
+        &format!("/chats/{foreign_chat_id}"),
+        &other_admin,
+        &json!({"name": "x"}).to_string(),
+    )
+    .await
+    .ok();
+    s.put(
+        &format!("/chatrooms/{foreign_room_id}"),
+        &other_admin,
+        &json!({"name": "x"}).to_string(),
+    )
+    .await
+    .ok();
+    let renamed = s
+        .put(
+            &format!("/chatrooms/{alice_room_id}"),
+            &admin,
+            &json!({"name": "alice's"}).to_string(),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut alice_ws, "chatroom_updated").await, renamed);
+    assert_eq!(next_event(&mut admin_ws, "chatroom_updated").await, renamed);
+    assert_quiet(&mut alice_ws, "alice").await;
+    assert_quiet(&mut admin_ws, "admin").await;
+}
+
 /// The slow-client rule proper, with a small queue (64 events) and a send timeout long
 /// enough that the client comes back before it: a client that stops reading falls behind,
 /// and when it reads again it finds what was already on its way, an error frame `lagged`, and
@@ -478,6 +752,24 @@ mod lagging {
         post_message(s, &admin, &chat["id"], &a, "after").await;
         assert_eq!(fast.collect("messagechat_created", 1, WAIT).await.len(), 1);
     }
+}
+
+/// A chat-manager that cannot be reached: a narrowed topic cannot be checked and is refused
+/// as `unavailable`, naming it; one without an id is subscribed.
+#[tokio::test]
+async fn a_narrowing_id_that_cannot_be_checked_is_refused_as_unavailable() {
+    let s = Stack::gateway_with_hub_to("http://127.0.0.1:1", "http://127.0.0.1:1").await;
+    let customer = new_id();
+    let mut ws = s.ws(&customer_token(&customer)).await;
+    let narrowed = format!("customer_id:{customer}:chat:{}", new_id());
+    let plain = format!("customer_id:{customer}:chat");
+    ws.send(json!({"type": "subscribe", "topics": [narrowed, plain]}))
+        .await;
+    assert_eq!(
+        ws.next_within(WAIT).await.unwrap(),
+        json!({"type": "subscribed", "topics": [plain]})
+    );
+    next_error(&mut ws, "unavailable", &narrowed).await;
 }
 
 /// The gateway shuts down: every socket is closed with 1001, and the stack's stop waits for

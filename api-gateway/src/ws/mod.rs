@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
+use common::grpc_client::ChatClient;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::{AppState, Authenticated};
+use crate::app::{AppState, Authenticated, RequestId};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use hub::{EventHub, HubMessage, Registration};
@@ -62,6 +63,7 @@ pub const CLOSE_SHUTTING_DOWN: u16 = close_code::AWAY;
 pub async fn upgrade(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
+    request: RequestId,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Some(hub) = app.hub.clone() else {
@@ -73,6 +75,8 @@ pub async fn upgrade(
         customer_id: caller.customer_id.to_string(),
         caller,
         hub,
+        chat: app.chat.clone(),
+        request,
         settings: app.ws.clone(),
         topics: BTreeMap::new(),
     };
@@ -91,6 +95,10 @@ struct Connection {
     caller: Caller,
     customer_id: String,
     hub: EventHub,
+    /// Checks what a topic's narrowing id names.
+    chat: ChatClient,
+    /// The upgrade request's id, carried into those checks.
+    request: RequestId,
     settings: WsSettings,
     /// Accepted topics, by their text.
     topics: BTreeMap<String, Topic>,
@@ -308,6 +316,9 @@ impl Connection {
     async fn admit(&self, text: &str) -> Result<Topic, Refusal> {
         let topic = Topic::parse(text)?;
         topic.authorize(text, &self.caller)?;
+        topic
+            .check_visible(text, &self.customer_id, &self.chat, &self.request)
+            .await?;
         Ok(topic)
     }
 }

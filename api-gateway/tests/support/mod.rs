@@ -381,6 +381,25 @@ impl Stack {
         .await
     }
 
+    /// Only the gateway, forwarding to services at these urls (which may not be running),
+    /// with an event hub on an in-process bus that nothing publishes to: the WebSocket is
+    /// served, and anything it asks the services fails as they do.
+    pub async fn gateway_with_hub_to(chat_url: &str, message_url: &str) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        let parts = GatewayParts {
+            chat: grpc_client::remote(chat_url).unwrap(),
+            message: grpc_client::remote(message_url).unwrap(),
+            events: Some((
+                EventBus::in_process(),
+                "chat.events".to_owned(),
+                "message.events".to_owned(),
+            )),
+            ws: test_ws_settings(),
+        };
+        Self::with_gateway_configured(parts, Readiness::InProcess, RateLimit::default(), tx, rx)
+            .await
+    }
+
     async fn with_gateway(
         chat: grpc_client::GrpcTransport,
         message: grpc_client::GrpcTransport,
