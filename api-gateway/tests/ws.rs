@@ -19,6 +19,9 @@ against_both!(
     an_expired_token_closes_the_socket,
     agent_topics_carry_only_the_agents_own_chatrooms,
     a_narrowing_id_must_name_something_the_caller_may_see,
+    a_bearer_token_opens_the_socket,
+    an_oversized_client_frame_closes_the_socket_with_1009,
+    a_socket_holds_at_most_100_topics,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -136,10 +139,21 @@ async fn subscriptions_are_checked_and_answered(s: &Stack) {
         "invalid_argument"
     );
     ws.send(json!({"type": "dance"})).await;
-    assert_eq!(
-        ws.next_within(WAIT).await.unwrap()["error"]["code"],
-        "invalid_argument"
-    );
+    next_error(&mut ws, "invalid_argument", "type").await;
+    // A subscribe or unsubscribe without topics is answered, naming `topics`.
+    for frame in [
+        json!({"type": "subscribe"}),
+        json!({"type": "subscribe", "topics": []}),
+        json!({"type": "subscribe", "topics": null}),
+        json!({"type": "unsubscribe", "topics": []}),
+        json!({"type": "subscribe", "topics": mine}),
+        json!({"type": "subscribe", "topics": [mine, 7]}),
+    ] {
+        ws.send(frame).await;
+        next_error(&mut ws, "invalid_argument", "topics").await;
+    }
+    ws.send(json!({"topics": [mine]})).await;
+    next_error(&mut ws, "invalid_argument", "type").await;
 
     // Still subscribed to what was accepted.
     let (a, b) = (new_id(), new_id());
@@ -668,6 +682,115 @@ async fn a_narrowing_id_must_name_something_the_caller_may_see(s: &Stack) {
     assert_eq!(next_event(&mut admin_ws, "chatroom_updated").await, renamed);
     assert_quiet(&mut alice_ws, "alice").await;
     assert_quiet(&mut admin_ws, "admin").await;
+}
+
+async fn a_bearer_token_opens_the_socket(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let mut ws = s.ws_bearer(&admin).await;
+    ws.subscribe(&[format!("customer_id:{customer}:chat")])
+        .await;
+    let (a, b) = (new_id(), new_id());
+    let chat = s
+        .post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "x"))
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut ws, "chat_created").await, chat);
+    // A bad one is refused before the upgrade.
+    let refused = s
+        .send(
+            s.http
+                .get(format!("{}/ws", s.base))
+                .header("Authorization", "Bearer not-a-token"),
+        )
+        .await;
+    refused.assert_error(401, "unauthenticated", "token");
+}
+
+async fn an_oversized_client_frame_closes_the_socket_with_1009(s: &Stack) {
+    let customer = new_id();
+    let mut ws = s.ws(&customer_token(&customer)).await;
+    // Just under the limit: answered, and the socket stays open.
+    let under = json!({"type": "subscribe", "topics": ["x".repeat(60 * 1024)]}).to_string();
+    assert!(under.len() < api_gateway::ws::MAX_CLIENT_FRAME_BYTES);
+    ws.send_text(&under).await;
+    next_error(&mut ws, "invalid_argument", "topic").await;
+    let over = json!({"type": "subscribe", "topics": ["x".repeat(70 * 1024)]}).to_string();
+    ws.send_text(&over).await;
+    next_error(&mut ws, "invalid_argument", "frame").await;
+    assert_eq!(
+        ws.next_frame(WAIT).await,
+        Some(Err(Some(api_gateway::ws::CLOSE_FRAME_TOO_BIG)))
+    );
+}
+
+async fn a_socket_holds_at_most_100_topics(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    // Six narrowed topics per chat of two: 17 chats give 102.
+    let mut topics = Vec::new();
+    let mut chats = Vec::new();
+    for i in 0..17 {
+        let (a, b) = (new_id(), new_id());
+        let body = chat_body("group", &a, &[&a, &b], &format!("c{i}"));
+        let chat = create_chat(s, &admin, &customer, &body).await;
+        let id = chat["id"].as_str().unwrap();
+        topics.push(format!("customer_id:{customer}:chat:{id}"));
+        topics.push(format!("customer_id:{customer}:messagechat:{id}"));
+        for owner in [&a, &b] {
+            let room = room_of(s, &admin, &chat["id"], owner).await;
+            let room = room["id"].as_str().unwrap();
+            topics.push(format!("customer_id:{customer}:chatroom:{room}"));
+            topics.push(format!("customer_id:{customer}:messagechatroom:{room}"));
+        }
+        chats.push(chat);
+    }
+    let max = api_gateway::ws::MAX_TOPICS;
+    assert_eq!(max, 100);
+
+    // 101 in one frame: refused as a whole, nothing kept.
+    let mut ws = s.ws(&admin).await;
+    ws.send(json!({"type": "subscribe", "topics": topics[..=max]}))
+        .await;
+    next_error(&mut ws, "invalid_argument", "topics").await;
+    let first_chat = chats[0]["id"].as_str().unwrap();
+    s.put(
+        &format!("/chats/{first_chat}"),
+        &admin,
+        &json!({"name": "r"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_quiet(&mut ws, "nothing was kept").await;
+
+    // 100 are held (a repeat within a frame counts once, as does one already held) ...
+    let mut hundred = topics[..max].to_vec();
+    hundred.push(topics[0].clone());
+    ws.send(json!({"type": "subscribe", "topics": hundred}))
+        .await;
+    let ack = ws.next_within(WAIT).await.unwrap();
+    assert_eq!(ack, json!({"type": "subscribed", "topics": topics[..max]}));
+    ws.subscribe(&topics[..1]).await;
+    // ... and one more is refused and not kept.
+    ws.send(json!({"type": "subscribe", "topics": [topics[max]]}))
+        .await;
+    next_error(&mut ws, "invalid_argument", "topics").await;
+    let (_, refused_room) = topics[max].rsplit_once(':').unwrap();
+    assert!(topics[max].contains(":chatroom:"));
+    s.put(
+        &format!("/chatrooms/{refused_room}"),
+        &admin,
+        &json!({"name": "r"}).to_string(),
+    )
+    .await
+    .ok();
+    assert_quiet(&mut ws, "the 101st was not kept").await;
+    // After an unsubscribe there is room again.
+    ws.send(json!({"type": "unsubscribe", "topics": [topics[0]]}))
+        .await;
+    assert_eq!(ws.next_within(WAIT).await.unwrap()["type"], "unsubscribed");
+    ws.subscribe(&topics[max..=max]).await;
 }
 
 /// The slow-client rule proper, with a small queue (64 events) and a send timeout long

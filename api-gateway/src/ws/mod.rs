@@ -38,6 +38,10 @@ pub struct WsSettings {
 pub const DEFAULT_BUFFER_EVENTS: usize = 4_096;
 const _: () = assert!(DEFAULT_BUFFER_EVENTS >= 4 * (chat_manager::chats::MAX_PARTICIPANTS + 1));
 
+/// Largest frame (and message) a client may send; subscribe frames are small.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+/// Most topics one socket may hold.
+pub const MAX_TOPICS: usize = 100;
 /// How long a socket the server closes waits for the client's close reply before dropping the
 /// connection. Dropping it at once, with the client's replies unread, could reset it and lose
 /// the frames the client has not read yet, the close frame among them.
@@ -59,6 +63,8 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_UNRESPONSIVE: u16 = 4002;
 /// The gateway is shutting down (RFC 6455 "going away").
 pub const CLOSE_SHUTTING_DOWN: u16 = close_code::AWAY;
+/// A client frame over `MAX_CLIENT_FRAME_BYTES` (RFC 6455 "message too big").
+pub const CLOSE_FRAME_TOO_BIG: u16 = close_code::SIZE;
 
 pub async fn upgrade(
     State(app): State<AppState>,
@@ -80,15 +86,17 @@ pub async fn upgrade(
         settings: app.ws.clone(),
         topics: BTreeMap::new(),
     };
-    Ok(ws.on_upgrade(move |socket| connection.serve(socket)))
+    Ok(ws
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| connection.serve(socket)))
 }
 
 #[derive(Debug, Deserialize)]
 struct ClientFrame {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    topics: Vec<String>,
+    topics: Option<Vec<String>>,
 }
 
 struct Connection {
@@ -117,6 +125,13 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+/// Whether a read failed on the frame size limit. axum does not export tungstenite's error
+/// type, so this reads its message (`Space limit exceeded: Message too long: ...`); the test
+/// of the limit (close code 1009) notices if that ever changes.
+fn is_over_size_limit(error: &axum::Error) -> bool {
+    error.to_string().starts_with("Space limit exceeded")
 }
 
 /// One open socket in the `websocket_connections` gauge, for as long as it lives (also when
@@ -193,6 +208,19 @@ impl Connection {
                 incoming = socket.recv() => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
+                        Some(Err(e)) if is_over_size_limit(&e) => {
+                            let why = format!("frame: over {MAX_CLIENT_FRAME_BYTES} bytes, the most a client frame may have");
+                            if let Err(end) = self.send(socket, error_frame("invalid_argument", &why)).await {
+                                return end;
+                            }
+                            if let Err(end) = self.send(socket, close_frame(CLOSE_FRAME_TOO_BIG, "frame too big")).await {
+                                return end;
+                            }
+                            // The rest of the frame cannot be read any more, and closing now
+                            // could reset the connection before the client reads the close.
+                            tokio::time::sleep(CLOSE_GRACE).await;
+                            return End::Closed;
+                        }
                         Some(Err(_)) | None => return End::ClientGone,
                     };
                     heard_since_ping = true;
@@ -267,14 +295,9 @@ impl Connection {
 
     /// Applies a client frame; returns the frames to answer with.
     async fn handle_frame(&mut self, text: &str) -> Vec<Message> {
-        let frame: ClientFrame = match serde_json::from_str(text) {
+        let frame: ClientFrame = match crate::json::parse_as(text.as_bytes(), "frame") {
             Ok(frame) => frame,
-            Err(e) => {
-                return vec![error_frame(
-                    "invalid_argument",
-                    &format!("frame: not a subscribe or unsubscribe frame: {e}"),
-                )];
-            }
+            Err(e) => return vec![error_frame(e.code(), &e.to_string())],
         };
         if !matches!(frame.kind.as_str(), "subscribe" | "unsubscribe") {
             return vec![error_frame(
@@ -282,13 +305,34 @@ impl Connection {
                 &format!("type: {:?} is not subscribe or unsubscribe", frame.kind),
             )];
         }
-        let topics = frame.topics;
+        let topics = match frame.topics {
+            Some(topics) if !topics.is_empty() => distinct(topics),
+            _ => {
+                return vec![error_frame(
+                    "invalid_argument",
+                    "topics: required, a non-empty list of topics",
+                )];
+            }
+        };
         if frame.kind == "unsubscribe" {
             for text in &topics {
                 self.topics.remove(text);
             }
             return vec![text_frame(
                 json!({"type": "unsubscribed", "topics": topics}),
+            )];
+        }
+        let adding = topics
+            .iter()
+            .filter(|t| !self.topics.contains_key(*t))
+            .count();
+        if self.topics.len() + adding > MAX_TOPICS {
+            return vec![error_frame(
+                "invalid_argument",
+                &format!(
+                    "topics: at most {MAX_TOPICS} per connection; {} held and {adding} more asked for, so none of these was subscribed",
+                    self.topics.len()
+                ),
             )];
         }
         let mut accepted = Vec::new();
@@ -321,4 +365,13 @@ impl Connection {
             .await?;
         Ok(topic)
     }
+}
+
+/// The topics in their order, each once.
+fn distinct(topics: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    topics
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
 }

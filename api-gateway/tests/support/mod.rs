@@ -664,6 +664,21 @@ impl Stack {
         WsClient { stream }
     }
 
+    /// A WebSocket client with the token in an `Authorization: Bearer` header.
+    pub async fn ws_bearer(&self, token: &str) -> WsClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/ws", self.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
     /// A WebSocket client whose socket has a small, fixed receive buffer (no kernel
     /// autotuning): one that stops reading is noticed by the server after a few frames, however
     /// the machine's TCP buffers are tuned.
