@@ -1,6 +1,7 @@
-//! The WebSocket (`GET /v1.0/ws`): subscription rules, delivery and isolation, ordering, the
-//! slow-client rule, token expiry, and the resync after the broker connection drops; against
-//! both ways of running where it applies.
+//! The WebSocket (`GET /v1.0/ws`): subscription rules (audiences, narrowing ids, limits),
+//! delivery and isolation, ordering, several gateway instances, the slow-client rule, token
+//! expiry, shutdown, and the resync after the broker connection drops; against both ways of
+//! running where it applies.
 
 #[macro_use]
 mod support;
@@ -19,6 +20,9 @@ against_both!(
     an_expired_token_closes_the_socket,
     agent_topics_carry_only_the_agents_own_chatrooms,
     a_narrowing_id_must_name_something_the_caller_may_see,
+    narrowed_customer_topics_carry_only_their_chat_or_room,
+    concurrent_posts_reach_every_socket_once_and_in_one_order,
+    every_gateway_instance_delivers_every_event_to_its_own_sockets,
     a_bearer_token_opens_the_socket,
     an_oversized_client_frame_closes_the_socket_with_1009,
     a_socket_holds_at_most_100_topics,
@@ -682,6 +686,288 @@ async fn a_narrowing_id_must_name_something_the_caller_may_see(s: &Stack) {
     assert_eq!(next_event(&mut admin_ws, "chatroom_updated").await, renamed);
     assert_quiet(&mut alice_ws, "alice").await;
     assert_quiet(&mut admin_ws, "admin").await;
+}
+
+async fn narrowed_customer_topics_carry_only_their_chat_or_room(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (alice, bob, carol) = (new_id(), new_id(), new_id());
+    let create = |name: &str| chat_body("group", &alice, &[&alice, &bob], name);
+    let chat = create_chat(s, &admin, &customer, &create("this")).await;
+    let other_chat = create_chat(s, &admin, &customer, &create("other")).await;
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let room = room_of(s, &admin, &chat["id"], &alice).await;
+    let room_id = room["id"].as_str().unwrap().to_owned();
+    let bob_room = room_of(s, &admin, &chat["id"], &bob).await;
+
+    let mut chat_ws = s.ws(&admin).await;
+    chat_ws
+        .subscribe(&[format!("customer_id:{customer}:chat:{chat_id}")])
+        .await;
+    let mut room_ws = s.ws(&admin).await;
+    room_ws
+        .subscribe(&[format!("customer_id:{customer}:chatroom:{room_id}")])
+        .await;
+    let mut messages_ws = s.ws(&admin).await;
+    messages_ws
+        .subscribe(&[format!("customer_id:{customer}:messagechat:{chat_id}")])
+        .await;
+    let mut copies_ws = s.ws(&admin).await;
+    copies_ws
+        .subscribe(&[format!("customer_id:{customer}:messagechatroom:{room_id}")])
+        .await;
+    let room_now = || async {
+        s.get(&format!("/chatrooms/{room_id}"), &admin)
+            .await
+            .ok()
+            .clone()
+    };
+
+    // The other chat and Bob's room change: not on these sockets (checked at the end).
+    let rename = json!({"name": "renamed"}).to_string();
+    s.put(
+        &format!("/chats/{}", other_chat["id"].as_str().unwrap()),
+        &admin,
+        &rename,
+    )
+    .await
+    .ok();
+    s.put(
+        &format!("/chatrooms/{}", bob_room["id"].as_str().unwrap()),
+        &admin,
+        &rename,
+    )
+    .await
+    .ok();
+    post_message(s, &admin, &other_chat["id"], &alice, "elsewhere").await;
+
+    // Chat renamed.
+    let renamed = s
+        .put(&format!("/chats/{chat_id}"), &admin, &rename)
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut chat_ws, "chat_updated").await, renamed);
+    // Room renamed.
+    let room_renamed = s
+        .put(&format!("/chatrooms/{room_id}"), &admin, &rename)
+        .await
+        .ok()
+        .clone();
+    assert_eq!(
+        next_event(&mut room_ws, "chatroom_updated").await,
+        room_renamed
+    );
+    // A participant added, then removed: the chat and the room's participant_ids change.
+    let added = s
+        .post(
+            &format!("/chats/{chat_id}/participant_ids"),
+            &admin,
+            &json!({"participant_id": carol}).to_string(),
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut chat_ws, "chat_updated").await, added);
+    let room_with_carol = next_event(&mut room_ws, "chatroom_updated").await;
+    assert_eq!(room_with_carol, room_now().await);
+    assert!(
+        room_with_carol["participant_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(carol))
+    );
+    let removed = s
+        .delete(&format!("/chats/{chat_id}/participant_ids/{carol}"), &admin)
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut chat_ws, "chat_updated").await, removed);
+    assert_eq!(
+        next_event(&mut room_ws, "chatroom_updated").await,
+        room_now().await
+    );
+
+    // A message and its deletion: the chat's message, and only this room's copy.
+    let message = post_message(s, &admin, &chat["id"], &alice, "here").await;
+    assert_eq!(
+        next_event(&mut messages_ws, "messagechat_created").await,
+        message
+    );
+    let copy = next_event(&mut copies_ws, "messagechatroom_created").await;
+    assert_eq!(
+        (&copy["chatroom_id"], &copy["messagechat_id"]),
+        (&json!(room_id), &message["id"])
+    );
+    let copy_id = copy["id"].as_str().unwrap();
+    assert_eq!(
+        copy,
+        s.get(&format!("/chatroommessages/{copy_id}"), &admin)
+            .await
+            .ok()
+            .clone()
+    );
+    let deleted = s
+        .delete(
+            &format!("/chatmessages/{}", message["id"].as_str().unwrap()),
+            &admin,
+        )
+        .await
+        .ok()
+        .clone();
+    assert_eq!(
+        next_event(&mut messages_ws, "messagechat_deleted").await,
+        deleted
+    );
+    let copy_deleted = next_event(&mut copies_ws, "messagechatroom_deleted").await;
+    assert_eq!(copy_deleted["id"], copy["id"]);
+    assert_eq!(copy_deleted["tm_delete"], deleted["tm_delete"]);
+
+    // The chat deleted: its event, and its room's.
+    let chat_deleted = s
+        .delete(&format!("/chats/{chat_id}"), &admin)
+        .await
+        .ok()
+        .clone();
+    assert_eq!(next_event(&mut chat_ws, "chat_deleted").await, chat_deleted);
+    let room_deleted = next_event(&mut room_ws, "chatroom_deleted").await;
+    assert_eq!(room_deleted, room_now().await);
+    assert_ne!(room_deleted["tm_delete"], "9999-01-01 00:00:00.000000");
+
+    for (ws, what) in [
+        (&mut chat_ws, "chat"),
+        (&mut room_ws, "chatroom"),
+        (&mut messages_ws, "messagechat"),
+        (&mut copies_ws, "messagechatroom"),
+    ] {
+        assert_quiet(ws, what).await;
+    }
+}
+
+/// Eight posters at once into one chat: two sockets see every message once, in the same
+/// order, and each message before its copies.
+async fn concurrent_posts_reach_every_socket_once_and_in_one_order(s: &Stack) {
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let people = [new_id(), new_id(), new_id()];
+    let participants: Vec<&str> = people.iter().map(String::as_str).collect();
+    let chat = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &people[0], &participants, "busy"),
+        )
+        .await
+        .ok()
+        .clone();
+    let topics = [
+        format!(
+            "customer_id:{customer}:messagechat:{}",
+            chat["id"].as_str().unwrap()
+        ),
+        format!("customer_id:{customer}:messagechatroom"),
+    ];
+    let mut first = s.ws(&admin).await;
+    first.subscribe(&topics).await;
+    let mut second = s.ws(&admin).await;
+    second.subscribe(&topics).await;
+
+    let (posters, each) = (8, 10);
+    let posted: Vec<Value> = futures_util::future::join_all((0..posters).map(|p| {
+        let (admin, chat, people) = (&admin, &chat, &people);
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..each {
+                let m =
+                    post_message(s, admin, &chat["id"], &people[p % 3], &format!("{p}.{i}")).await;
+                ids.push(m["id"].clone());
+            }
+            ids
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    let total = posters * each;
+    let copies = total * people.len();
+
+    let mut orders = Vec::new();
+    for ws in [&mut first, &mut second] {
+        let mut messages: Vec<Value> = Vec::new();
+        let mut copies_seen = std::collections::HashMap::<Value, usize>::new();
+        while messages.len() < total || copies_seen.values().sum::<usize>() < copies {
+            let frame = ws
+                .next_within(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("stalled at {} messages", messages.len()));
+            let data = &frame["data"];
+            match frame["type"].as_str().unwrap() {
+                "messagechat_created" => {
+                    assert!(!messages.contains(&data["id"]), "twice: {frame}");
+                    messages.push(data["id"].clone());
+                }
+                "messagechatroom_created" => {
+                    assert!(
+                        messages.contains(&data["messagechat_id"]),
+                        "a copy before its message: {frame}"
+                    );
+                    *copies_seen
+                        .entry(data["messagechat_id"].clone())
+                        .or_default() += 1;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        assert!(
+            copies_seen.values().all(|n| *n == people.len()),
+            "one copy per room"
+        );
+        let mut sorted = messages.clone();
+        sorted.sort_by_key(Value::to_string);
+        let mut expected = posted.clone();
+        expected.sort_by_key(Value::to_string);
+        assert_eq!(sorted, expected, "every message, once");
+        assert_quiet(ws, "after everything").await;
+        orders.push(messages);
+    }
+    assert_eq!(orders[0], orders[1], "both sockets in the same order");
+}
+
+/// A second gateway on the same services and event source: each instance delivers every
+/// event to its own sockets, whichever instance the change came through.
+async fn every_gateway_instance_delivers_every_event_to_its_own_sockets(s: &Stack) {
+    let other = s.second_gateway().await;
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    let (a, b) = (new_id(), new_id());
+    let chat = s
+        .post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "two"))
+        .await
+        .ok()
+        .clone();
+    let topic = [format!("customer_id:{customer}:messagechat")];
+    let mut here = s.ws(&admin).await;
+    here.subscribe(&topic).await;
+    let mut there = other.ws(&admin).await;
+    there.subscribe(&topic).await;
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let through = if i % 2 == 0 { s } else { &other };
+        sent.push(
+            post_message(through, &admin, &chat["id"], &a, &format!("m{i}")).await["id"].clone(),
+        );
+    }
+    for ws in [&mut here, &mut there] {
+        let got: Vec<Value> = ws
+            .collect("messagechat_created", sent.len(), WAIT)
+            .await
+            .iter()
+            .map(|f| f["data"]["id"].clone())
+            .collect();
+        assert_eq!(got, sent);
+        assert_quiet(ws, "each event once").await;
+    }
 }
 
 async fn a_bearer_token_opens_the_socket(s: &Stack) {

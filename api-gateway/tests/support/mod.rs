@@ -91,11 +91,14 @@ pub struct Stack {
     /// Split deployment: where chat-manager and message-manager serve gRPC.
     pub chat_addr: Option<SocketAddr>,
     pub message_addr: Option<SocketAddr>,
+    /// What the gateway was built on, for `second_gateway`.
+    gateway_parts: GatewayParts,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What a gateway is built on: the services, its event source and WebSocket settings.
+#[derive(Clone)]
 struct GatewayParts {
     chat: grpc_client::GrpcTransport,
     message: grpc_client::GrpcTransport,
@@ -450,6 +453,21 @@ impl Stack {
         Self::with_gateway_configured(parts, readiness, limit, tx, rx).await
     }
 
+    /// Another gateway on the same services and event source (in the split deployment its
+    /// own exclusive queue on the broker), with its own event hub and shutdown; stopping it
+    /// leaves this stack running.
+    pub async fn second_gateway(&self) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        Self::with_gateway_configured(
+            self.gateway_parts.clone(),
+            Readiness::InProcess,
+            RateLimit::default(),
+            tx,
+            rx,
+        )
+        .await
+    }
+
     async fn with_gateway_configured(
         parts: GatewayParts,
         readiness: Readiness,
@@ -457,6 +475,7 @@ impl Stack {
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
+        let kept = parts.clone();
         let GatewayParts {
             chat,
             message,
@@ -497,6 +516,7 @@ impl Stack {
             chat_link: None,
             chat_addr: None,
             message_addr: None,
+            gateway_parts: kept,
             _guards: Vec::new(),
         }
     }
