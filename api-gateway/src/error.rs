@@ -37,6 +37,11 @@ impl ApiError {
         ApiError::InvalidArgument(msg.into())
     }
 
+    /// The machine code (`not_found`, `unavailable`, ...), also used in WebSocket error frames.
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::InvalidArgument(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),

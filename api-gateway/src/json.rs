@@ -128,22 +128,28 @@ fn is_length_limit(e: &axum::Error) -> bool {
 
 /// Parses JSON, reporting the path of the offending field (`participant_ids[1]: ...`).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_as(bytes, "body")
+}
+
+/// As `parse`, naming the document as a whole `whole` (`body`, a WebSocket `frame`) where an
+/// error is not about one field.
+pub fn parse_as<T: DeserializeOwned>(bytes: &[u8], whole: &str) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             // A syntax error belongs to the body as a whole, not to a field.
-            return ApiError::invalid(format!("body: malformed JSON: {inner}"));
+            return ApiError::invalid(format!("{whole}: malformed JSON: {inner}"));
         }
         let field = match path.as_str() {
-            "" | "." | "?" => "body",
+            "" | "." | "?" => whole,
             p => p,
         };
         ApiError::invalid(format!("{field}: {inner}"))
     })?;
     de.end()
-        .map_err(|e| ApiError::invalid(format!("body: malformed JSON: {e}")))?;
+        .map_err(|e| ApiError::invalid(format!("{whole}: malformed JSON: {e}")))?;
     Ok(value)
 }
 

@@ -103,7 +103,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         bus,
         &config.chat_events_exchange,
         &config.message_events_exchange,
-        ws.buffer_events,
+        &ws,
         shutdown_rx.clone(),
     );
     tasks.push(hub_task);

@@ -3,7 +3,8 @@
 //! topics match. Routing happens here, once per event, over the sockets of the event's tenant
 //! only, so a socket wakes only for what it will send. Each socket has a bounded queue; one
 //! that falls that far behind is marked lagged, told so and dropped: memory does not grow with
-//! slow clients.
+//! slow clients. When the process shuts down every socket is closed (1001), and the hub's task
+//! ends once they all have, or after the time a close may take.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,9 +13,10 @@ use std::time::Duration;
 
 use common::bus::{EventBus, SubscriptionSpec};
 use serde_json::Value;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::ws::WsSettings;
 use crate::ws::topic::{Resource, Topic};
 
 /// One event, parsed once for every socket.
@@ -54,9 +56,14 @@ struct Routes {
 
 impl Routes {
     fn deliver(&self, id: u64, message: HubMessage) {
-        if let Some(route) = self.by_id.get(&id)
-            && route.tx.try_send(message).is_err()
-        {
+        let Some(route) = self.by_id.get(&id) else {
+            return;
+        };
+        // A lagged socket is being closed: nothing more is queued for it.
+        if route.lagged.load(Ordering::Relaxed) {
+            return;
+        }
+        if route.tx.try_send(message).is_err() {
             // Full (or gone): the socket is too far behind; it closes itself.
             route.lagged.store(true, Ordering::Relaxed);
         }
@@ -92,6 +99,15 @@ pub struct EventHub {
     routes: Arc<Mutex<Routes>>,
     next_id: Arc<AtomicU64>,
     capacity: usize,
+    /// The process's shutdown signal, which every socket watches.
+    shutdown: watch::Receiver<bool>,
+    /// Woken when the last socket deregisters.
+    all_closed: Arc<Notify>,
+    /// How long a socket may take to close (send its close frame, hear the reply).
+    close_within: Duration,
+    /// Whether the subscription to the exchanges is in place (events published from now on
+    /// reach the sockets).
+    consuming: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -102,15 +118,23 @@ impl std::fmt::Debug for EventHub {
     }
 }
 
-/// A socket's registration: its queue, and whether it fell behind. Deregisters on drop.
+/// A socket's registration: its queue, whether it fell behind, and the shutdown signal it
+/// closes on. Deregisters on drop.
 pub struct Registration {
     hub: EventHub,
     id: u64,
     pub events: mpsc::Receiver<HubMessage>,
     pub lagged: Arc<AtomicBool>,
+    /// True once the process shuts down.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Registration {
+    /// Whether the hub found this socket's queue full: it is to be told and closed.
+    pub fn is_lagged(&self) -> bool {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
     /// Replaces the socket's topics.
     pub fn set_topics(&self, topics: Vec<Topic>) {
         if let Some(route) = self.hub.lock().by_id.get_mut(&self.id) {
@@ -130,23 +154,31 @@ impl Drop for Registration {
                 routes.by_customer.remove(&route.customer_id);
             }
         }
+        if routes.by_id.is_empty() {
+            self.hub.all_closed.notify_waiters();
+        }
     }
 }
 
 impl EventHub {
-    /// Starts consuming `chat_exchange` and `message_exchange` from `bus`; `capacity` is how
-    /// many events a socket may fall behind before it is dropped.
+    /// Starts consuming `chat_exchange` and `message_exchange` from `bus`. A socket may fall
+    /// `settings.buffer_events` behind before it is dropped. When `shutdown` turns true the
+    /// sockets close, and the returned task ends once they have (or could have).
     pub fn start(
         bus: EventBus,
         chat_exchange: &str,
         message_exchange: &str,
-        capacity: usize,
+        settings: &WsSettings,
         shutdown: watch::Receiver<bool>,
     ) -> (EventHub, JoinHandle<()>) {
         let hub = EventHub {
             routes: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
-            capacity: capacity.max(1),
+            capacity: settings.buffer_events.max(1),
+            shutdown: shutdown.clone(),
+            all_closed: Arc::new(Notify::new()),
+            close_within: settings.send_timeout + crate::ws::CLOSE_GRACE,
+            consuming: Arc::default(),
         };
         let spec = SubscriptionSpec {
             // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
@@ -194,6 +226,39 @@ impl EventHub {
             id,
             events,
             lagged,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
+    /// Whether the hub is subscribed to the exchanges right now.
+    pub fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed)
+    }
+
+    /// How many sockets are registered.
+    pub fn sockets(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    /// Waits until no socket is registered, at most `limit`.
+    async fn all_sockets_closed(&self, limit: Duration) {
+        let wait = async {
+            loop {
+                let closed = self.all_closed.notified();
+                tokio::pin!(closed);
+                // Registered before looking, so a socket closing in between is not missed.
+                closed.as_mut().enable();
+                if self.sockets() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            tracing::warn!(
+                open = self.sockets(),
+                "event hub: sockets still open at shutdown"
+            );
         }
     }
 
@@ -207,6 +272,18 @@ async fn run(
     spec: SubscriptionSpec,
     hub: EventHub,
     mut shutdown: watch::Receiver<bool>,
+) {
+    consume(bus, spec, &hub, &mut shutdown).await;
+    // The sockets watch the same signal and are closing: give them the time a close takes.
+    hub.all_sockets_closed(hub.close_within).await;
+}
+
+/// Feeds the sockets until `shutdown`, resubscribing whenever the stream is interrupted.
+async fn consume(
+    bus: EventBus,
+    spec: SubscriptionSpec,
+    hub: &EventHub,
+    shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut interrupted = false;
     let mut backoff = Duration::from_millis(200);
@@ -225,6 +302,7 @@ async fn run(
             }
         };
         backoff = Duration::from_millis(200);
+        hub.consuming.store(true, Ordering::Relaxed);
         if interrupted {
             tracing::info!("event hub: subscribed again; telling sockets to resync");
             hub.dispatch(HubMessage::Resync);
@@ -235,6 +313,7 @@ async fn run(
                 _ = shutdown.changed() => return,
             };
             let Some(delivery) = delivery else {
+                hub.consuming.store(false, Ordering::Relaxed);
                 tracing::warn!("event hub: subscription ended; resubscribing");
                 interrupted = true;
                 break;

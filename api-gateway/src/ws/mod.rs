@@ -8,16 +8,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
+use common::grpc_client::ChatClient;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::app::{AppState, Authenticated};
+use crate::app::{AppState, Authenticated, RequestId};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use hub::{EventHub, HubMessage};
-use topic::Topic;
+use hub::{EventHub, HubMessage, Registration};
+use topic::{Refusal, Topic};
 
 /// Tuning of the WebSocket endpoint.
 #[derive(Debug, Clone)]
@@ -30,12 +31,28 @@ pub struct WsSettings {
     pub buffer_events: usize,
 }
 
+/// The default queue per socket. One message in a chat of the most participants is that many
+/// `messagechatroom_created` events and its `messagechat_created`, all at once for an admin
+/// subscribed to every room of the tenant: the queue holds four such messages. An entry is a
+/// pointer to a frame shared by every socket, so a long queue costs little.
+pub const DEFAULT_BUFFER_EVENTS: usize = 4_096;
+const _: () = assert!(DEFAULT_BUFFER_EVENTS >= 4 * (chat_manager::chats::MAX_PARTICIPANTS + 1));
+
+/// Largest frame (and message) a client may send; subscribe frames are small.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+/// Most topics one socket may hold.
+pub const MAX_TOPICS: usize = 100;
+/// How long a socket the server closes waits for the client's close reply before dropping the
+/// connection. Dropping it at once, with the client's replies unread, could reset it and lose
+/// the frames the client has not read yet, the close frame among them.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 impl Default for WsSettings {
     fn default() -> Self {
         WsSettings {
             ping_interval: Duration::from_secs(20),
             send_timeout: Duration::from_secs(10),
-            buffer_events: 1024,
+            buffer_events: DEFAULT_BUFFER_EVENTS,
         }
     }
 }
@@ -44,10 +61,15 @@ impl Default for WsSettings {
 pub const CLOSE_TOO_SLOW: u16 = 4000;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 pub const CLOSE_UNRESPONSIVE: u16 = 4002;
+/// The gateway is shutting down (RFC 6455 "going away").
+pub const CLOSE_SHUTTING_DOWN: u16 = close_code::AWAY;
+/// A client frame over `MAX_CLIENT_FRAME_BYTES` (RFC 6455 "message too big").
+pub const CLOSE_FRAME_TOO_BIG: u16 = close_code::SIZE;
 
 pub async fn upgrade(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
+    request: RequestId,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let Some(hub) = app.hub.clone() else {
@@ -55,40 +77,61 @@ pub async fn upgrade(
             "real-time events are not configured".into(),
         ));
     };
-    let settings = app.ws.clone();
-    Ok(ws.on_upgrade(move |socket| Connection::new(caller, hub, settings).serve(socket)))
+    let connection = Connection {
+        customer_id: caller.customer_id.to_string(),
+        caller,
+        hub,
+        chat: app.chat.clone(),
+        request,
+        settings: app.ws.clone(),
+        topics: BTreeMap::new(),
+    };
+    Ok(ws
+        .max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| connection.serve(socket)))
 }
 
 #[derive(Debug, Deserialize)]
 struct ClientFrame {
     #[serde(rename = "type")]
     kind: String,
-    #[serde(default)]
-    topics: Vec<String>,
+    topics: Option<Vec<String>>,
 }
 
 struct Connection {
     caller: Caller,
     customer_id: String,
     hub: EventHub,
+    /// Checks what a topic's narrowing id names.
+    chat: ChatClient,
+    /// The upgrade request's id, carried into those checks.
+    request: RequestId,
     settings: WsSettings,
     /// Accepted topics, by their text.
     topics: BTreeMap<String, Topic>,
 }
 
-fn error_frame(code: &str, message: &str) -> Message {
-    Message::Text(
-        json!({"type": "error", "error": {"code": code, "message": message}})
-            .to_string()
-            .into(),
-    )
+fn text_frame(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
 }
 
-fn close(code: u16, reason: &'static str) -> Message {
+fn error_frame(code: &str, message: &str) -> Message {
+    text_frame(json!({"type": "error", "error": {"code": code, "message": message}}))
+}
+
+fn close_frame(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+/// Whether a read failed on the frame size limit. axum does not export tungstenite's error
+/// type, so this reads its message (`Space limit exceeded: Message too long: ...`); the test
+/// of the limit (close code 1009) notices if that ever changes.
+fn is_over_size_limit(error: &axum::Error) -> bool {
+    error.to_string().starts_with("Space limit exceeded")
 }
 
 /// One open socket in the `websocket_connections` gauge, for as long as it lives (also when
@@ -111,21 +154,14 @@ impl Drop for OpenSocket {
 /// Why a connection ended, for the log.
 enum End {
     ClientGone,
+    /// A frame could not go out within the send timeout: no frame can reach the client, so
+    /// the connection is dropped without a close frame.
     Stuck,
-    Done,
+    /// The server closed it (with a close frame).
+    Closed,
 }
 
 impl Connection {
-    fn new(caller: Caller, hub: EventHub, settings: WsSettings) -> Self {
-        Connection {
-            customer_id: caller.customer_id.to_string(),
-            caller,
-            hub,
-            settings,
-            topics: BTreeMap::new(),
-        }
-    }
-
     async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
         match tokio::time::timeout(self.settings.send_timeout, socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
@@ -134,19 +170,29 @@ impl Connection {
         }
     }
 
+    /// Sends a close frame, then reads (and discards) what the client still sends until its
+    /// close reply, for at most `CLOSE_GRACE`.
+    async fn close(&self, socket: &mut WebSocket, code: u16, reason: &'static str) -> End {
+        if let Err(end) = self.send(socket, close_frame(code, reason)).await {
+            return end;
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+        End::Closed
+    }
+
     async fn serve(mut self, mut socket: WebSocket) {
         let _open = OpenSocket::count();
-        let end = self.run(&mut socket).await;
-        match end {
-            Err(End::Stuck) => {
-                tracing::info!(customer = %self.customer_id, "websocket dropped: not reading")
-            }
-            Err(End::ClientGone) | Ok(()) | Err(End::Done) => {}
+        let mut registration = self.hub.register(&self.customer_id);
+        let end = self.run(&mut socket, &mut registration).await;
+        if let End::Stuck = end {
+            tracing::info!(customer = %self.customer_id, "websocket dropped: not reading");
         }
     }
 
-    async fn run(&mut self, socket: &mut WebSocket) -> Result<(), End> {
-        let mut registration = self.hub.register(&self.customer_id);
+    async fn run(&mut self, socket: &mut WebSocket, registration: &mut Registration) -> End {
         let expires_in = Duration::from_secs(
             u64::try_from(self.caller.expires_at - chrono::Utc::now().timestamp()).unwrap_or(0),
         );
@@ -160,44 +206,68 @@ impl Connection {
         loop {
             tokio::select! {
                 incoming = socket.recv() => {
-                    let Some(Ok(message)) = incoming else { return Err(End::ClientGone) };
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(e)) if is_over_size_limit(&e) => {
+                            let why = format!("frame: over {MAX_CLIENT_FRAME_BYTES} bytes, the most a client frame may have");
+                            if let Err(end) = self.send(socket, error_frame("invalid_argument", &why)).await {
+                                return end;
+                            }
+                            if let Err(end) = self.send(socket, close_frame(CLOSE_FRAME_TOO_BIG, "frame too big")).await {
+                                return end;
+                            }
+                            // The rest of the frame cannot be read any more, and closing now
+                            // could reset the connection before the client reads the close.
+                            tokio::time::sleep(CLOSE_GRACE).await;
+                            return End::Closed;
+                        }
+                        Some(Err(_)) | None => return End::ClientGone,
+                    };
                     heard_since_ping = true;
                     match message {
                         Message::Text(text) => {
-                            let replies = self.handle_frame(text.as_str());
+                            let replies = self.handle_frame(text.as_str()).await;
+                            // Routed before the answer goes out: every event committed after
+                            // the client reads "subscribed" reaches it.
                             registration.set_topics(self.topics.values().cloned().collect());
                             for reply in replies {
-                                self.send(socket, reply).await?;
+                                if let Err(end) = self.send(socket, reply).await {
+                                    return end;
+                                }
                             }
                         }
                         Message::Binary(_) => {
-                            self.send(socket, error_frame("invalid_argument", "frames are JSON text")).await?;
+                            if let Err(end) = self.send(socket, error_frame("invalid_argument", "frame: frames are JSON text")).await {
+                                return end;
+                            }
                         }
-                        Message::Close(_) => return Err(End::ClientGone),
+                        Message::Close(_) => return End::ClientGone,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
                 event = registration.events.recv() => {
-                    if registration.lagged.load(std::sync::atomic::Ordering::Relaxed) {
-                        let message = "this connection fell too far behind and is closed; reconnect and list again to catch up";
-                        let _ = self.send(socket, error_frame("lagged", message)).await;
-                        let _ = self.send(socket, close(CLOSE_TOO_SLOW, "too slow")).await;
-                        return Err(End::Done);
+                    if registration.is_lagged() {
+                        let message = format!("this connection fell more than {} events behind and is closed; reconnect and list again to catch up", self.settings.buffer_events);
+                        if let Err(end) = self.send(socket, error_frame("lagged", &message)).await {
+                            return end;
+                        }
+                        return self.close(socket, CLOSE_TOO_SLOW, "too slow").await;
                     }
-                    match event {
+                    let frame = match event {
                         // The hub routed it here: it matches a topic of this socket.
-                        Some(HubMessage::Event(event)) => {
-                            self.send(socket, Message::Text(event.frame.as_ref().into())).await?;
-                        }
-                        Some(HubMessage::Resync) => {
-                            let frame = json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"});
-                            self.send(socket, Message::Text(frame.to_string().into())).await?;
-                        }
-                        None => {
-                            let _ = self.send(socket, close(1001, "server shutting down")).await;
-                            return Err(End::Done);
-                        }
+                        Some(HubMessage::Event(event)) => Message::Text(event.frame.as_ref().into()),
+                        Some(HubMessage::Resync) => text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"})),
+                        // The hub is gone (its registration keeps the sender, so only in a
+                        // teardown): as a shutdown.
+                        None => return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await,
+                    };
+                    if let Err(end) = self.send(socket, frame).await {
+                        return end;
                     }
+                }
+                // (The watch's reply borrows it: awaited inside, so nothing outlives the branch.)
+                () = async { let _ = registration.shutdown.wait_for(|down| *down).await; } => {
+                    return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await;
                 }
                 _ = ping.tick() => {
                     if heard_since_ping {
@@ -206,74 +276,102 @@ impl Connection {
                         unanswered_pings += 1;
                     }
                     if unanswered_pings >= 2 {
-                        let _ = self.send(socket, close(CLOSE_UNRESPONSIVE, "no pong")).await;
-                        return Err(End::ClientGone);
+                        return self.close(socket, CLOSE_UNRESPONSIVE, "no pong").await;
                     }
                     heard_since_ping = false;
-                    self.send(socket, Message::Ping(Default::default())).await?;
+                    if let Err(end) = self.send(socket, Message::Ping(Default::default())).await {
+                        return end;
+                    }
                 }
                 _ = &mut expiry => {
-                    let _ = self.send(socket, error_frame("unauthenticated", "token: expired")).await;
-                    let _ = self.send(socket, close(CLOSE_TOKEN_EXPIRED, "token expired")).await;
-                    return Ok(());
+                    if let Err(end) = self.send(socket, error_frame("unauthenticated", "token: expired")).await {
+                        return end;
+                    }
+                    return self.close(socket, CLOSE_TOKEN_EXPIRED, "token expired").await;
                 }
             }
         }
     }
 
     /// Applies a client frame; returns the frames to answer with.
-    fn handle_frame(&mut self, text: &str) -> Vec<Message> {
-        let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(f) => f,
-            Err(e) => {
+    async fn handle_frame(&mut self, text: &str) -> Vec<Message> {
+        let frame: ClientFrame = match crate::json::parse_as(text.as_bytes(), "frame") {
+            Ok(frame) => frame,
+            Err(e) => return vec![error_frame(e.code(), &e.to_string())],
+        };
+        if !matches!(frame.kind.as_str(), "subscribe" | "unsubscribe") {
+            return vec![error_frame(
+                "invalid_argument",
+                &format!("type: {:?} is not subscribe or unsubscribe", frame.kind),
+            )];
+        }
+        let topics = match frame.topics {
+            Some(topics) if !topics.is_empty() => distinct(topics),
+            _ => {
                 return vec![error_frame(
                     "invalid_argument",
-                    &format!("frame: not a subscribe or unsubscribe frame: {e}"),
+                    "topics: required, a non-empty list of topics",
                 )];
             }
         };
-        let mut replies = Vec::new();
-        let mut done = Vec::new();
-        match frame.kind.as_str() {
-            "subscribe" => {
-                for text in frame.topics {
-                    match Topic::parse(&text)
-                        .and_then(|t| t.authorize(&text, &self.caller).map(|()| t))
-                    {
-                        Ok(topic) => {
-                            self.topics.insert(text.clone(), topic);
-                            done.push(text);
-                        }
-                        Err((code, message)) => replies.push(error_frame(code, &message)),
-                    }
-                }
-                if !done.is_empty() {
-                    replies.insert(
-                        0,
-                        Message::Text(
-                            json!({"type": "subscribed", "topics": done})
-                                .to_string()
-                                .into(),
-                        ),
-                    );
-                }
+        if frame.kind == "unsubscribe" {
+            for text in &topics {
+                self.topics.remove(text);
             }
-            "unsubscribe" => {
-                for text in frame.topics {
-                    self.topics.remove(&text);
-                    done.push(text);
-                }
-                replies.push(Message::Text(
-                    json!({"type": "unsubscribed", "topics": done})
-                        .to_string()
-                        .into(),
-                ));
-            }
-            other => replies.push(error_frame(
-                "invalid_argument",
-                &format!("type: {other:?} is not subscribe or unsubscribe"),
-            )),
+            return vec![text_frame(
+                json!({"type": "unsubscribed", "topics": topics}),
+            )];
         }
+        let adding = topics
+            .iter()
+            .filter(|t| !self.topics.contains_key(*t))
+            .count();
+        if self.topics.len() + adding > MAX_TOPICS {
+            return vec![error_frame(
+                "invalid_argument",
+                &format!(
+                    "topics: at most {MAX_TOPICS} per connection; {} held and {adding} more asked for, so none of these was subscribed",
+                    self.topics.len()
+                ),
+            )];
+        }
+        let mut accepted = Vec::new();
+        let mut refusals = Vec::new();
+        for text in topics {
+            match self.admit(&text).await {
+                Ok(topic) => {
+                    self.topics.insert(text.clone(), topic);
+                    accepted.push(text);
+                }
+                Err((code, message)) => refusals.push(error_frame(code, &message)),
+            }
+        }
+        let mut replies = Vec::with_capacity(1 + refusals.len());
+        if !accepted.is_empty() {
+            replies.push(text_frame(
+                json!({"type": "subscribed", "topics": accepted}),
+            ));
+        }
+        replies.extend(refusals);
         replies
     }
+
+    /// A topic the caller may see, or why not.
+    async fn admit(&self, text: &str) -> Result<Topic, Refusal> {
+        let topic = Topic::parse(text)?;
+        topic.authorize(text, &self.caller)?;
+        topic
+            .check_visible(text, &self.customer_id, &self.chat, &self.request)
+            .await?;
+        Ok(topic)
+    }
+}
+
+/// The topics in their order, each once.
+fn distinct(topics: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    topics
+        .into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
 }

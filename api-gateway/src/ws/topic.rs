@@ -1,8 +1,15 @@
 //! Subscription topics, VoIPbin style: `customer_id:<id>:<resource>[:<id>]` (an admin or
 //! manager of that customer) or `agent_id:<id>:<resource>[:<id>]` (only that agent, and only
-//! `chatroom` and `messagechatroom`, of chatrooms the agent owns).
+//! `chatroom` and `messagechatroom`, of chatrooms the agent owns). A narrowing id must name
+//! something the caller may see: a chat or chatroom of the tenant, or for agent topics a
+//! chatroom the agent owns.
 
+use common::grpc_client::ChatClient;
+use proto::chat::v1 as pb;
+
+use crate::app::RequestId;
 use crate::auth::Caller;
+use crate::error::ApiError;
 use crate::ws::hub::HubEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,16 @@ pub struct Topic {
 
 /// Why a topic was refused: the error code and a message.
 pub type Refusal = (&'static str, String);
+
+/// What a topic's narrowing id names, and whose it must be for the caller to see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Narrowing<'a> {
+    /// A chat of the tenant (`chat`, `messagechat`).
+    Chat(&'a str),
+    /// A chatroom of the tenant (`chatroom`, `messagechatroom`), owned by `owner` when set
+    /// (agent topics).
+    Chatroom { id: &'a str, owner: Option<&'a str> },
+}
 
 fn uuid(s: &str) -> Option<String> {
     uuid::Uuid::parse_str(s)
@@ -106,6 +123,67 @@ impl Topic {
                 format!("topic {text:?}: not allowed for this token"),
             ))
         }
+    }
+
+    /// What the narrowing id must name; None for a topic without one.
+    pub fn narrowing(&self) -> Option<Narrowing<'_>> {
+        let id = self.id.as_deref()?;
+        let owner = match &self.audience {
+            Audience::Customer(_) => None,
+            Audience::Agent(agent) => Some(agent.as_str()),
+        };
+        Some(match self.resource {
+            Resource::Chat | Resource::Messagechat => Narrowing::Chat(id),
+            Resource::Chatroom | Resource::Messagechatroom => Narrowing::Chatroom { id, owner },
+        })
+    }
+
+    /// Whether the narrowing id names something the caller may see, asking chat-manager (the
+    /// events carry no membership to check later). What it cannot find in the tenant (or
+    /// among the agent's own chatrooms) is `not_found`, never saying whether it exists
+    /// elsewhere; a service that cannot answer is `unavailable`. Call after `authorize`.
+    pub async fn check_visible(
+        &self,
+        text: &str,
+        customer_id: &str,
+        chat: &ChatClient,
+        request: &RequestId,
+    ) -> Result<(), Refusal> {
+        let Some(narrowing) = self.narrowing() else {
+            return Ok(());
+        };
+        let mut chat = chat.clone();
+        let (found, missing) = match narrowing {
+            Narrowing::Chat(id) => {
+                let req = pb::GetChatRequest {
+                    customer_id: customer_id.to_owned(),
+                    id: id.to_owned(),
+                };
+                (
+                    chat.get_chat(request.grpc(req)).await.map(drop),
+                    format!("no chat {id} in this tenant"),
+                )
+            }
+            Narrowing::Chatroom { id, owner } => {
+                let req = pb::GetChatroomRequest {
+                    customer_id: customer_id.to_owned(),
+                    id: id.to_owned(),
+                    owner_id: owner.map(str::to_owned),
+                };
+                let missing = match owner {
+                    None => format!("no chatroom {id} in this tenant"),
+                    Some(agent) => format!("no chatroom {id} owned by agent {agent}"),
+                };
+                (
+                    chat.get_chatroom(request.grpc(req)).await.map(drop),
+                    missing,
+                )
+            }
+        };
+        found.map_err(|status| match ApiError::from(status) {
+            ApiError::NotFound(_) => ("not_found", format!("topic {text:?}: {missing}")),
+            other => (other.code(), format!("topic {text:?}: {other}")),
+        })
     }
 
     /// Whether the event belongs to this topic; `customer_id` is the subscriber's tenant.
@@ -203,6 +281,38 @@ mod tests {
         assert!(agent.authorize("t", &caller(0x10, Some(A))).is_ok());
         assert!(agent.authorize("t", &caller(0x10, Some(X))).is_err());
         assert!(agent.authorize("t", &caller(0x20, None)).is_err());
+    }
+
+    #[test]
+    fn a_narrowing_id_names_a_chat_or_a_chatroom_of_the_audience() {
+        let parse = |t: String| Topic::parse(&t).unwrap();
+        assert_eq!(parse(format!("customer_id:{C}:chat")).narrowing(), None);
+        assert_eq!(
+            parse(format!("customer_id:{C}:chat:{X}")).narrowing(),
+            Some(Narrowing::Chat(X))
+        );
+        assert_eq!(
+            parse(format!("customer_id:{C}:messagechat:{X}")).narrowing(),
+            Some(Narrowing::Chat(X))
+        );
+        assert_eq!(
+            parse(format!("customer_id:{C}:messagechatroom:{X}")).narrowing(),
+            Some(Narrowing::Chatroom { id: X, owner: None })
+        );
+        assert_eq!(
+            parse(format!("agent_id:{A}:chatroom:{X}")).narrowing(),
+            Some(Narrowing::Chatroom {
+                id: X,
+                owner: Some(A)
+            })
+        );
+        assert_eq!(
+            parse(format!("agent_id:{A}:messagechatroom:{X}")).narrowing(),
+            Some(Narrowing::Chatroom {
+                id: X,
+                owner: Some(A)
+            })
+        );
     }
 
     #[test]

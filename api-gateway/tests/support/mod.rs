@@ -5,6 +5,31 @@
 /// the split deployment on this machine's PostgreSQL and RabbitMQ (skipped, and listed, where
 /// they are not running).
 macro_rules! against_both {
+    // With WebSocket settings of its own for every stack (`$ws`, resolved inside the generated
+    // modules: write `super::name()`).
+    ($file:literal, ws = $ws:expr; $($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let stack = super::Stack::embedded_with_ws($ws).await;
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+        mod split {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let test = concat!($file, "::split::", stringify!($scenario));
+                    let Some((env, guards)) = super::split_env(test).await else { return };
+                    let mut stack = super::Stack::split_with_ws(&env, $ws).await;
+                    stack.keep(guards);
+                    super::$scenario(&stack).await;
+                }
+            )*
+        }
+    };
     ($file:literal; $($scenario:ident),* $(,)?) => {
         mod embedded {
             $(
@@ -66,8 +91,19 @@ pub struct Stack {
     /// Split deployment: where chat-manager and message-manager serve gRPC.
     pub chat_addr: Option<SocketAddr>,
     pub message_addr: Option<SocketAddr>,
+    /// What the gateway was built on, for `second_gateway`.
+    gateway_parts: GatewayParts,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What a gateway is built on: the services, its event source and WebSocket settings.
+#[derive(Clone)]
+struct GatewayParts {
+    chat: grpc_client::GrpcTransport,
+    message: grpc_client::GrpcTransport,
+    events: Option<(EventBus, String, String)>,
+    ws: WsSettings,
 }
 
 impl Drop for Stack {
@@ -205,6 +241,20 @@ impl Stack {
 
     /// The embedded default with the gateway limiting each token to `limit`.
     pub async fn embedded_limited(data_dir: PathBuf, owns_dir: bool, limit: RateLimit) -> Stack {
+        Self::embedded_configured(data_dir, owns_dir, limit, test_ws_settings()).await
+    }
+
+    /// The embedded default with WebSocket settings `ws`.
+    pub async fn embedded_with_ws(ws: WsSettings) -> Stack {
+        Self::embedded_configured(temp_data_dir(), true, RateLimit::default(), ws).await
+    }
+
+    async fn embedded_configured(
+        data_dir: PathBuf,
+        owns_dir: bool,
+        limit: RateLimit,
+        ws: WsSettings,
+    ) -> Stack {
         let (tx, rx) = watch::channel(false);
         let e = embedded::start(&data_dir, rx.clone())
             .await
@@ -214,16 +264,14 @@ impl Stack {
             "chat.events".to_owned(),
             "message.events".to_owned(),
         );
-        let mut stack = Self::with_gateway_limited(
-            e.chat,
-            e.message,
-            Some(events),
-            Readiness::InProcess,
-            limit,
-            tx,
-            rx,
-        )
-        .await;
+        let parts = GatewayParts {
+            chat: e.chat,
+            message: e.message,
+            events: Some(events),
+            ws,
+        };
+        let mut stack =
+            Self::with_gateway_configured(parts, Readiness::InProcess, limit, tx, rx).await;
         stack.tasks.extend(e.tasks);
         stack.data_dir = owns_dir.then_some(data_dir);
         stack
@@ -234,6 +282,11 @@ impl Stack {
     /// message-manager consuming chat events from it; the gateway forwards over real sockets.
     /// message-manager reaches chat-manager through `chat_link`, a proxy a test can cut.
     pub async fn split(env: &SplitEnv) -> Stack {
+        Self::split_with_ws(env, test_ws_settings()).await
+    }
+
+    /// The split deployment with WebSocket settings `ws`.
+    pub async fn split_with_ws(env: &SplitEnv, ws: WsSettings) -> Stack {
         let (tx, rx) = watch::channel(false);
         let chat_db = connect(
             &env.pg_url,
@@ -295,8 +348,14 @@ impl Stack {
             grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
         );
         let readiness = Readiness::upstreams(chat.clone(), message.clone(), Some(hub_bus));
+        let parts = GatewayParts {
+            chat,
+            message,
+            events: Some(events),
+            ws,
+        };
         let mut stack =
-            Self::with_gateway_ready(chat, message, Some(events), readiness, tx, rx).await;
+            Self::with_gateway_configured(parts, readiness, RateLimit::default(), tx, rx).await;
         stack.chat_addr = Some(chat_addr);
         stack.message_addr = Some(message_addr);
         stack
@@ -323,6 +382,25 @@ impl Stack {
             rx,
         )
         .await
+    }
+
+    /// Only the gateway, forwarding to services at these urls (which may not be running),
+    /// with an event hub on an in-process bus that nothing publishes to: the WebSocket is
+    /// served, and anything it asks the services fails as they do.
+    pub async fn gateway_with_hub_to(chat_url: &str, message_url: &str) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        let parts = GatewayParts {
+            chat: grpc_client::remote(chat_url).unwrap(),
+            message: grpc_client::remote(message_url).unwrap(),
+            events: Some((
+                EventBus::in_process(),
+                "chat.events".to_owned(),
+                "message.events".to_owned(),
+            )),
+            ws: test_ws_settings(),
+        };
+        Self::with_gateway_configured(parts, Readiness::InProcess, RateLimit::default(), tx, rx)
+            .await
     }
 
     async fn with_gateway(
@@ -366,20 +444,58 @@ impl Stack {
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
+        let parts = GatewayParts {
+            chat,
+            message,
+            events,
+            ws: test_ws_settings(),
+        };
+        Self::with_gateway_configured(parts, readiness, limit, tx, rx).await
+    }
+
+    /// Another gateway on the same services and event source (in the split deployment its
+    /// own exclusive queue on the broker), with its own event hub and shutdown; stopping it
+    /// leaves this stack running.
+    pub async fn second_gateway(&self) -> Stack {
+        let (tx, rx) = watch::channel(false);
+        Self::with_gateway_configured(
+            self.gateway_parts.clone(),
+            Readiness::InProcess,
+            RateLimit::default(),
+            tx,
+            rx,
+        )
+        .await
+    }
+
+    async fn with_gateway_configured(
+        parts: GatewayParts,
+        readiness: Readiness,
+        limit: RateLimit,
+        tx: watch::Sender<bool>,
+        rx: watch::Receiver<bool>,
+    ) -> Stack {
+        let kept = parts.clone();
+        let GatewayParts {
+            chat,
+            message,
+            events,
+            ws,
+        } = parts;
         let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET))
             .with_readiness(readiness)
             .with_rate_limit(limit);
         let mut hub_task = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
-            let settings = test_ws_settings();
-            let (hub, task) = EventHub::start(
-                bus,
-                &chat_exchange,
-                &message_exchange,
-                settings.buffer_events,
-                rx.clone(),
-            );
-            state = state.with_hub(hub, settings);
+            let (hub, task) =
+                EventHub::start(bus, &chat_exchange, &message_exchange, &ws, rx.clone());
+            // The hub subscribes in the background; events published before that would not
+            // reach the sockets a test opens at once.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !hub.is_consuming() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            state = state.with_hub(hub, ws);
             hub_task = Some(task);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -400,6 +516,7 @@ impl Stack {
             chat_link: None,
             chat_addr: None,
             message_addr: None,
+            gateway_parts: kept,
             _guards: Vec::new(),
         }
     }
@@ -562,6 +679,21 @@ impl Stack {
     pub async fn ws(&self, token: &str) -> WsClient {
         let url = format!("{}/ws?token={token}", self.base.replace("http://", "ws://"));
         let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        WsClient { stream }
+    }
+
+    /// A WebSocket client with the token in an `Authorization: Bearer` header.
+    pub async fn ws_bearer(&self, token: &str) -> WsClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}/ws", self.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("websocket connects");
         WsClient { stream }
