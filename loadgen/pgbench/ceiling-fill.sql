@@ -6,8 +6,9 @@ INSERT INTO member_chats
 SELECT m.* FROM message_manager.member_chats m JOIN bench_chats b ON b.chat_id = m.id;
 INSERT INTO member_chatrooms
 SELECT r.* FROM message_manager.member_chatrooms r JOIN bench_chats b ON b.chat_id = r.chat_id;
--- One send to a chat of :participants live chatrooms writes one outbox row of
--- :participants + 1 events (the message's and one per copy).
+-- One send to a chat of :participants live chatrooms writes one outbox row standing for
+-- :participants + 1 events (the message's and one per copy): a compact record the relay
+-- expands.
 CREATE TABLE template AS
 SELECT events, event_count FROM message_manager.outbox
 WHERE event_count = :participants + 1 ORDER BY seq DESC LIMIT 1;

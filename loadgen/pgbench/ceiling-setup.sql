@@ -11,7 +11,6 @@ DROP SCHEMA IF EXISTS loadgen_ceiling CASCADE;
 CREATE SCHEMA loadgen_ceiling;
 SET search_path = loadgen_ceiling;
 CREATE TABLE chatmessages (LIKE message_manager.chatmessages INCLUDING ALL);
-CREATE TABLE chatroommessages (LIKE message_manager.chatroommessages INCLUDING ALL);
 CREATE TABLE member_chats (LIKE message_manager.member_chats INCLUDING ALL);
 CREATE TABLE member_chatrooms (LIKE message_manager.member_chatrooms INCLUDING ALL);
 -- The outbox with its own sequence (not message-manager's).

@@ -1,16 +1,15 @@
 -- One chatmessage send, as message-manager does it on PostgreSQL (MessageManager::send without
 -- an Idempotency-Key), for pgbench in the schema loadgen_ceiling (ceiling-setup.sql):
--- 1. read the chat's membership view: the chat and its live chatrooms;
--- 2. one statement (atomic on its own, one commit) writing the chatmessage, one
---    chatroommessage per live chatroom (via unnest of the room and owner arrays) and one
---    outbox row holding every event of the send.
+-- 1. read the chat's membership view: the chat and its live chatrooms (with their numbers);
+-- 2. one statement (atomic on its own, one commit) writing the chatmessage (its copies are
+--    derived from it) and one outbox row: the compact record of the send's events (the
+--    template: a real send's record to a chat of the same size).
 -- Variables: nchats (client n posts into chat n % nchats, as loadgen's sender n does), text.
 -- Run with -M prepared (diesel prepares its statements too).
 \set k :client_id % :nchats
 SELECT c.id AS chat, c.customer_id AS customer, c.participant_ids AS participants,
        gen_random_uuid()::text AS mid,
-       array_agg(r.id ORDER BY r.id)::text AS rooms,
-       array_agg(r.owner_id ORDER BY r.id)::text AS owners,
+       array_agg(r.no ORDER BY r.id)::text AS rooms,
        json_build_object('type', 'agent', 'target', min(r.owner_id), 'target_name', '',
                          'name', '', 'detail', '')::text AS source
   FROM bench_chats b
@@ -19,16 +18,12 @@ SELECT c.id AS chat, c.customer_id AS customer, c.participant_ids AS participant
  WHERE b.n = :k
  GROUP BY c.id, c.customer_id, c.participant_ids \gset
 WITH message AS (
-  INSERT INTO chatmessages (id, customer_id, chat_id, source, message_type, text, medias,
+  INSERT INTO chatmessages (no, id, customer_id, chat_id, source, message_type, text, medias,
                             tm_create, tm_update, tm_delete)
-  VALUES (:mid, :customer, :chat, :source, 'normal', :text, '[]',
-          localtimestamp, localtimestamp, '9999-01-01 00:00:00')),
-copies AS (
-  INSERT INTO chatroommessages (id, customer_id, chatroom_id, owner_id, messagechat_id, source,
-                                message_type, text, medias, tm_create, tm_update, tm_delete)
-  SELECT gen_random_uuid()::text, :customer, c.room, c.owner, :mid, :source, 'normal', :text,
-         '[]', localtimestamp, localtimestamp, '9999-01-01 00:00:00'
-    FROM unnest(:rooms::text[], :owners::text[]) AS c(room, owner))
+  VALUES (('x' || lpad(substr(:mid, 1, 8) || substr(:mid, 10, 4) || substr(:mid, 16, 3),
+                       16, '0'))::bit(64)::bigint,
+          :mid, :customer, :chat, :source, 'normal', :text, '[]',
+          localtimestamp, localtimestamp, '9999-01-01 00:00:00'))
 INSERT INTO outbox (events, event_count, request_id, traceparent, created_at)
 SELECT t.events, t.event_count, gen_random_uuid()::text,
        '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', localtimestamp

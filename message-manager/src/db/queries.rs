@@ -305,31 +305,76 @@ pub fn rooms_by_no(conn: &mut DbConnection, nos: &[i64]) -> QueryResult<Vec<Memb
         .load(conn)
 }
 
-/// The chat and its live chatrooms (ordered by id), in one query.
+/// The chat and its live chatrooms (ordered by id), in one statement: the chat's row, then
+/// one row per room (a join would repeat the chat's participant list on every room's row:
+/// 40 KB times a thousand rooms for a 1,000-person chat).
 pub fn member_chat_with_rooms(
     conn: &mut DbConnection,
     id: &str,
 ) -> QueryResult<Option<(MemberChat, Vec<MemberChatroom>)>> {
-    let rows: Vec<(MemberChat, Option<MemberChatroom>)> = member_chats::table
-        .left_join(
-            member_chatrooms::table.on(member_chatrooms::chat_id
-                .eq(member_chats::id)
-                .and(member_chatrooms::tm_delete.eq(time::live()))),
-        )
-        .filter(member_chats::id.eq(id))
-        .order(member_chatrooms::id.asc())
-        .select((
-            MemberChat::as_select(),
-            Option::<MemberChatroom>::as_select(),
-        ))
-        .load(conn)?;
+    use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Row {
+        /// 0: the chat; 1: a room.
+        #[diesel(sql_type = BigInt)]
+        part: i64,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        no: Option<i64>,
+        #[diesel(sql_type = Text)]
+        id: String,
+        #[diesel(sql_type = Text)]
+        customer_id: String,
+        /// The chat: its participants (JSON); a room: its chat.
+        #[diesel(sql_type = Text)]
+        text: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        owner_id: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamp>)]
+        tm_create: Option<NaiveDateTime>,
+        #[diesel(sql_type = Timestamp)]
+        tm_update: NaiveDateTime,
+        #[diesel(sql_type = Timestamp)]
+        tm_delete: NaiveDateTime,
+    }
+    // `$1`, `$2`: numbered parameters in PostgreSQL; in SQLite, named ones bound in order.
+    let query = diesel::sql_query(
+        "SELECT CAST(0 AS BIGINT) AS part, CAST(NULL AS BIGINT) AS no, id, customer_id, participant_ids AS text, NULL AS owner_id, \
+                NULL AS tm_create, tm_update, tm_delete \
+           FROM member_chats WHERE id = $1 \
+         UNION ALL \
+         SELECT CAST(1 AS BIGINT) AS part, no, id, customer_id, chat_id AS text, owner_id, tm_create, tm_update, \
+                tm_delete \
+           FROM member_chatrooms WHERE chat_id = $1 AND tm_delete = $2 \
+         ORDER BY part, id",
+    )
+    .bind::<Text, _>(id)
+    .bind::<Timestamp, _>(time::live());
+    let rows: Vec<Row> = match conn {
+        DbConnection::Pg(c) => query.load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    };
     let mut rows = rows.into_iter();
-    let Some((chat, first)) = rows.next() else {
+    let Some(chat) = rows.next().filter(|r| r.part == 0) else {
         return Ok(None);
     };
-    let rooms = first
-        .into_iter()
-        .chain(rows.filter_map(|(_, r)| r))
+    let chat = MemberChat {
+        id: chat.id,
+        customer_id: chat.customer_id,
+        participant_ids: chat.text,
+        tm_update: chat.tm_update,
+        tm_delete: chat.tm_delete,
+    };
+    let rooms = rows
+        .map(|r| MemberChatroom {
+            no: r.no.unwrap_or_default(),
+            id: r.id,
+            customer_id: r.customer_id,
+            chat_id: r.text,
+            owner_id: r.owner_id.unwrap_or_default(),
+            tm_create: r.tm_create.unwrap_or(r.tm_update),
+            tm_update: r.tm_update,
+            tm_delete: r.tm_delete,
+        })
         .collect();
     Ok(Some((chat, rooms)))
 }
