@@ -18,7 +18,12 @@ async fn main() -> Result<(), BoxError> {
         }
         Some(Command::Migrate) => {
             let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
-            Db::migrate_only(target, chat_manager::db::MIGRATIONS).await?;
+            Db::migrate_only(
+                target,
+                chat_manager::db::MIGRATIONS,
+                cli.serve.db_timeouts(),
+            )
+            .await?;
             tracing::info!("migrations up to date");
             Ok(())
         }
@@ -39,6 +44,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let options = DbOptions {
         pool_size: config.database_pool_size,
         run_migrations: config.run_migrations,
+        timeouts: config.db_timeouts(),
         ..DbOptions::default()
     };
     let db = Db::connect_with_retry(target, chat_manager::db::MIGRATIONS, options).await;

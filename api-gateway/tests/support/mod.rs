@@ -42,7 +42,7 @@ use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
-use common::db::{Db, DbOptions, DbTarget};
+use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::grpc_client::{self, ChatClient};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -98,6 +98,8 @@ pub struct SplitEnv {
     /// Connections per service pool: few for tests (many run at once), the services' default
     /// for benchmarks.
     pub db_pool_size: u32,
+    /// The services' PostgreSQL timeouts (the services' defaults unless a test shortens them).
+    pub db_timeouts: DbTimeouts,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -119,6 +121,7 @@ pub async fn split_env(
         chat_events_queue: amqp.name("message-manager.chat-events"),
         hub_amqp_url: amqp.url.clone(),
         db_pool_size: 4,
+        db_timeouts: DbTimeouts::default(),
     };
     Some((
         env,
@@ -131,6 +134,7 @@ async fn connect(
     schema: &str,
     migrations: common::db::Migrations,
     pool_size: u32,
+    timeouts: DbTimeouts,
 ) -> Db {
     let target = DbTarget::parse(url, schema);
     tokio::task::spawn_blocking(move || {
@@ -139,6 +143,7 @@ async fn connect(
             migrations,
             &DbOptions {
                 pool_size,
+                timeouts,
                 ..DbOptions::default()
             },
         )
@@ -240,6 +245,7 @@ impl Stack {
             &env.chat_schema,
             chat_manager::db::MIGRATIONS,
             env.db_pool_size,
+            env.db_timeouts,
         )
         .await;
         let message_db = connect(
@@ -247,6 +253,7 @@ impl Stack {
             &env.message_schema,
             message_manager::db::MIGRATIONS,
             env.db_pool_size,
+            env.db_timeouts,
         )
         .await;
 
