@@ -38,8 +38,9 @@ async fn main() -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
-    // Installed first: a SIGTERM during start-up then stops the service cleanly.
-    let shutdown = common::shutdown_signal();
+    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL or RabbitMQ)
+    // stops the service at once and cleanly.
+    let stop = common::shutdown_watch();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_, metrics_server) =
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
@@ -51,22 +52,36 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         timeouts: config.db_timeouts(),
         ..DbOptions::default()
     };
-    let db = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options).await;
+    let connecting = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options);
+    let Some(db) = common::unless_stopped(&stop, connecting).await else {
+        tracing::info!("stopped during start-up");
+        let _ = shutdown_tx.send(true);
+        let _ = metrics_server.await;
+        return Ok(());
+    };
     let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
-    let subscription = loop {
-        match message_manager::subscribe_chat_events(
-            &bus,
-            &config.chat_events_exchange,
-            &config.chat_events_queue,
-        )
-        .await
-        {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, "RabbitMQ not ready; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+    let subscribing = async {
+        loop {
+            match message_manager::subscribe_chat_events(
+                &bus,
+                &config.chat_events_exchange,
+                &config.chat_events_queue,
+            )
+            .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "RabbitMQ not ready; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
             }
         }
+    };
+    let Some(subscription) = common::unless_stopped(&stop, subscribing).await else {
+        tracing::info!("stopped during start-up");
+        let _ = shutdown_tx.send(true);
+        let _ = metrics_server.await;
+        return Ok(());
     };
     let chat_url = config
         .chat_manager_url
@@ -84,7 +99,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    common::grpc_server::serve(listener, service, shutdown).await?;
+    common::grpc_server::serve(listener, service, common::stopped(stop)).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

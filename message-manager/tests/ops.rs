@@ -1,5 +1,6 @@
 //! message-manager as operators run it: the binary serves gRPC health, reflection and metrics
-//! (its queue's depth and dead-letter counter included) and stops cleanly on SIGTERM.
+//! (its queue's depth and dead-letter counter included) and stops cleanly on SIGTERM, also
+//! while it still waits for PostgreSQL.
 
 use std::time::Duration;
 
@@ -156,4 +157,41 @@ async fn queue_depth_is_sampled_at_scrape_time() {
     let page = common::metrics::metrics().scrape().await;
     assert_eq!(sample(&page, &series), Some(3.0), "{page}");
     assert_eq!(bus.queue_depth("no-such-queue-here").await.ok(), None);
+}
+
+/// SIGTERM while the service still waits for PostgreSQL at start-up: it exits at once.
+#[tokio::test]
+async fn sigterm_while_waiting_for_postgres_exits_promptly() {
+    let log = std::env::temp_dir().join(format!(
+        "message-manager-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@{}/test", free_addr()),
+            ),
+            (
+                "AMQP_URL",
+                format!("amqp://guest:guest@{}/%2f", free_addr()),
+            ),
+            ("CHAT_MANAGER_URL", format!("http://{}", free_addr())),
+            ("LISTEN_ADDR", free_addr().to_string()),
+            ("METRICS_ADDR", free_addr().to_string()),
+        ],
+        &log,
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    let code = child.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    println!("SIGTERM while waiting for PostgreSQL: exit {code:?} after {took:?}");
+    assert!(logs.contains("database not ready"), "was waiting: {logs}");
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(took < Duration::from_secs(3), "promptly: {took:?}");
 }
