@@ -56,11 +56,12 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         return Ok(());
     };
     let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
-    let (service, relay) = chat_manager::service(db, bus, &config.events_exchange, shutdown_rx);
+    let (service, relay) =
+        chat_manager::service(db.clone(), bus, &config.events_exchange, shutdown_rx);
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "chat-manager listening");
-    common::grpc_server::serve(listener, service, common::stopped(stop)).await?;
+    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
     let _ = metrics_server.await;

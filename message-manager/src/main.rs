@@ -1,7 +1,5 @@
-use std::time::Duration;
-
 use clap::Parser;
-use common::bus::EventBus;
+use common::bus::{EventBus, Subscription};
 use common::db::{Db, DbOptions, DbTarget};
 use common::grpc_client::{self, ChatClient};
 use message_manager::Topology;
@@ -38,8 +36,8 @@ async fn main() -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
-    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL or RabbitMQ)
-    // stops the service at once and cleanly.
+    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
+    // service at once and cleanly.
     let stop = common::shutdown_watch();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_, metrics_server) =
@@ -60,29 +58,6 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         return Ok(());
     };
     let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
-    let subscribing = async {
-        loop {
-            match message_manager::subscribe_chat_events(
-                &bus,
-                &config.chat_events_exchange,
-                &config.chat_events_queue,
-            )
-            .await
-            {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "RabbitMQ not ready; retrying");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-            }
-        }
-    };
-    let Some(subscription) = common::unless_stopped(&stop, subscribing).await else {
-        tracing::info!("stopped during start-up");
-        let _ = shutdown_tx.send(true);
-        let _ = metrics_server.await;
-        return Ok(());
-    };
     let chat_url = config
         .chat_manager_url
         .as_deref()
@@ -94,12 +69,20 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         chat_exchange: config.chat_events_exchange.clone(),
         chat_events_queue: config.chat_events_queue.clone(),
     };
-    let (service, tasks) =
-        message_manager::service(db, bus, topology, subscription, Some(chat), shutdown_rx);
+    // No subscription yet: the consumer subscribes in the background (with backoff), so the
+    // service serves while RabbitMQ is still down.
+    let (service, tasks) = message_manager::service(
+        db.clone(),
+        bus,
+        topology,
+        None::<Subscription>,
+        Some(chat),
+        shutdown_rx,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    common::grpc_server::serve(listener, service, common::stopped(stop)).await?;
+    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

@@ -153,9 +153,10 @@ async fn connect(
     .expect("connect to PostgreSQL")
 }
 
-/// Serves a gRPC service on an ephemeral port until `shutdown`.
+/// Serves a gRPC service on an ephemeral port until `shutdown`, its health following `db`.
 async fn serve_grpc<S>(
     service: S,
+    db: Db,
     mut shutdown: watch::Receiver<bool>,
 ) -> (SocketAddr, JoinHandle<()>)
 where
@@ -174,7 +175,7 @@ where
     let addr = listener.local_addr().unwrap();
     // As the binaries serve: with health, reflection, per-call spans and metrics.
     let task = tokio::spawn(async move {
-        let _ = common::grpc_server::serve(listener, service, async move {
+        let _ = common::grpc_server::serve(listener, service, Some(db), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await;
@@ -258,12 +259,12 @@ impl Stack {
         .await;
 
         let (chat_service, chat_relay) = chat_manager::service(
-            chat_db,
+            chat_db.clone(),
             EventBus::amqp(&env.chat_amqp_url),
             &env.chat_exchange,
             rx.clone(),
         );
-        let (chat_addr, chat_server) = serve_grpc(chat_service, rx.clone()).await;
+        let (chat_addr, chat_server) = serve_grpc(chat_service, chat_db, rx.clone()).await;
         let chat_link = testkit::TcpProxy::start(chat_addr).await;
 
         let bus = EventBus::amqp(&env.amqp_url);
@@ -282,14 +283,15 @@ impl Stack {
         let chat_for_messages =
             ChatClient::new(grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap());
         let (message_service, message_tasks) = message_manager::service(
-            message_db,
+            message_db.clone(),
             bus,
             topology,
             subscription,
             Some(chat_for_messages),
             rx.clone(),
         );
-        let (message_addr, message_server) = serve_grpc(message_service, rx.clone()).await;
+        let (message_addr, message_server) =
+            serve_grpc(message_service, message_db, rx.clone()).await;
 
         let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
