@@ -451,6 +451,27 @@ impl Stack {
         self.send(self.http.get(format!("{root}{path}"))).await
     }
 
+    /// Every item of a list endpoint, page by page (`path` carries a query already).
+    pub async fn list_all(&self, token: &str, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let reply = self
+                .get(
+                    &format!("{path}&page_size=100&page_token={page_token}"),
+                    token,
+                )
+                .await;
+            let page = reply.ok();
+            let result = page["result"].as_array().unwrap();
+            items.extend(result.iter().cloned());
+            page_token = page["next_page_token"].as_str().unwrap_or("").to_owned();
+            if result.is_empty() || page_token.is_empty() {
+                return items;
+            }
+        }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         self.call("GET", path, token, None).await
     }
