@@ -616,3 +616,76 @@ async fn bodies_beyond_the_gateways_memory_budget_are_turned_away() {
     drop(held);
     s.post("/chats", &token, &body).await.ok();
 }
+
+/// A body that trickles in (a byte every 300 ms, so it would take minutes) does not hold its
+/// share of the body budget for ever: after `BODY_READ_TIMEOUT` the request is 408 with the
+/// error JSON naming `body`, the budget is whole again, and nothing was written.
+#[tokio::test]
+async fn a_body_that_trickles_in_is_a_408_and_gives_its_budget_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Stack::embedded().await;
+    let token = customer_token(&new_id());
+    let addr = s
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1.0");
+    let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = client.into_split();
+    // Headers promising 1,000 bytes, then the body a byte at a time.
+    writer
+        .write_all(
+            format!(
+                "POST /v1.0/chats?token={token} HTTP/1.1\r\nHost: {addr}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let trickle = tokio::spawn(async move {
+        for byte in format!("{{\"name\": \"{}\"}}", "x".repeat(985)).bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        api_gateway::json::BODY_BUDGET
+            .reserve(api_gateway::json::MAX_BUFFERED_BODY_BYTES)
+            .is_none(),
+        "the body being read holds its share meanwhile"
+    );
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        api_gateway::json::BODY_READ_TIMEOUT + Duration::from_secs(5),
+        reader.read_to_end(&mut reply),
+    )
+    .await;
+    let took = started.elapsed();
+    trickle.abort();
+    assert!(read.is_ok(), "answered and closed within the deadline");
+    let reply = String::from_utf8_lossy(&reply);
+    println!("a trickling body was answered after {took:?}");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    let body: Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("body: "),
+        "{body}"
+    );
+    assert!(
+        took >= api_gateway::json::BODY_READ_TIMEOUT - Duration::from_secs(1),
+        "{took:?}"
+    );
+    let whole = api_gateway::json::BODY_BUDGET.reserve(api_gateway::json::MAX_BUFFERED_BODY_BYTES);
+    assert!(whole.is_some(), "the budget is whole again");
+    drop(whole);
+    let listed = s.get("/chats", &token).await;
+    assert_eq!(listed.ok()["result"], json!([]), "nothing written");
+}
