@@ -120,8 +120,8 @@ async fn sigterm_lets_the_request_in_flight_finish_and_refuses_new_connections()
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
 
-    // A read that the upstream holds for 3 s, and SIGTERM while it waits.
-    delay.store(3000, Ordering::Relaxed);
+    // A read that the upstream holds for 5 s, and SIGTERM while it waits.
+    delay.store(5000, Ordering::Relaxed);
     let in_flight = {
         let url = format!("{base}/chats/{id}?token={token}");
         tokio::spawn(async move {

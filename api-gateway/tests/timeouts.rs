@@ -130,8 +130,9 @@ async fn a_statement_blocked_on_a_lock_is_a_503_within_the_lock_timeout_and_writ
     println!("blocked on a lock: create answered in {create_took:?}, send in {send_took:?}");
     for took in [create_took, send_took] {
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
-            "the lock timeout (1 s), not the call timeout, ended it: {took:?}"
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+            "a database timeout (lock 1 s, statement 3 s), not the call timeout (10 s), \
+             ended it: {took:?}"
         );
     }
     assert_eq!(rows(&env.pg_url, &env.chat_schema, "chats"), chats_before);
