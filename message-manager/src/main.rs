@@ -69,13 +69,33 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         chat_exchange: config.chat_events_exchange.clone(),
         chat_events_queue: config.chat_events_queue.clone(),
     };
-    // No subscription yet: the consumer subscribes in the background (with backoff), so the
-    // service serves while RabbitMQ is still down.
+    // One attempt before serving, so that once ready the service's queue exists and takes
+    // chat events; with RabbitMQ unreachable (within the bus's timeouts) it serves all the
+    // same and the consumer keeps subscribing in the background, with backoff.
+    let subscribing = message_manager::subscribe_chat_events(
+        &bus,
+        &config.chat_events_exchange,
+        &config.chat_events_queue,
+    );
+    let subscription: Option<Subscription> = match common::unless_stopped(&stop, subscribing).await
+    {
+        None => {
+            tracing::info!("stopped during start-up");
+            let _ = shutdown_tx.send(true);
+            let _ = metrics_server.await;
+            return Ok(());
+        }
+        Some(Ok(subscription)) => Some(subscription),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "RabbitMQ not reachable; serving, and subscribing to chat events in the background");
+            None
+        }
+    };
     let (service, tasks) = message_manager::service(
         db.clone(),
         bus,
         topology,
-        None::<Subscription>,
+        subscription,
         Some(chat),
         shutdown_rx,
     );
