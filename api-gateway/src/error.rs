@@ -23,6 +23,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Unavailable(String),
     /// Over the token's request rate; `Retry-After` says when to come back.
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -69,7 +73,7 @@ pub struct ErrorBody<'a> {
 #[schema(as = ErrorDetail)]
 struct ErrorDetail<'a> {
     /// `invalid_argument`, `unauthenticated`, `permission_denied`, `not_found`, `conflict`,
-    /// `payload_too_large`, `rate_limited`, `unavailable`, `internal`, ...
+    /// `request_timeout`, `payload_too_large`, `rate_limited`, `unavailable`, `internal`, ...
     #[schema(value_type = String)]
     code: &'a str,
     /// What went wrong, naming the field or parameter where there is one.

@@ -1,6 +1,6 @@
 //! JSON in and out. Bodies are JSON whatever their Content-Type says (the seed sends
-//! `text/plain`), at most 1 MiB each and 64 MiB being read at once across the gateway, and a
-//! parse error names the field it is about.
+//! `text/plain`), at most 1 MiB each and 64 MiB being read at once across the gateway, read
+//! within 10 s, and a parse error names the field it is about.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -16,6 +16,10 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Request bodies held in memory at once, across all connections: beyond it a request is
 /// turned away (503) rather than letting many large uploads exhaust memory.
 pub const MAX_BUFFERED_BODY_BYTES: usize = 64 * MAX_BODY_BYTES;
+
+/// How long a request body may take to arrive: a body that trickles in (or stalls) must not
+/// hold its share of the budget for ever; past it the request is 408 `request_timeout`.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gateway-wide budget for request bodies being read, in KiB.
 pub struct BodyBudget(tokio::sync::Semaphore);
@@ -93,8 +97,15 @@ where
             .ok_or_else(|| {
                 ApiError::Unavailable("body: too many large requests at once; try again".into())
             })?;
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        let reading = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, reading)
             .await
+            .map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "body: not received within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| {
                 if is_length_limit(&e) {
                     ApiError::PayloadTooLarge(format!("body: larger than {MAX_BODY_BYTES} bytes"))

@@ -33,6 +33,7 @@ const ERROR_RESPONSES: &[(&str, &str)] = &[
         "409",
         "Conflicts with the current state (a live normal chat of that pair, say)",
     ),
+    ("408", "The body did not arrive within 10 s"),
     ("413", "Body larger than 1 MiB"),
     (
         "429",

@@ -20,6 +20,7 @@ against_both!(
     chatrooms_can_be_renamed_and_deleted,
     pages_return_every_chat_exactly_once,
     oversized_bodies_are_refused,
+    a_chat_holds_at_most_1000_participants,
 );
 
 /// The seed's "Create a new chat" body, byte for byte.
@@ -777,6 +778,53 @@ async fn oversized_bodies_are_refused(s: &Stack) {
         .await
         .assert_error(413, "payload_too_large", "body");
     assert_eq!(chat_count(s, &token).await, 0);
+}
+
+async fn a_chat_holds_at_most_1000_participants(s: &Stack) {
+    let token = customer_token(&new_id());
+    let people: Vec<String> = (0..=1000).map(|_| new_id()).collect();
+    let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+    let owner = refs[0];
+
+    // 1,001 participants: refused, nothing written.
+    s.post(
+        "/chats",
+        &token,
+        &chat_body("group", owner, &refs, "too many"),
+    )
+    .await
+    .assert_error(400, "invalid_argument", "participant_ids");
+    assert_eq!(chat_count(s, &token).await, 0);
+
+    // 1,000: accepted, with a chatroom each.
+    let chat = s
+        .post(
+            "/chats",
+            &token,
+            &chat_body("group", owner, &refs[..1000], "full"),
+        )
+        .await;
+    let id = chat.ok()["id"].as_str().unwrap().to_owned();
+    assert_eq!(chat.json["participant_ids"].as_array().unwrap().len(), 1000);
+    let last = s
+        .get(&format!("/chatrooms?owner_id={}", refs[999]), &token)
+        .await;
+    assert_eq!(last.ok()["result"].as_array().unwrap().len(), 1);
+
+    // A 1,001st added to it: refused, the chat as it was, no chatroom for them.
+    let before = s.get(&format!("/chats/{id}"), &token).await.ok().clone();
+    s.post(
+        &format!("/chats/{id}/participant_ids"),
+        &token,
+        &json!({"participant_id": refs[1000]}).to_string(),
+    )
+    .await
+    .assert_error(400, "invalid_argument", "participant_id");
+    assert_eq!(s.get(&format!("/chats/{id}"), &token).await.ok(), &before);
+    let theirs = s
+        .get(&format!("/chatrooms?owner_id={}", refs[1000]), &token)
+        .await;
+    assert_eq!(theirs.ok()["result"], json!([]));
 }
 
 /// chat-manager not running: the gateway answers 503 with the error JSON, not a hang or a 500.

@@ -1,7 +1,8 @@
 //! Fault tests that stop this machine's RabbitMQ or PostgreSQL for real, in the middle of a
 //! stream of sends. They disturb every other test using those services, so they are ignored in
-//! the main run; `scripts/test` runs them afterwards, one at a time:
-//! `cargo nextest run -p api-gateway --test disruptive --run-ignored only --test-threads 1`.
+//! the main run; `scripts/test` runs them afterwards, one at a time, printing what they counted:
+//! `cargo nextest run -p api-gateway --test disruptive --run-ignored only --test-threads 1
+//! --success-output immediate`.
 
 mod support;
 
@@ -135,6 +136,28 @@ where
     stream
 }
 
+/// A new chat of two agents: its id, the first agent, and the two chatrooms (from
+/// chat-manager).
+async fn new_chat_with_rooms(stack: &Stack, admin: &str) -> (String, String, Vec<String>) {
+    let (alice, bob) = (new_id(), new_id());
+    let chat = stack
+        .post(
+            "/chats",
+            admin,
+            &chat_body("normal", &alice, &[&alice, &bob], "late"),
+        )
+        .await;
+    let chat_id = chat.ok()["id"].as_str().unwrap().to_owned();
+    let mut rooms = Vec::new();
+    for agent in [&alice, &bob] {
+        let listed = stack
+            .get(&format!("/chatrooms?owner_id={agent}"), admin)
+            .await;
+        rooms.push(listed.ok()["result"][0]["id"].as_str().unwrap().to_owned());
+    }
+    (chat_id, alice, rooms)
+}
+
 async fn new_chat(stack: &Stack, admin: &str) -> (String, String) {
     let (alice, bob) = (new_id(), new_id());
     let chat = stack
@@ -223,6 +246,67 @@ async fn rabbitmq_stopped_during_sends_every_event_is_delivered() {
     );
     // The broker being away never fails a send: events wait in the outbox.
     assert_eq!(acked.len(), 300, "all sends succeed while RabbitMQ is down");
+
+    // message-manager's consumer of chat events is back too. With its link to chat-manager
+    // cut, it can only learn of a chat created now through those events: its chatrooms
+    // become readable there, a send reaches both, and the durable queue drains.
+    stack.chat_link.as_ref().unwrap().set_up(false);
+    let (late_chat, late_sender, late_rooms) = new_chat_with_rooms(&stack, &admin).await;
+    let learned = tokio::time::Instant::now();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut known = 0;
+        for room in &late_rooms {
+            let reply = stack
+                .get(&format!("/chatroommessages?chatroom_id={room}"), &admin)
+                .await;
+            known += usize::from(reply.status == 200);
+        }
+        if known == late_rooms.len() {
+            break;
+        }
+        assert!(
+            learned.elapsed() < Duration::from_secs(60),
+            "message-manager never learned the chat created after the restart (its consumer \
+             did not recover)"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let learned_after = learned.elapsed();
+    let body = json!({"chat_id": late_chat, "source": {"type": "agent", "target": late_sender},
+                      "type": "normal", "text": "after the restart"})
+    .to_string();
+    let late = stack.post("/chatmessages", &admin, &body).await;
+    let late_id = late.ok()["id"].as_str().unwrap().to_owned();
+    for room in &late_rooms {
+        let copies = stack
+            .get(&format!("/chatroommessages?chatroom_id={room}"), &admin)
+            .await;
+        let ids: Vec<&str> = copies.ok()["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["messagechat_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, [late_id.as_str()], "a copy in room {room}");
+    }
+    let bus = common::bus::EventBus::amqp(&env.amqp_url);
+    let mut depth = None;
+    for _ in 0..100 {
+        depth = bus.queue_depth(&env.chat_events_queue).await.ok().flatten();
+        if depth == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "after the restart: a new chat reached message-manager through its events in \
+         {learned_after:?} ({attempts} looks), a send to it has both copies; chat-events queue \
+         depth {depth:?}"
+    );
+    assert_eq!(depth, Some(0), "the chat-events queue drains");
+    stack.chat_link.as_ref().unwrap().set_up(true);
     drop(stack);
     drop(guards);
     amqp.cleanup().await;
@@ -239,6 +323,7 @@ async fn postgres_stopped_briefly_requests_fail_cleanly_and_recover() {
         return;
     };
     let stack = Arc::new(Stack::split(&env).await);
+    let mut events = testkit::EventReader::bind(&env.amqp_url, &env.message_exchange).await;
     let customer = new_id();
     let admin = customer_token(&customer);
     let (chat_id, alice) = new_chat(&stack, &admin).await;
@@ -287,27 +372,57 @@ async fn postgres_stopped_briefly_requests_fail_cleanly_and_recover() {
     let acked = stream.acked.lock().unwrap().clone();
 
     // Recovered by itself: a send and a listing work again without restarting anything.
-    let mut recovered = false;
+    let mut after = None;
     for _ in 0..100 {
         let body = json!({"chat_id": chat_id, "source": {"type": "agent", "target": alice},
                           "type": "normal", "text": "after"})
         .to_string();
-        if stack.post("/chatmessages", &admin, &body).await.status == 200 {
-            recovered = true;
+        let reply = stack.post("/chatmessages", &admin, &body).await;
+        if reply.status == 200 {
+            after = Some(reply.json["id"].as_str().unwrap().to_owned());
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let listed = stack
-        .get(
-            &format!("/chatmessages?chat_id={chat_id}&page_size=100"),
-            &admin,
-        )
+    let recovered = after.is_some();
+
+    // Every acknowledged send is stored exactly once (the "after" ones too: a retried send
+    // that got 503 may have been stored, but never twice).
+    let stored = stack
+        .list_all(&admin, &format!("/chatmessages?chat_id={chat_id}"))
         .await;
+    let mut per_text: HashMap<String, usize> = HashMap::new();
+    for m in &stored {
+        *per_text
+            .entry(m["text"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let stored_once = acked
+        .keys()
+        .filter(|text| per_text.get(*text) == Some(&1))
+        .count();
+
+    // Events flow again: every acknowledged send's event, and the one sent after recovery.
+    let mut wanted: HashSet<String> = acked.values().cloned().collect();
+    wanted.extend(after.clone());
+    let mut announced = HashSet::new();
+    while !wanted.iter().all(|id| announced.contains(id)) {
+        let Some((key, _, body)) = events.next_within(Duration::from_secs(30)).await else {
+            break;
+        };
+        if key == "messagechat_created" {
+            announced.insert(body["data"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let announced_count = wanted.iter().filter(|id| announced.contains(*id)).count();
     println!(
-        "PostgreSQL stopped for 2 s during 300 sends: statuses {statuses:?}; {} acknowledged; \
-         recovered without a restart: {recovered}",
-        acked.len()
+        "PostgreSQL stopped for 2 s during 300 sends: statuses {statuses:?}; {} acknowledged, \
+         {stored_once} of them stored exactly once ({} messages stored); recovered without a \
+         restart: {recovered}; {announced_count} of {} expected events published after \
+         recovery",
+        acked.len(),
+        stored.len(),
+        wanted.len()
     );
     assert!(
         statuses.get(&503).copied().unwrap_or(0) > 0,
@@ -318,7 +433,21 @@ async fn postgres_stopped_briefly_requests_fail_cleanly_and_recover() {
         "only 200 or 503: {statuses:?}"
     );
     assert!(recovered, "sends succeed again once PostgreSQL is back");
-    assert_eq!(listed.status, 200);
+    assert_eq!(
+        stored_once,
+        acked.len(),
+        "every acknowledged send is stored exactly once"
+    );
+    assert!(
+        per_text.values().all(|n| *n == 1),
+        "nothing is stored twice: {:?}",
+        per_text.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        announced_count,
+        wanted.len(),
+        "events flow again: every acknowledged send's event is published"
+    );
     drop(stack);
     drop(guards);
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 /// A distinct admin token of `customer` for the `i`th send (tokens minted in the same second
@@ -100,27 +100,6 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// Every page of a list endpoint.
-async fn list_all(s: &Stack, token: &str, path: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let reply = s
-            .get(
-                &format!("{path}&page_size=100&page_token={page_token}"),
-                token,
-            )
-            .await;
-        let page = reply.ok();
-        let result = page["result"].as_array().unwrap();
-        items.extend(result.iter().cloned());
-        page_token = page["next_page_token"].as_str().unwrap_or("").to_owned();
-        if result.is_empty() || page_token.is_empty() {
-            return items;
-        }
     }
 }
 
@@ -232,7 +211,9 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
     let acked = acked.lock().unwrap().clone();
 
     // Stored exactly once, with a copy in each of the two chatrooms.
-    let stored = list_all(&stack, &admin, &format!("/chatmessages?chat_id={chat_id}")).await;
+    let stored = stack
+        .list_all(&admin, &format!("/chatmessages?chat_id={chat_id}"))
+        .await;
     let mut per_text: HashMap<String, usize> = HashMap::new();
     for m in &stored {
         *per_text
@@ -251,12 +232,9 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
             .as_str()
             .unwrap()
             .to_owned();
-        let in_room = list_all(
-            &stack,
-            &admin,
-            &format!("/chatroommessages?chatroom_id={room}"),
-        )
-        .await;
+        let in_room = stack
+            .list_all(&admin, &format!("/chatroommessages?chatroom_id={room}"))
+            .await;
         let ids: HashSet<&str> = in_room
             .iter()
             .map(|c| c["messagechat_id"].as_str().unwrap())

@@ -88,6 +88,72 @@ async fn split_deployment_is_ready_once_upstreams_serve_and_the_bus_is_up() {
     }
 }
 
+/// The services' health follows their database, and `/readyz` with it: the database behind a
+/// proxy that is cut (503 naming both services) and restored (200 again), with nothing
+/// restarted.
+#[tokio::test]
+async fn readyz_follows_the_database() {
+    let test = "ops::readyz_follows_the_database";
+    let Some((mut env, guards)) = split_env(test).await else {
+        return;
+    };
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let database = testkit::TcpProxy::start(pg.addr()).await;
+    env.pg_url = pg.url_via(&database);
+    let mut stack = Stack::split(&env).await;
+    stack.keep(guards);
+    let token = customer_token(&new_id());
+    let within = |status: u16, what: &'static str| {
+        let stack = &stack;
+        async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let ready = stack.get_root("/readyz").await;
+                if ready.status == status {
+                    return (ready, started.elapsed());
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "{what}: /readyz stayed {}: {}",
+                    ready.status,
+                    ready.text
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    within(200, "ready at first").await;
+    stack.get("/chats", &token).await.ok();
+
+    database.set_up(false);
+    let (down, took_down) = within(503, "the database cut").await;
+    // Both services have noticed by now or within a probe more.
+    let (down, _) = if down.text.contains("chat-manager") && down.text.contains("message-manager") {
+        (down, Duration::ZERO)
+    } else {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        within(503, "still cut").await
+    };
+    down.assert_error(503, "unavailable", "chat-manager: NOT_SERVING");
+    down.assert_error(503, "unavailable", "message-manager: NOT_SERVING");
+    stack
+        .get("/chats", &token)
+        .await
+        .assert_error(503, "unavailable", "unavailable");
+    for addr in [stack.chat_addr.unwrap(), stack.message_addr.unwrap()] {
+        common::grpc_server::check_health(addr, "")
+            .await
+            .expect("the server as a whole stays SERVING (liveness)");
+    }
+
+    database.set_up(true);
+    let (_, took_up) = within(200, "the database back").await;
+    println!("/readyz: 503 {took_down:?} after the cut, 200 {took_up:?} after the restore");
+    stack.get("/chats", &token).await.ok();
+}
+
 /// A gateway whose chat-manager is `chat` (a bare health service here) and whose
 /// message-manager is at `message_url`.
 async fn gateway_over(

@@ -18,7 +18,12 @@ async fn main() -> Result<(), BoxError> {
         }
         Some(Command::Migrate) => {
             let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
-            Db::migrate_only(target, chat_manager::db::MIGRATIONS).await?;
+            Db::migrate_only(
+                target,
+                chat_manager::db::MIGRATIONS,
+                cli.serve.db_timeouts(),
+            )
+            .await?;
             tracing::info!("migrations up to date");
             Ok(())
         }
@@ -29,8 +34,9 @@ async fn main() -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
-    // Installed first: a SIGTERM during start-up then stops the service cleanly.
-    let shutdown = common::shutdown_signal();
+    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
+    // service at once and cleanly.
+    let stop = common::shutdown_watch();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_, metrics_server) =
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
@@ -39,15 +45,23 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let options = DbOptions {
         pool_size: config.database_pool_size,
         run_migrations: config.run_migrations,
+        timeouts: config.db_timeouts(),
         ..DbOptions::default()
     };
-    let db = Db::connect_with_retry(target, chat_manager::db::MIGRATIONS, options).await;
+    let connecting = Db::connect_with_retry(target, chat_manager::db::MIGRATIONS, options);
+    let Some(db) = common::unless_stopped(&stop, connecting).await else {
+        tracing::info!("stopped during start-up");
+        let _ = shutdown_tx.send(true);
+        let _ = metrics_server.await;
+        return Ok(());
+    };
     let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
-    let (service, relay) = chat_manager::service(db, bus, &config.events_exchange, shutdown_rx);
+    let (service, relay) =
+        chat_manager::service(db.clone(), bus, &config.events_exchange, shutdown_rx);
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "chat-manager listening");
-    common::grpc_server::serve(listener, service, shutdown).await?;
+    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
     let _ = metrics_server.await;

@@ -1,5 +1,6 @@
 //! chat-manager as operators run it: the binary serves gRPC health, reflection and metrics,
-//! logs JSON when asked, stops cleanly on SIGTERM; `healthcheck` and `migrate` subcommands;
+//! logs JSON when asked, stops cleanly on SIGTERM (flushing its outbox, and also while it still
+//! waits for PostgreSQL); `healthcheck` and `migrate` subcommands;
 //! migrations safe with several replicas starting at once.
 
 use std::time::Duration;
@@ -381,4 +382,144 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         "exits 0 on SIGTERM, having flushed its spans"
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// Events recorded in `schema`'s outbox and not yet confirmed by the broker.
+fn backlog(url: &str, schema: &str) -> i64 {
+    let mut conn = PgConnection::establish(url).unwrap();
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(&format!(
+        "(SELECT coalesce(sum(event_count), 0)::bigint FROM \"{schema}\".outbox \
+         WHERE sent_at IS NULL)"
+    )))
+    .get_result(&mut conn)
+    .unwrap()
+}
+
+/// SIGTERM while events wait in the outbox (the broker was unreachable) and the broker is
+/// back: the relay publishes them before the process exits 0.
+// Multi-threaded: the proxy to the broker runs on this runtime while the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_the_outbox_before_exiting() {
+    let test = "ops::sigterm_flushes_the_outbox_before_exiting";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let exchange = amqp.name("chat.events");
+    let mut events = testkit::EventReader::bind(&amqp.url, &exchange).await;
+    let broker = testkit::TcpProxy::start(amqp.addr()).await;
+    broker.set_up(false);
+    let (listen, metrics) = (free_addr(), free_addr());
+    let log = log_path();
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            ("DATABASE_URL", pg.url.clone()),
+            ("DATABASE_SCHEMA", pg.schema.clone()),
+            ("AMQP_URL", amqp.url_via(&broker)),
+            ("CHAT_EVENTS_EXCHANGE", exchange.clone()),
+            ("LISTEN_ADDR", listen.to_string()),
+            ("METRICS_ADDR", metrics.to_string()),
+        ],
+        &log,
+    );
+    until_healthy(
+        BIN,
+        &[("LISTEN_ADDR", listen.to_string())],
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("serves while the broker is unreachable");
+
+    let mut client = proto::chat::v1::chat_service_client::ChatServiceClient::connect(format!(
+        "http://{listen}"
+    ))
+    .await
+    .unwrap();
+    let customer = uuid::Uuid::new_v4().to_string();
+    const CHATS: usize = 5;
+    for i in 0..CHATS {
+        let (a, b) = (
+            uuid::Uuid::new_v4().to_string(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        client
+            .create_chat(proto::chat::v1::CreateChatRequest {
+                customer_id: customer.clone(),
+                r#type: proto::chat::v1::ChatType::Group as i32,
+                owner_id: a.clone(),
+                participant_ids: vec![a, b],
+                name: format!("c{i}"),
+                detail: String::new(),
+            })
+            .await
+            .expect("writes succeed while the broker is away");
+    }
+    drop(client);
+    // Each chat: chat_created and a chatroom_created per participant.
+    let waiting = backlog(&pg.url, &pg.schema);
+    assert_eq!(waiting, 3 * CHATS as i64, "the events wait in the outbox");
+
+    broker.set_up(true);
+    let code = tokio::task::spawn_blocking(move || {
+        let code = child.terminate(Duration::from_secs(30));
+        (code, child)
+    })
+    .await
+    .unwrap()
+    .0;
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(code, Some(0), "exits 0 on SIGTERM; log:\n{logs}");
+    assert_eq!(backlog(&pg.url, &pg.schema), 0, "flushed; log:\n{logs}");
+    let published = events.collect_for(Duration::from_secs(2)).await;
+    let created = published
+        .iter()
+        .filter(|(key, _, _)| key == "chat_created")
+        .count();
+    println!(
+        "SIGTERM with {waiting} events in the outbox: exit {code:?}, {} events published \
+         ({created} chat_created)",
+        published.len()
+    );
+    assert_eq!(created, CHATS, "every chat's event reached the broker");
+    let _ = std::fs::remove_file(&log);
+    drop(broker);
+    amqp.cleanup().await;
+}
+
+/// SIGTERM while the service still waits for PostgreSQL at start-up: it exits at once.
+#[tokio::test]
+async fn sigterm_while_waiting_for_postgres_exits_promptly() {
+    let log = log_path();
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@{}/test", free_addr()),
+            ),
+            (
+                "AMQP_URL",
+                format!("amqp://guest:guest@{}/%2f", free_addr()),
+            ),
+            ("LISTEN_ADDR", free_addr().to_string()),
+            ("METRICS_ADDR", free_addr().to_string()),
+        ],
+        &log,
+    );
+    // Long enough to be in the retry loop (the first retry is after 0.5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    let code = child.terminate(Duration::from_secs(10));
+    let took = started.elapsed();
+    let logs = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    println!("SIGTERM while waiting for PostgreSQL: exit {code:?} after {took:?}");
+    assert!(logs.contains("database not ready"), "was waiting: {logs}");
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(took < Duration::from_secs(3), "promptly: {took:?}");
 }

@@ -28,6 +28,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a batch may wait for its confirms; a broker that stops answering must not hang the
 /// relay forever (the connection is dropped and the batch retried).
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long declaring and subscribing may take once connected: a broker that accepted the
+/// connection and then stopped answering must not hang a subscriber (or its start-up).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The body is a structured-mode CloudEvent.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// AMQP delivery mode 2: the broker writes the message to disk (in durable queues).
@@ -53,6 +56,12 @@ pub enum BusError {
     ConnectTimeout(Duration),
     #[error("publish not confirmed within {0:?}")]
     ConfirmTimeout(Duration),
+    /// A declare or subscribe the broker did not answer in time (the connection is dropped).
+    #[error("broker did not answer {what} within {timeout:?}")]
+    Timeout {
+        what: &'static str,
+        timeout: Duration,
+    },
     #[error("broker refused (nacked) message {message_id}")]
     Nacked { message_id: String },
     #[error("invalid {what}: {reason}")]
@@ -240,7 +249,34 @@ impl AmqpBus {
         })))
     }
 
+    /// Connects if need be (within `CONNECT_TIMEOUT`), then declares and binds the queue and
+    /// starts consuming (within `OPERATION_TIMEOUT`); on a timeout the consuming connection is
+    /// dropped, so the next attempt starts afresh.
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
+        match tokio::time::timeout(limit, self.subscribe_unbounded(spec)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.drop_consumer_conn().await;
+                Err(BusError::Timeout {
+                    what: "subscribe",
+                    timeout: limit,
+                })
+            }
+        }
+    }
+
+    /// Forgets the consuming connection after it stopped answering (a lock held by a stuck
+    /// operation is waited for at most `OPERATION_TIMEOUT`).
+    async fn drop_consumer_conn(&self) {
+        if let Ok(mut slot) =
+            tokio::time::timeout(OPERATION_TIMEOUT, self.inner.consumer_conn.lock()).await
+        {
+            *slot = None;
+        }
+    }
+
+    async fn subscribe_unbounded(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
         let queue = short("queue name", &spec.queue)?;
         let bindings = spec
             .bindings
@@ -316,6 +352,20 @@ impl AmqpBus {
 
 impl AmqpBus {
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
+        match tokio::time::timeout(limit, self.queue_depth_unbounded(queue)).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.drop_consumer_conn().await;
+                Err(BusError::Timeout {
+                    what: "a passive queue declare",
+                    timeout: limit,
+                })
+            }
+        }
+    }
+
+    async fn queue_depth_unbounded(&self, queue: &str) -> Result<u32, BusError> {
         let queue = short("queue name", queue)?;
         // A channel of its own: a passive declare of a missing queue closes its channel.
         let channel = {
@@ -351,9 +401,17 @@ impl AmqpBus {
         }
     }
 
+    /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
+    /// the publishing connection is dropped, so the next use starts afresh.
     async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
         let queue = short("queue name", queue)?;
-        let mut slot = self.inner.publisher.lock().await;
+        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
+        let Ok(mut slot) = tokio::time::timeout(limit, self.inner.publisher.lock()).await else {
+            return Err(BusError::Timeout {
+                what: "a queue declare (the publisher is busy)",
+                timeout: limit,
+            });
+        };
         let declared = async {
             open_publisher(&mut slot, &self.inner.url)
                 .await?
@@ -368,8 +426,14 @@ impl AmqpBus {
                 )
                 .await?;
             Ok::<_, BusError>(())
-        }
-        .await;
+        };
+        let declared = match tokio::time::timeout(limit, declared).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Timeout {
+                what: "a queue declare",
+                timeout: limit,
+            }),
+        };
         if declared.is_err() {
             *slot = None;
         }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -56,10 +57,98 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+/// How long PostgreSQL may take over each thing, set on every connection the services open
+/// (the pool's, the relay's own, the migrations'): nothing waits on the database for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbTimeouts {
+    /// Opening a connection (libpq's `connect_timeout`, whole seconds, at least 2), unless the
+    /// URL sets `connect_timeout` itself; zero: none.
+    pub connect: Duration,
+    /// Any one statement (`statement_timeout`); zero: none. Migrations run without it.
+    pub statement: Duration,
+    /// Waiting for a lock (`lock_timeout`); zero: none.
+    pub lock: Duration,
+    /// A transaction left open with no statement running
+    /// (`idle_in_transaction_session_timeout`): the server ends the session, releasing its
+    /// locks, when the process holding it hangs mid-transaction; zero: none.
+    pub idle_in_transaction: Duration,
+}
+
+impl DbTimeouts {
+    pub const DEFAULT_CONNECT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_STATEMENT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_LOCK: Duration = Duration::from_secs(5);
+    pub const DEFAULT_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
+
+    /// The session settings, as one batch of `SET`s (one round trip).
+    fn session_settings(&self, statement: Duration) -> String {
+        format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {}",
+            statement.as_millis(),
+            self.lock.as_millis(),
+            self.idle_in_transaction.as_millis()
+        )
+    }
+}
+
+impl Default for DbTimeouts {
+    fn default() -> Self {
+        DbTimeouts {
+            connect: Self::DEFAULT_CONNECT,
+            statement: Self::DEFAULT_STATEMENT,
+            lock: Self::DEFAULT_LOCK,
+            idle_in_transaction: Self::DEFAULT_IDLE_IN_TRANSACTION,
+        }
+    }
+}
+
+/// A timeout setting: `<n>ms`, `<n>s`, `<n>m` or a bare number of seconds; `0` is none. For
+/// the services' `DATABASE_*_TIMEOUT` settings.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number with ms, s or m (e.g. 10s)"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        other => Err(format!(
+            "{text:?}: unknown unit {other:?}; use ms, s or m (e.g. 10s)"
+        )),
+    }
+}
+
+/// The URL with libpq's `connect_timeout` added, unless it sets one already (or `timeout` is
+/// zero).
+fn with_connect_timeout(url: &str, timeout: Duration) -> String {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let set = query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("connect_timeout"));
+    if set || timeout.is_zero() {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // libpq counts whole seconds and treats less than 2 as 2.
+    format!("{url}{sep}connect_timeout={}", timeout.as_secs().max(2))
+}
+
+/// A PostgreSQL connection with the connect timeout (unless the URL has one).
+fn establish_pg(url: &str, timeouts: &DbTimeouts) -> ConnectionResult<PgConnection> {
+    PgConnection::establish(&with_connect_timeout(url, timeouts.connect))
+}
+
 /// Opens connections for the pool and prepares each one for the service.
 #[derive(Debug, Clone)]
 struct Connector {
     target: DbTarget,
+    timeouts: DbTimeouts,
 }
 
 impl ManageConnection for Connector {
@@ -70,11 +159,14 @@ impl ManageConnection for Connector {
         match &self.target {
             DbTarget::Postgres { url, schema } => {
                 let mut conn =
-                    PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
-                // Every service sees only its own schema.
-                diesel::sql_query(format!("SET search_path TO {}", quote_ident(schema)))
-                    .execute(&mut conn)
-                    .map_err(r2d2::Error::QueryError)?;
+                    establish_pg(url, &self.timeouts).map_err(r2d2::Error::ConnectionError)?;
+                // Every service sees only its own schema; nothing waits for ever.
+                conn.batch_execute(&format!(
+                    "SET search_path TO {}; {}",
+                    quote_ident(schema),
+                    self.timeouts.session_settings(self.timeouts.statement)
+                ))
+                .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Pg(conn))
             }
             DbTarget::Sqlite { path } => {
@@ -140,6 +232,7 @@ impl<DB: diesel::backend::Backend> diesel::migration::MigrationSource<DB> for St
 pub struct Db {
     pool: r2d2::Pool<Connector>,
     target: DbTarget,
+    timeouts: DbTimeouts,
 }
 
 impl std::fmt::Debug for Db {
@@ -158,6 +251,8 @@ pub struct DbOptions {
     /// Create the schema and apply pending migrations on connect (off where a separate step,
     /// `<service> migrate`, does it once per rollout).
     pub run_migrations: bool,
+    /// PostgreSQL: connect, statement, lock and idle-in-transaction timeouts.
+    pub timeouts: DbTimeouts,
 }
 
 impl Default for DbOptions {
@@ -166,6 +261,7 @@ impl Default for DbOptions {
             pool_size: 8,
             acquire_timeout: Duration::from_secs(5),
             run_migrations: true,
+            timeouts: DbTimeouts::default(),
         }
     }
 }
@@ -182,7 +278,7 @@ impl Db {
         if let DbTarget::Postgres { url, schema } = &target
             && options.run_migrations
         {
-            migrate_postgres(url, schema, migrations.postgres)?;
+            migrate_postgres(url, schema, migrations.postgres, &options.timeouts)?;
         }
         if let DbTarget::Sqlite { path } = &target
             && let Some(dir) = std::path::Path::new(path).parent()
@@ -205,9 +301,14 @@ impl Db {
             .connection_timeout(options.acquire_timeout)
             .build(Connector {
                 target: target.clone(),
+                timeouts: options.timeouts,
             })
             .map_err(|e| DbError::Unavailable(e.to_string()))?;
-        let db = Db { pool, target };
+        let db = Db {
+            pool,
+            target,
+            timeouts: options.timeouts,
+        };
         if db.target.is_sqlite() && options.run_migrations {
             db.migrate_sqlite(migrations)?;
         }
@@ -227,10 +328,15 @@ impl Db {
 
     /// Applies the pending migrations (creating the schema or file) and disconnects: the
     /// `migrate` subcommand.
-    pub async fn migrate_only(target: DbTarget, migrations: Migrations) -> Result<(), DbError> {
+    pub async fn migrate_only(
+        target: DbTarget,
+        migrations: Migrations,
+        timeouts: DbTimeouts,
+    ) -> Result<(), DbError> {
         let options = DbOptions {
             pool_size: 1,
             run_migrations: true,
+            timeouts,
             ..DbOptions::default()
         };
         Db::open(target, migrations, options).await.map(drop)
@@ -281,6 +387,7 @@ impl Db {
     pub async fn dedicated(&self) -> Result<DedicatedConnection, DbError> {
         let connector = Connector {
             target: self.target.clone(),
+            timeouts: self.timeouts,
         };
         let conn = tokio::task::spawn_blocking(move || connector.connect())
             .await
@@ -310,18 +417,32 @@ impl Db {
 /// advisory lock (one per schema) throughout: replicas starting at once take turns, and the
 /// later ones find nothing left to do. The lock is the session's, so it is released when the
 /// connection ends, whatever happens in between.
+///
+/// Migrations run without a statement timeout (a migration may rewrite a large table), and
+/// the wait for the advisory lock has no lock timeout (another replica may be migrating); the
+/// migrations' own statements do have one, so a migration stuck behind a long transaction
+/// fails (and start-up retries) rather than queueing every query of the table behind it.
 fn migrate_postgres(
     url: &str,
     schema: &str,
     migrations: &'static EmbeddedMigrations,
+    timeouts: &DbTimeouts,
 ) -> Result<(), DbError> {
-    let mut conn = PgConnection::establish(url)
+    let mut conn = establish_pg(url, timeouts)
         .map_err(|e| DbError::Unavailable(format!("{}: {e}", redact(url))))?;
     let lock_key = format!("chat migrations: {schema}");
+    conn.batch_execute(
+        &DbTimeouts {
+            lock: Duration::ZERO,
+            ..*timeouts
+        }
+        .session_settings(Duration::ZERO),
+    )?;
     diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))")
         .bind::<diesel::sql_types::Text, _>(&lock_key)
         .execute(&mut conn)?;
     let result = (|| {
+        conn.batch_execute(&timeouts.session_settings(Duration::ZERO))?;
         diesel::sql_query(format!(
             "CREATE SCHEMA IF NOT EXISTS {}",
             quote_ident(schema)
@@ -349,6 +470,17 @@ fn migrate_postgres(
 pub struct DedicatedConnection(Option<DbConnection>);
 
 impl DedicatedConnection {
+    /// `SELECT 1`: whether the database answers (what the services' health follows).
+    pub async fn ping(&mut self) -> Result<(), DbError> {
+        self.run(|conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .map(drop)
+                .map_err(DbError::from)
+        })
+        .await
+    }
+
     pub async fn run<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
@@ -433,6 +565,57 @@ mod tests {
         );
         assert_eq!(redact("postgres://app@db/chat"), "postgres://app@db/chat");
         assert_eq!(redact("data/chat.db"), "data/chat.db");
+    }
+
+    #[test]
+    fn timeouts_parse_with_their_unit() {
+        assert_eq!(parse_timeout("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_timeout("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
+        for bad in ["", "s", "10h", "-1s", "1.5s", "ten"] {
+            let err = parse_timeout(bad).unwrap_err();
+            assert!(err.contains("e.g. 10s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_connect_timeout_is_added_unless_the_url_has_one() {
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db", five),
+            "postgres://u@h/db?connect_timeout=5"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://u@h/db?sslmode=disable", five),
+            "postgres://u@h/db?sslmode=disable&connect_timeout=5"
+        );
+        let own = "postgres://u@h/db?sslmode=disable&connect_timeout=30";
+        assert_eq!(with_connect_timeout(own, five), own);
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", Duration::from_millis(300)),
+            "postgres://h/db?connect_timeout=2",
+            "libpq's minimum"
+        );
+        assert_eq!(
+            with_connect_timeout("postgres://h/db", Duration::ZERO),
+            "postgres://h/db"
+        );
+    }
+
+    #[test]
+    fn session_settings_are_milliseconds() {
+        let t = DbTimeouts::default();
+        assert_eq!(
+            t.session_settings(t.statement),
+            "SET statement_timeout = 10000; SET lock_timeout = 5000; \
+             SET idle_in_transaction_session_timeout = 60000"
+        );
+        assert!(
+            t.session_settings(Duration::ZERO)
+                .starts_with("SET statement_timeout = 0;")
+        );
     }
 
     #[test]

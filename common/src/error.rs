@@ -59,13 +59,21 @@ impl From<diesel::result::Error> for ServiceError {
             // The server going away mid-statement (a restart, a fast shutdown) reaches diesel
             // as an error of unknown kind; libpq's wording is all that tells it apart.
             Error::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if is_connection_lost(info.message()) =>
+                if is_connection_lost(info.message()) || is_timeout(info.message()) =>
             {
                 ServiceError::Unavailable(info.message().to_owned())
             }
             other => ServiceError::Internal(other.to_string()),
         }
     }
+}
+
+/// PostgreSQL's messages for a statement cancelled by `statement_timeout` or `lock_timeout`
+/// (SQLSTATE 57014, 55P03; diesel passes neither code on): the database is too busy or a
+/// lock is held, which is transient, not the request's fault.
+fn is_timeout(message: &str) -> bool {
+    message.contains("canceling statement due to statement timeout")
+        || message.contains("canceling statement due to lock timeout")
 }
 
 /// libpq's messages for a connection that ended or a server that is stopping.

@@ -18,6 +18,7 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
+use crate::db::{Db, DbError, DedicatedConnection};
 use crate::metrics::metrics;
 
 /// The health a service reports, for its own name and for the whole server (`""`, what
@@ -48,6 +49,12 @@ impl Health {
 
     pub async fn not_serving(&self) {
         self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Sets only the service's own name: the whole server (`""`) stays SERVING while the
+    /// process serves, so a liveness probe does not restart it for a database outage.
+    pub async fn set_own(&self, status: ServingStatus) {
+        self.reporter.set_service_status(self.service, status).await;
     }
 
     async fn set(&self, status: ServingStatus) {
@@ -88,12 +95,20 @@ pub fn reflection(
     (v1, v1alpha)
 }
 
+/// How often a service's health asks its database.
+pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the database may take to answer a probe before the service counts as down.
+pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves `service` with health, reflection and the observing layer on `listener` until
 /// `shutdown` resolves. Health says SERVING from the start (call this once the service's
-/// storage is up) and NOT_SERVING from the shutdown signal on.
+/// storage is up) and NOT_SERVING from the shutdown signal on. With `db`, the service's own
+/// name follows the database in between: NOT_SERVING while `SELECT 1` fails or takes more
+/// than `HEALTH_PROBE_TIMEOUT`, asked every `HEALTH_PROBE_INTERVAL` (`""` stays SERVING).
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
+    db: Option<Db>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -107,9 +122,13 @@ where
 {
     let (health, health_service) = Health::new(S::NAME).await;
     health.serving().await;
+    let probe = db.map(|db| tokio::spawn(follow_database(health.clone(), db)));
     let (reflection_v1, reflection_v1alpha) = reflection(S::NAME);
     let shutdown = async move {
         shutdown.await;
+        if let Some(probe) = probe {
+            probe.abort();
+        }
         health.not_serving().await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -121,6 +140,57 @@ where
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Keeps the service's own health in step with its database, on a connection of its own (a
+/// busy pool is not an outage). A probe still running when the next is due is waited for
+/// rather than joined by another, so an unanswering database does not pile up connections.
+async fn follow_database(health: Health, db: Db) {
+    type Probe = tokio::task::JoinHandle<Result<DedicatedConnection, DbError>>;
+    let probe = |db: Db, conn: Option<DedicatedConnection>| -> Probe {
+        tokio::spawn(async move {
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => db.dedicated().await?,
+            };
+            conn.ping().await?;
+            Ok(conn)
+        })
+    };
+    let (mut conn, mut pending, mut serving) = (None, None::<Probe>, true);
+    loop {
+        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+        let running = pending.get_or_insert_with(|| probe(db.clone(), conn.take()));
+        let outcome = match tokio::time::timeout(HEALTH_PROBE_TIMEOUT, &mut *running).await {
+            Err(_) => Err(format!("no answer within {HEALTH_PROBE_TIMEOUT:?}")),
+            Ok(finished) => {
+                pending = None;
+                match finished {
+                    Ok(Ok(c)) => {
+                        conn = Some(c);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("probe failed: {e}")),
+                }
+            }
+        };
+        match (&outcome, serving) {
+            (Err(why), true) => {
+                tracing::warn!(service = health.service, error = %why, "database unreachable: NOT_SERVING");
+                health.set_own(ServingStatus::NotServing).await;
+            }
+            (Ok(()), false) => {
+                tracing::info!(
+                    service = health.service,
+                    "database reachable again: SERVING"
+                );
+                health.set_own(ServingStatus::Serving).await;
+            }
+            _ => {}
+        }
+        serving = outcome.is_ok();
+    }
 }
 
 /// Why a health check did not find the service SERVING.

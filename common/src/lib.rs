@@ -91,3 +91,35 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
         tracing::info!("shutdown signal received");
     }
 }
+
+/// SIGINT or SIGTERM as a watch that turns true when one arrives (the handlers are installed
+/// now, as by `shutdown_signal`). Start-up waits race it (`unless_stopped`), so a service
+/// still waiting for PostgreSQL or RabbitMQ stops at once; the server stops on it
+/// (`stopped`). Call it from within the runtime.
+pub fn shutdown_watch() -> tokio::sync::watch::Receiver<bool> {
+    let signal = shutdown_signal();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signal.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `work`, unless `stop` turns true first (then `None`, and `work` is dropped).
+pub async fn unless_stopped<T>(
+    stop: &tokio::sync::watch::Receiver<bool>,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => None,
+        value = work => Some(value),
+    }
+}
+
+/// Resolves once `stop` is true: a server's graceful-shutdown signal.
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

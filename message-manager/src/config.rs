@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use common::telemetry::LogFormat;
@@ -33,6 +34,15 @@ pub struct ServeConfig {
     /// Connections in the PostgreSQL pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
     pub database_pool_size: u32,
+    /// Longest one PostgreSQL statement may run (`statement_timeout`; not for migrations):
+    /// `10s`, `500ms`, `0` for none.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s",
+          value_parser = common::db::parse_timeout)]
+    pub database_statement_timeout: Duration,
+    /// Longest a PostgreSQL statement may wait for a lock (`lock_timeout`): `5s`, `0` for none.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s",
+          value_parser = common::db::parse_timeout)]
+    pub database_lock_timeout: Duration,
     /// Apply pending migrations at start (turn off where `message-manager migrate` runs once
     /// per rollout).
     #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set,
@@ -70,6 +80,16 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// The PostgreSQL timeouts: the statement and lock timeouts configured, the others their
+    /// defaults (a `connect_timeout` in DATABASE_URL wins over the default).
+    pub fn db_timeouts(&self) -> common::db::DbTimeouts {
+        common::db::DbTimeouts {
+            statement: self.database_statement_timeout,
+            lock: self.database_lock_timeout,
+            ..common::db::DbTimeouts::default()
+        }
+    }
+
     /// DATABASE_URL, which `migrate` needs although clap does not require it there.
     pub fn database_url(&self) -> Result<&str, &'static str> {
         self.database_url

@@ -75,14 +75,26 @@ pub enum Handled {
 }
 
 impl ChatEventConsumer {
-    /// Consumes until `shutdown`, resubscribing (with backoff) whenever the subscription ends.
-    pub async fn run(self, first: Subscription, mut shutdown: watch::Receiver<bool>) {
-        let mut subscription = Some(first);
+    /// Consumes until `shutdown`, from `first` (or, without one, a subscription of its own),
+    /// subscribing again (with backoff) whenever the subscription ends or cannot be made.
+    pub fn run(
+        self,
+        first: impl Into<Option<Subscription>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(self.run_from(first.into(), shutdown))
+    }
+
+    async fn run_from(
+        self,
+        mut subscription: Option<Subscription>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = Duration::from_millis(200);
         loop {
             let mut sub = match subscription.take() {
                 Some(s) => s,
-                None => match self.bus.subscribe(self.spec.clone()).await {
+                None => match self.subscribe().await {
                     Ok(s) => {
                         backoff = Duration::from_millis(200);
                         s
@@ -110,6 +122,15 @@ impl ChatEventConsumer {
                 self.process(delivery).await;
             }
         }
+    }
+
+    /// The dead-letter queue (declared first: what is set aside must have somewhere to go),
+    /// then the subscription, as `subscribe_chat_events` makes them.
+    async fn subscribe(&self) -> Result<Subscription, common::bus::BusError> {
+        self.bus
+            .declare_queue(&dead_letter_queue(&self.spec.queue))
+            .await?;
+        self.bus.subscribe(self.spec.clone()).await
     }
 
     async fn process(&self, delivery: Delivery) {

@@ -341,12 +341,13 @@ impl Default for Topology {
 }
 
 /// The gRPC service over `db`, its relay, and the consumer of chat-manager's events
-/// (`subscription`, made by `subscribe_chat_events`), until `shutdown` turns true.
+/// (`subscription`, made by `subscribe_chat_events`; `None`: the consumer subscribes in the
+/// background, with backoff), until `shutdown` turns true.
 pub fn service(
     db: Db,
     bus: EventBus,
     topology: Topology,
-    subscription: Subscription,
+    subscription: impl Into<Option<Subscription>>,
     chat: Option<ChatClient>,
     shutdown: watch::Receiver<bool>,
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {

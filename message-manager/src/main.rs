@@ -1,7 +1,5 @@
-use std::time::Duration;
-
 use clap::Parser;
-use common::bus::EventBus;
+use common::bus::{EventBus, Subscription};
 use common::db::{Db, DbOptions, DbTarget};
 use common::grpc_client::{self, ChatClient};
 use message_manager::Topology;
@@ -22,7 +20,12 @@ async fn main() -> Result<(), BoxError> {
         }
         Some(Command::Migrate) => {
             let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
-            Db::migrate_only(target, message_manager::db::MIGRATIONS).await?;
+            Db::migrate_only(
+                target,
+                message_manager::db::MIGRATIONS,
+                cli.serve.db_timeouts(),
+            )
+            .await?;
             tracing::info!("migrations up to date");
             Ok(())
         }
@@ -33,8 +36,9 @@ async fn main() -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
-    // Installed first: a SIGTERM during start-up then stops the service cleanly.
-    let shutdown = common::shutdown_signal();
+    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
+    // service at once and cleanly.
+    let stop = common::shutdown_watch();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (_, metrics_server) =
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
@@ -43,25 +47,17 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let options = DbOptions {
         pool_size: config.database_pool_size,
         run_migrations: config.run_migrations,
+        timeouts: config.db_timeouts(),
         ..DbOptions::default()
     };
-    let db = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options).await;
-    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
-    let subscription = loop {
-        match message_manager::subscribe_chat_events(
-            &bus,
-            &config.chat_events_exchange,
-            &config.chat_events_queue,
-        )
-        .await
-        {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, "RabbitMQ not ready; retrying");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        }
+    let connecting = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options);
+    let Some(db) = common::unless_stopped(&stop, connecting).await else {
+        tracing::info!("stopped during start-up");
+        let _ = shutdown_tx.send(true);
+        let _ = metrics_server.await;
+        return Ok(());
     };
+    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
     let chat_url = config
         .chat_manager_url
         .as_deref()
@@ -73,12 +69,40 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         chat_exchange: config.chat_events_exchange.clone(),
         chat_events_queue: config.chat_events_queue.clone(),
     };
-    let (service, tasks) =
-        message_manager::service(db, bus, topology, subscription, Some(chat), shutdown_rx);
+    // One attempt before serving, so that once ready the service's queue exists and takes
+    // chat events; with RabbitMQ unreachable (within the bus's timeouts) it serves all the
+    // same and the consumer keeps subscribing in the background, with backoff.
+    let subscribing = message_manager::subscribe_chat_events(
+        &bus,
+        &config.chat_events_exchange,
+        &config.chat_events_queue,
+    );
+    let subscription: Option<Subscription> = match common::unless_stopped(&stop, subscribing).await
+    {
+        None => {
+            tracing::info!("stopped during start-up");
+            let _ = shutdown_tx.send(true);
+            let _ = metrics_server.await;
+            return Ok(());
+        }
+        Some(Ok(subscription)) => Some(subscription),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "RabbitMQ not reachable; serving, and subscribing to chat events in the background");
+            None
+        }
+    };
+    let (service, tasks) = message_manager::service(
+        db.clone(),
+        bus,
+        topology,
+        subscription,
+        Some(chat),
+        shutdown_rx,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    common::grpc_server::serve(listener, service, shutdown).await?;
+    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

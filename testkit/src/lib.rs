@@ -157,6 +157,35 @@ pub struct PgSchema {
     pub schema: String,
 }
 
+impl PgSchema {
+    /// The server's socket address (e.g. the target of a [`TcpProxy`]).
+    pub fn addr(&self) -> SocketAddr {
+        resolve(&host_port(&self.url, 5432))
+    }
+
+    /// The database URL with its host and port replaced by the proxy's.
+    pub fn url_via(&self, proxy: &TcpProxy) -> String {
+        url_via(&self.url, proxy)
+    }
+}
+
+fn resolve(host_port: &str) -> SocketAddr {
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("cannot resolve {host_port}"))
+}
+
+/// `url` with its host and port replaced by the proxy's (credentials, path and query kept).
+fn url_via(url: &str, proxy: &TcpProxy) -> String {
+    let (scheme, authority, rest) = split_authority(url);
+    let userinfo = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}{userinfo}{}{rest}", proxy.addr())
+}
+
 /// A fresh uniquely named schema, or `None` (test skipped) when PostgreSQL is unreachable.
 pub async fn require_postgres(test: &str) -> Option<PgSchema> {
     let url = postgres_url();
@@ -249,21 +278,12 @@ impl AmqpNames {
 
     /// The broker's socket address (e.g. the target of a [`TcpProxy`]).
     pub fn addr(&self) -> SocketAddr {
-        let host_port = host_port(&self.url, 5672);
-        host_port
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .unwrap_or_else(|| panic!("cannot resolve {host_port}"))
+        resolve(&host_port(&self.url, 5672))
     }
 
     /// The broker URL with its host and port replaced by the proxy's.
     pub fn url_via(&self, proxy: &TcpProxy) -> String {
-        let (scheme, authority, rest) = split_authority(&self.url);
-        let userinfo = authority
-            .rsplit_once('@')
-            .map_or(String::new(), |(u, _)| format!("{u}@"));
-        format!("{scheme}{userinfo}{}{rest}", proxy.addr())
+        url_via(&self.url, proxy)
     }
 
     /// Deletes the handed-out names now (rather than in `Drop`, which needs a thread).
@@ -537,11 +557,21 @@ impl EventReader {
 
 /// A TCP proxy in front of a real service, for fault tests: listens on 127.0.0.1:0 and forwards
 /// to `target`. `set_up(false)` resets every live connection and refuses new ones (accepts, then
-/// resets) until `set_up(true)`. Dropping the proxy closes everything.
+/// resets) until `set_up(true)`. `black_hole()` keeps every connection open but forwards
+/// nothing either way, and accepts new ones without ever connecting them (a peer that stopped
+/// answering, a network that drops packets) until `set_up` ends it: `set_up(true)` resumes
+/// the live connections and resets the held new ones. Dropping the proxy closes everything.
 pub struct TcpProxy {
     addr: SocketAddr,
-    up: watch::Sender<bool>,
+    mode: watch::Sender<Mode>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    Down,
+    BlackHole,
 }
 
 impl TcpProxy {
@@ -550,9 +580,9 @@ impl TcpProxy {
             .await
             .expect("TcpProxy: bind");
         let addr = listener.local_addr().expect("TcpProxy: local addr");
-        let (up, up_rx) = watch::channel(true);
-        let accept = tokio::spawn(accept_loop(listener, target, up_rx));
-        TcpProxy { addr, up, accept }
+        let (mode, mode_rx) = watch::channel(Mode::Up);
+        let accept = tokio::spawn(accept_loop(listener, target, mode_rx));
+        TcpProxy { addr, mode, accept }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -560,7 +590,13 @@ impl TcpProxy {
     }
 
     pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
+        self.mode
+            .send_replace(if up { Mode::Up } else { Mode::Down });
+    }
+
+    /// Stops forwarding without closing anything (see the type's documentation).
+    pub fn black_hole(&self) {
+        self.mode.send_replace(Mode::BlackHole);
     }
 }
 
@@ -568,11 +604,11 @@ impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.accept.abort();
         // Live connections end when the sender goes (their `wait_for` fails), or here.
-        self.up.send_replace(false);
+        self.mode.send_replace(Mode::Down);
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, up: watch::Receiver<bool>) {
+async fn accept_loop(listener: TcpListener, target: SocketAddr, mode: watch::Receiver<Mode>) {
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -582,16 +618,27 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, up: watch::Recei
                 continue;
             }
         };
-        if !*up.borrow() {
+        let current = *mode.borrow();
+        match current {
             // A reset rather than a FIN: the client sees the failure at once.
-            let _ = client.set_zero_linger();
-            continue;
+            Mode::Down => {
+                let _ = client.set_zero_linger();
+            }
+            Mode::BlackHole => {
+                let mut mode = mode.clone();
+                tokio::spawn(async move {
+                    let _ = mode.wait_for(|m| *m != Mode::BlackHole).await;
+                    let _ = client.set_zero_linger();
+                });
+            }
+            Mode::Up => {
+                tokio::spawn(forward(client, target, mode.clone()));
+            }
         }
-        tokio::spawn(forward(client, target, up.clone()));
     }
 }
 
-async fn forward(client: TcpStream, target: SocketAddr, mut up: watch::Receiver<bool>) {
+async fn forward(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<Mode>) {
     let Ok(Ok(server)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
     else {
         let _ = client.set_zero_linger();
@@ -600,21 +647,37 @@ async fn forward(client: TcpStream, target: SocketAddr, mut up: watch::Receiver<
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     tokio::select! {
-        _ = pump(&client, &server) => {}
-        _ = pump(&server, &client) => {}
-        _ = up.wait_for(|up| !*up) => {
+        _ = pump(&client, &server, mode.clone()) => {}
+        _ = pump(&server, &client, mode.clone()) => {}
+        _ = mode.wait_for(|m| *m == Mode::Down) => {
             let _ = client.set_zero_linger();
             let _ = server.set_zero_linger();
         }
     }
 }
 
-/// Copies `from` to `to` until EOF or an error (readiness-based, so tokio's `io-util` feature,
-/// which the workspace does not enable, is not needed).
-async fn pump(from: &TcpStream, to: &TcpStream) -> std::io::Result<()> {
+/// Copies `from` to `to` until EOF or an error, reading nothing while black-holed
+/// (readiness-based, so tokio's `io-util` feature, which the workspace does not enable, is not
+/// needed).
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    mut mode: watch::Receiver<Mode>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        from.readable().await?;
+        let up = match mode.wait_for(|m| *m != Mode::BlackHole).await {
+            Ok(m) => *m == Mode::Up,
+            Err(_) => return Ok(()),
+        };
+        if !up {
+            // Down: `forward` resets both sides.
+            std::future::pending::<()>().await;
+        }
+        tokio::select! {
+            ready = from.readable() => ready?,
+            _ = mode.changed() => continue,
+        }
         let n = match from.try_read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
@@ -818,6 +881,47 @@ mod tests {
         assert!(exchange_exists(&url, &exchange).await);
         drop(amqp);
         assert!(!exchange_exists(&url, &exchange).await);
+    }
+
+    /// A black hole holds connections open and forwards nothing; `set_up(true)` resumes.
+    #[tokio::test]
+    async fn proxy_black_hole_forwards_nothing_until_it_is_up_again() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = tokio::io::split(s);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = TcpProxy::start(target).await;
+        let mut live = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut buf = [0u8; 4];
+        live.write_all(b"ping").await.unwrap();
+        live.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+
+        proxy.black_hole();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        live.write_all(b"lost").await.unwrap();
+        let mut held = TcpStream::connect(proxy.addr()).await.expect("accepted");
+        held.write_all(b"held").await.unwrap();
+        for stream in [&mut live, &mut held] {
+            let read = tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf));
+            assert!(read.await.is_err(), "no answer, and no close");
+        }
+
+        proxy.set_up(true);
+        live.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"lost", "held back, not dropped");
+        let ended = tokio::time::timeout(Duration::from_secs(2), held.read(&mut buf)).await;
+        assert!(
+            matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+            "the held connection is reset"
+        );
     }
 
     #[tokio::test]

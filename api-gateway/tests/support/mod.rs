@@ -67,7 +67,7 @@ use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
-use common::db::{Db, DbOptions, DbTarget};
+use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::grpc_client::{self, ChatClient};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -134,6 +134,8 @@ pub struct SplitEnv {
     /// Connections per service pool: few for tests (many run at once), the services' default
     /// for benchmarks.
     pub db_pool_size: u32,
+    /// The services' PostgreSQL timeouts (the services' defaults unless a test shortens them).
+    pub db_timeouts: DbTimeouts,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -155,6 +157,7 @@ pub async fn split_env(
         chat_events_queue: amqp.name("message-manager.chat-events"),
         hub_amqp_url: amqp.url.clone(),
         db_pool_size: 4,
+        db_timeouts: DbTimeouts::default(),
     };
     Some((
         env,
@@ -167,6 +170,7 @@ async fn connect(
     schema: &str,
     migrations: common::db::Migrations,
     pool_size: u32,
+    timeouts: DbTimeouts,
 ) -> Db {
     let target = DbTarget::parse(url, schema);
     tokio::task::spawn_blocking(move || {
@@ -175,6 +179,7 @@ async fn connect(
             migrations,
             &DbOptions {
                 pool_size,
+                timeouts,
                 ..DbOptions::default()
             },
         )
@@ -184,9 +189,10 @@ async fn connect(
     .expect("connect to PostgreSQL")
 }
 
-/// Serves a gRPC service on an ephemeral port until `shutdown`.
+/// Serves a gRPC service on an ephemeral port until `shutdown`, its health following `db`.
 async fn serve_grpc<S>(
     service: S,
+    db: Db,
     mut shutdown: watch::Receiver<bool>,
 ) -> (SocketAddr, JoinHandle<()>)
 where
@@ -205,7 +211,7 @@ where
     let addr = listener.local_addr().unwrap();
     // As the binaries serve: with health, reflection, per-call spans and metrics.
     let task = tokio::spawn(async move {
-        let _ = common::grpc_server::serve(listener, service, async move {
+        let _ = common::grpc_server::serve(listener, service, Some(db), async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await;
@@ -293,6 +299,7 @@ impl Stack {
             &env.chat_schema,
             chat_manager::db::MIGRATIONS,
             env.db_pool_size,
+            env.db_timeouts,
         )
         .await;
         let message_db = connect(
@@ -300,16 +307,17 @@ impl Stack {
             &env.message_schema,
             message_manager::db::MIGRATIONS,
             env.db_pool_size,
+            env.db_timeouts,
         )
         .await;
 
         let (chat_service, chat_relay) = chat_manager::service(
-            chat_db,
+            chat_db.clone(),
             EventBus::amqp(&env.chat_amqp_url),
             &env.chat_exchange,
             rx.clone(),
         );
-        let (chat_addr, chat_server) = serve_grpc(chat_service, rx.clone()).await;
+        let (chat_addr, chat_server) = serve_grpc(chat_service, chat_db, rx.clone()).await;
         let chat_link = testkit::TcpProxy::start(chat_addr).await;
 
         let bus = EventBus::amqp(&env.amqp_url);
@@ -328,14 +336,15 @@ impl Stack {
         let chat_for_messages =
             ChatClient::new(grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap());
         let (message_service, message_tasks) = message_manager::service(
-            message_db,
+            message_db.clone(),
             bus,
             topology,
             subscription,
             Some(chat_for_messages),
             rx.clone(),
         );
-        let (message_addr, message_server) = serve_grpc(message_service, rx.clone()).await;
+        let (message_addr, message_server) =
+            serve_grpc(message_service, message_db, rx.clone()).await;
 
         let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
@@ -557,6 +566,27 @@ impl Stack {
     pub async fn get_root(&self, path: &str) -> Reply {
         let root = self.base.trim_end_matches("/v1.0");
         self.send(self.http.get(format!("{root}{path}"))).await
+    }
+
+    /// Every item of a list endpoint, page by page (`path` carries a query already).
+    pub async fn list_all(&self, token: &str, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let reply = self
+                .get(
+                    &format!("{path}&page_size=100&page_token={page_token}"),
+                    token,
+                )
+                .await;
+            let page = reply.ok();
+            let result = page["result"].as_array().unwrap();
+            items.extend(result.iter().cloned());
+            page_token = page["next_page_token"].as_str().unwrap_or("").to_owned();
+            if result.is_empty() || page_token.is_empty() {
+                return items;
+            }
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
