@@ -349,3 +349,31 @@ async fn a_row_larger_than_a_round_is_published_whole_and_in_order() {
     relay.await.unwrap();
     env.amqp.cleanup().await;
 }
+
+/// A relay told to stop with several rounds' worth of events waiting publishes them all
+/// before it returns, not just one round.
+#[tokio::test]
+async fn a_stopping_relay_flushes_a_backlog_of_several_rounds() {
+    let test = "relay::a_stopping_relay_flushes_a_backlog_of_several_rounds";
+    let Some(env) = env(test).await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    // 400 chats of three events each: 1,200 events, three rounds of 500 at least.
+    create_chats(&manager, 400).await;
+    assert_eq!(backlog(&env.db).await, 1200);
+    let (stop, stopped) = watch::channel(true);
+    let relay = eager_relay(&env);
+    tokio::time::timeout(Duration::from_secs(30), relay.run(stopped))
+        .await
+        .expect("the relay stops within its flush limit");
+    drop(stop);
+    assert_eq!(backlog(&env.db).await, 0, "everything was published");
+    assert_eq!(drain(&mut reader, 1200).await.len(), 1200);
+    env.amqp.cleanup().await;
+}

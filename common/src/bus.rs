@@ -526,12 +526,28 @@ async fn open_publisher<'a>(
     Ok(slot.as_mut().expect("just connected"))
 }
 
+/// A `basic_publish` under way: lapin queues the frames on the first poll and resolves once its
+/// I/O loop has written them, giving the confirm to wait for.
+type Publishing =
+    Pin<Box<dyn Future<Output = lapin::Result<lapin::PublisherConfirm>> + Send + 'static>>;
+
+/// A message's publish: still being written, or written (its confirm to come).
+enum Sent {
+    Writing(Publishing),
+    Written(lapin::Result<lapin::PublisherConfirm>),
+}
+
 /// Sends the batch on the publisher (connecting first if needed) and returns its confirms.
+///
+/// Each `basic_publish` is polled once, in order, which queues its frames (so the broker gets
+/// them in the batch's order), without waiting for lapin's I/O loop to write each one before
+/// the next is queued: that wait, one hand-off between threads per message, capped a relay at
+/// about 11,000 events a second here.
 async fn send_on(
     slot: &mut Option<Publisher>,
     url: &str,
     batch: &[Prepared<'_>],
-) -> Result<Vec<(String, lapin::PublisherConfirm)>, BusError> {
+) -> Result<Vec<(String, Sent)>, BusError> {
     let publisher = open_publisher(slot, url).await?;
 
     for p in batch {
@@ -541,26 +557,46 @@ async fn send_on(
             publisher.declared.insert(p.exchange.to_string());
         }
     }
-    // Pipelined: send everything; the confirms are collected afterwards (the broker confirms in
-    // order).
-    let mut confirms = Vec::with_capacity(batch.len());
+    let mut sent = Vec::with_capacity(batch.len());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for p in batch {
-        let confirm = publisher
-            .channel
-            .basic_publish(
-                p.exchange.clone(),
-                p.routing_key.clone(),
-                BasicPublishOptions::default(),
-                &p.message.payload,
-                p.properties.clone(),
-            )
-            .await?;
-        confirms.push((p.message.message_id.clone(), confirm));
+        let channel = publisher.channel.clone();
+        let (exchange, routing_key, properties) = (
+            p.exchange.clone(),
+            p.routing_key.clone(),
+            p.properties.clone(),
+        );
+        let payload = p.message.payload.clone();
+        let mut publishing: Publishing = Box::pin(async move {
+            channel
+                .basic_publish(
+                    exchange,
+                    routing_key,
+                    BasicPublishOptions::default(),
+                    &payload,
+                    properties,
+                )
+                .await
+        });
+        let state = match publishing.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => Sent::Written(result),
+            std::task::Poll::Pending => Sent::Writing(publishing),
+        };
+        sent.push((p.message.message_id.clone(), state));
     }
-    Ok(confirms)
+    Ok(sent)
 }
 
-async fn await_confirms(confirms: Vec<(String, lapin::PublisherConfirm)>) -> Result<(), BusError> {
+async fn await_confirms(sent: Vec<(String, Sent)>) -> Result<(), BusError> {
+    // Every message written first (in order), then the confirms (the broker confirms in order).
+    let mut confirms = Vec::with_capacity(sent.len());
+    for (message_id, state) in sent {
+        let written = match state {
+            Sent::Writing(publishing) => publishing.await,
+            Sent::Written(result) => result,
+        };
+        confirms.push((message_id, written?));
+    }
     for (message_id, confirm) in confirms {
         match confirm.await? {
             Confirmation::Ack(_) => {}

@@ -311,6 +311,9 @@ pub fn purge_sent(conn: &mut DbConnection) -> QueryResult<usize> {
     diesel::delete(outbox::table.filter(outbox::sent_at.lt(cutoff))).execute(conn)
 }
 
+/// How long a stopping relay keeps publishing what is left in the outbox.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
 /// Bytes of events one publishing round loads (beyond it the round ends, after at least one
 /// row): with `max_in_flight` rounds awaiting confirms, this bounds the relay's memory.
 pub const ROUND_BYTES: i64 = 4 * 1024 * 1024;
@@ -449,12 +452,24 @@ impl Relay {
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
     }
 
-    /// Waits for every sent round, then sends what is left (up to one round) and waits for it.
+    /// Waits for every sent round, then sends what is left (for up to `FLUSH_LIMIT`) and waits
+    /// for it.
     async fn flush(&mut self) -> Result<(), RelayError> {
-        while let Some((seqs, result)) = self.in_flight.next().await {
-            self.settle(seqs, result).await?;
+        // Rounds until the outbox is empty, within a bound: a large backlog must not keep a
+        // stopping process alive for ever (what is left goes out at the next start).
+        let deadline = tokio::time::Instant::now() + FLUSH_LIMIT;
+        loop {
+            while let Some((seqs, result)) = self.in_flight.next().await {
+                self.settle(seqs, result).await?;
+            }
+            let sent = match self.round().await? {
+                Round::Sent(n) => n,
+                Round::Standby => 0,
+            };
+            if sent == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
         }
-        self.round().await?;
         while let Some((seqs, result)) = self.in_flight.next().await {
             self.settle(seqs, result).await?;
         }
