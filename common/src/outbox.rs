@@ -667,7 +667,15 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
     // Marking rows sent need not wait for the disk: if that commit is lost in a crash, the rows
     // are published again, which consumers already tolerate (they dedupe by event id). This
     // session only reads the outbox and marks it.
+    //
+    // The outbox's statistics lag behind a burst (autovacuum analyses it a minute later at the
+    // soonest), and with a small table in its statistics the planner reads every pending row
+    // through a bitmap scan and sorts them to take the first round: O(backlog) per round, so a
+    // backlog drained ever more slowly. Without bitmap scans it walks the pending index in seq
+    // order and stops after a round. (This session runs only the relay's few statements, all
+    // served by an index.)
     for setting in [
+        "SET enable_bitmapscan = off",
         "SET tcp_keepalives_idle = 30",
         "SET tcp_keepalives_interval = 10",
         "SET tcp_keepalives_count = 3",

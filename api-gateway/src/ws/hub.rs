@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::bus::{EventBus, SubscriptionSpec};
-use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -265,6 +264,11 @@ impl EventHub {
     fn dispatch(&self, message: HubMessage) {
         self.lock().dispatch(message);
     }
+
+    /// Whether any socket of this process belongs to the tenant.
+    fn has_sockets_of(&self, customer_id: &str) -> bool {
+        self.lock().by_customer.contains_key(customer_id)
+    }
 }
 
 async fn run(
@@ -318,9 +322,16 @@ async fn consume(
                 interrupted = true;
                 break;
             };
-            match parse(&delivery.message.routing_key, &delivery.message.payload) {
-                Some(event) => hub.dispatch(HubMessage::Event(Arc::new(event))),
-                None => {
+            let wanted = |customer: &str| hub.has_sockets_of(customer);
+            match parse(
+                &delivery.message.routing_key,
+                &delivery.message.payload,
+                wanted,
+            ) {
+                Ok(Some(event)) => hub.dispatch(HubMessage::Event(Arc::new(event))),
+                // No socket of this gateway could want it.
+                Ok(None) => {}
+                Err(Unreadable) => {
                     tracing::warn!(key = %delivery.message.routing_key, "event hub: unreadable event skipped")
                 }
             }
@@ -329,41 +340,86 @@ async fn consume(
     }
 }
 
-/// Reads a CloudEvents payload into what routing needs.
-pub fn parse(event_type: &str, payload: &[u8]) -> Option<HubEvent> {
-    let event: Value = serde_json::from_slice(payload).ok()?;
-    let event_type = event
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or(event_type);
-    let resource = Resource::of_event(event_type)?;
-    let data = event.get("data")?;
-    let field = |name: &str| data.get(name).and_then(Value::as_str).map(str::to_owned);
+/// A payload that is not an event the hub can route (not CloudEvents JSON, an unknown type, no
+/// tenant or scope).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unreadable;
+
+/// Reads a CloudEvents payload into what routing needs. `wanted` is asked first, with the
+/// event's tenant: the rest (the scope, the frame) is worked out only for a tenant this
+/// gateway has sockets for (`Ok(None)` otherwise).
+///
+/// One pass over the envelope that borrows instead of building a JSON tree, and the frame
+/// made around the event's `data` as it arrived (its bytes, so its field order too).
+pub fn parse(
+    event_type: &str,
+    payload: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Option<HubEvent>, Unreadable> {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type", borrow, default)]
+        event_type: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        customerid: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        ownerid: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    #[derive(Deserialize)]
+    struct Scope<'a> {
+        #[serde(borrow, default)]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        chat_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        chatroom_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        customer_id: Option<Cow<'a, str>>,
+    }
+
+    let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|_| Unreadable)?;
+    let event_type = envelope.event_type.as_deref().unwrap_or(event_type);
+    let resource = Resource::of_event(event_type).ok_or(Unreadable)?;
+    let scope: Scope<'_> = serde_json::from_str(envelope.data.get()).map_err(|_| Unreadable)?;
+    let customer_id = envelope
+        .customerid
+        .as_deref()
+        .or(scope.customer_id.as_deref())
+        .ok_or(Unreadable)?;
+    if !wanted(customer_id) {
+        return Ok(None);
+    }
     let scope_id = match resource {
-        Resource::Chat | Resource::Chatroom => field("id")?,
-        Resource::Messagechat => field("chat_id")?,
-        Resource::Messagechatroom => field("chatroom_id")?,
-    };
-    let frame = serde_json::json!({"type": event_type, "data": data}).to_string();
-    Some(HubEvent {
+        Resource::Chat | Resource::Chatroom => scope.id,
+        Resource::Messagechat => scope.chat_id,
+        Resource::Messagechatroom => scope.chatroom_id,
+    }
+    .ok_or(Unreadable)?;
+    let event_type_json = serde_json::to_string(event_type).map_err(|_| Unreadable)?;
+    let frame = format!(
+        "{{\"type\":{event_type_json},\"data\":{}}}",
+        envelope.data.get()
+    );
+    Ok(Some(HubEvent {
         resource,
-        customer_id: event
-            .get("customerid")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| field("customer_id"))?,
-        owner_id: event
-            .get("ownerid")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        scope_id,
+        customer_id: customer_id.to_owned(),
+        owner_id: envelope.ownerid.map(Cow::into_owned),
+        scope_id: scope_id.into_owned(),
         frame: frame.into(),
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn parses_what_routing_needs() {
@@ -371,7 +427,13 @@ mod tests {
             "specversion": "1.0", "id": "e", "type": "messagechatroom_created", "customerid": "c", "ownerid": "o",
             "data": {"id": "m", "chatroom_id": "r", "text": "hi"}
         });
-        let e = parse("messagechatroom_created", payload.to_string().as_bytes()).unwrap();
+        let e = parse(
+            "messagechatroom_created",
+            payload.to_string().as_bytes(),
+            |_| true,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(e.resource, Resource::Messagechatroom);
         assert_eq!(
             (
@@ -386,13 +448,34 @@ mod tests {
             frame,
             serde_json::json!({"type": "messagechatroom_created", "data": {"id": "m", "chatroom_id": "r", "text": "hi"}})
         );
-        assert!(parse("x", b"not json").is_none());
+        // A tenant without sockets here: skipped before the frame is made.
+        let asked = std::cell::Cell::new(None);
+        let skipped = parse(
+            "messagechatroom_created",
+            payload.to_string().as_bytes(),
+            |c| {
+                asked.set(Some(c.to_owned()));
+                false
+            },
+        );
+        assert!(matches!(skipped, Ok(None)));
+        assert_eq!(asked.take().as_deref(), Some("c"));
+        assert!(parse("x", b"not json", |_| true).is_err());
         assert!(
             parse(
                 "chat_created",
-                br#"{"type":"chat_created","customerid":"c","data":{}}"#
+                br#"{"type":"chat_created","customerid":"c","data":{}}"#,
+                |_| true
             )
-            .is_none()
+            .is_err()
+        );
+        // Escapes inside the data survive as they were sent.
+        let escaped =
+            br#"{"type":"chat_created","customerid":"c","data":{"id":"x","name":"a\"b\u00e9"}}"#;
+        let e = parse("chat_created", escaped, |_| true).unwrap().unwrap();
+        assert_eq!(
+            &*e.frame,
+            r#"{"type":"chat_created","data":{"id":"x","name":"a\"b\u00e9"}}"#
         );
     }
 }
