@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::query_builder::QueryFragment;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
@@ -528,17 +529,7 @@ impl Relay {
             // least one row). Sizes first, then the chosen rows' events: a row can be large (a
             // 1,000-person chat's events), and loading hundreds of them to send a few would
             // hold their memory for nothing.
-            let sizes: Vec<(i64, i32, i32)> = outbox::table
-                .filter(outbox::sent_at.is_null())
-                .filter(outbox::seq.ne_all(skip))
-                .order(outbox::seq.asc())
-                .limit(limit)
-                .select((
-                    outbox::seq,
-                    outbox::event_count,
-                    diesel::dsl::sql::<diesel::sql_types::Integer>("length(events)"),
-                ))
-                .load(conn)?;
+            let sizes = pending_sizes(conn, &skip, limit)?;
             let (mut chosen, mut count, mut bytes) = (Vec::new(), 0i64, 0i64);
             for (seq, n, len) in sizes {
                 let full = count + i64::from(n) > limit || bytes + i64::from(len) > ROUND_BYTES;
@@ -592,6 +583,71 @@ impl Relay {
         Ok(messages.len())
     }
 }
+
+/// The next pending rows after those in `skip` (sent, awaiting confirms), in seq order, up to
+/// `limit`: (seq, event count, bytes of events).
+fn pending_sizes(
+    conn: &mut DbConnection,
+    skip: &[i64],
+    limit: i64,
+) -> QueryResult<Vec<(i64, i32, i32)>> {
+    match conn {
+        DbConnection::Pg(pg) => PendingSizes { skip, limit }.load(pg),
+        // One writer, few rows awaiting confirms: the plain filter serves.
+        DbConnection::Sqlite(_) => outbox::table
+            .filter(outbox::sent_at.is_null())
+            .filter(outbox::seq.ne_all(skip))
+            .order(outbox::seq.asc())
+            .limit(limit)
+            .select((
+                outbox::seq,
+                outbox::event_count,
+                diesel::dsl::sql::<diesel::sql_types::Integer>("length(events)"),
+            ))
+            .load(conn),
+    }
+}
+
+/// `pending_sizes` on PostgreSQL. The rows awaiting confirms (a thousand or more when the
+/// relay is busy) are left out through a hashed subplan (`NOT IN (SELECT unnest(...))`):
+/// `seq <> ALL($1)` compared every pending row with every one of them, and was most of the
+/// relay's cost.
+struct PendingSizes<'a> {
+    skip: &'a [i64],
+    limit: i64,
+}
+
+impl QueryFragment<diesel::pg::Pg> for PendingSizes<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt};
+        out.push_sql(
+            "SELECT seq, event_count, length(events) FROM outbox \
+             WHERE sent_at IS NULL AND seq NOT IN (SELECT unnest(",
+        );
+        out.push_bind_param::<Array<BigInt>, _>(&self.skip)?;
+        out.push_sql(")) ORDER BY seq LIMIT ");
+        out.push_bind_param::<BigInt, _>(&self.limit)?;
+        Ok(())
+    }
+}
+
+impl diesel::query_builder::QueryId for PendingSizes<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for PendingSizes<'_> {
+    type SqlType = (
+        diesel::sql_types::BigInt,
+        diesel::sql_types::Integer,
+        diesel::sql_types::Integer,
+    );
+}
+
+impl RunQueryDsl<diesel::pg::PgConnection> for PendingSizes<'_> {}
 
 /// The events of `rows`, in order, each with the index of its row: rendered lines as stored,
 /// compact records through the expander. What cannot be read is logged and skipped.

@@ -23,41 +23,19 @@ pub fn insert_message(conn: &mut DbConnection, message: &ChatmessageRow) -> Quer
 }
 
 /// Writes the message and its outbox row. On PostgreSQL one statement (atomic on its own, so
-/// no transaction is needed: one round trip in all); on SQLite a transaction.
+/// no transaction is needed: one round trip in all), kept prepared; on SQLite a transaction.
 pub fn insert_message_and_outbox(
     conn: &mut DbConnection,
     message: &ChatmessageRow,
     outbox_row: &common::outbox::OutboxRow,
 ) -> QueryResult<()> {
-    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
     match conn {
-        DbConnection::Pg(pg) => {
-            diesel::sql_query(
-                "WITH message AS (\
-                   INSERT INTO chatmessages (no, id, customer_id, chat_id, source, message_type, \
-                     text, medias, tm_create, tm_update, tm_delete) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)) \
-                 INSERT INTO outbox (events, event_count, request_id, traceparent, created_at) \
-                 VALUES ($11, $12, $13, $14, $15)",
-            )
-            .bind::<BigInt, _>(message.no)
-            .bind::<Text, _>(&message.id)
-            .bind::<Text, _>(&message.customer_id)
-            .bind::<Text, _>(&message.chat_id)
-            .bind::<Text, _>(&message.source)
-            .bind::<Text, _>(&message.message_type)
-            .bind::<Text, _>(&message.text)
-            .bind::<Text, _>(&message.medias)
-            .bind::<Timestamp, _>(message.tm_create)
-            .bind::<Timestamp, _>(message.tm_delete)
-            .bind::<Text, _>(&outbox_row.events)
-            .bind::<Integer, _>(outbox_row.event_count)
-            .bind::<Nullable<Text>, _>(&outbox_row.request_id)
-            .bind::<Nullable<Text>, _>(&outbox_row.traceparent)
-            .bind::<Timestamp, _>(outbox_row.created_at)
-            .execute(pg)?;
-            Ok(())
+        DbConnection::Pg(pg) => SendStatement {
+            message,
+            outbox: outbox_row,
         }
+        .execute(pg)
+        .map(|_| ()),
         DbConnection::Sqlite(_) => conn.transaction(|conn| {
             insert_message(conn, message)?;
             diesel::insert_into(common::outbox::outbox::table)
@@ -73,6 +51,68 @@ pub fn insert_message_and_outbox(
         }),
     }
 }
+
+/// The send's one statement on PostgreSQL: the message and its outbox row. A statement type
+/// of its own rather than `sql_query`, which diesel never keeps prepared: this one is parsed
+/// and planned once per connection, then only executed (one round trip, no parse).
+struct SendStatement<'a> {
+    message: &'a ChatmessageRow,
+    outbox: &'a common::outbox::OutboxRow,
+}
+
+impl QueryFragment<Pg> for SendStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+        let (m, o) = (self.message, self.outbox);
+        out.push_sql(
+            "WITH message AS (INSERT INTO chatmessages (no, id, customer_id, chat_id, source, \
+             message_type, text, medias, tm_create, tm_update, tm_delete) VALUES (",
+        );
+        out.push_bind_param::<BigInt, _>(&m.no)?;
+        for text in [
+            &m.id,
+            &m.customer_id,
+            &m.chat_id,
+            &m.source,
+            &m.message_type,
+            &m.text,
+            &m.medias,
+        ] {
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(text)?;
+        }
+        for tm in [&m.tm_create, &m.tm_update, &m.tm_delete] {
+            out.push_sql(", ");
+            out.push_bind_param::<Timestamp, _>(tm)?;
+        }
+        out.push_sql(
+            ")) INSERT INTO outbox (events, event_count, request_id, traceparent, created_at) \
+             VALUES (",
+        );
+        out.push_bind_param::<Text, _>(&o.events)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&o.event_count)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&o.request_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&o.traceparent)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&o.created_at)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl QueryId for SendStatement<'_> {
+    type QueryId = ();
+    // Cached by its SQL text, which never changes.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl RunQueryDsl<PgConnection> for SendStatement<'_> {}
 
 /// The message of the tenant with this id (`no` is derived from it: the primary key).
 pub fn find_message(
@@ -336,19 +376,10 @@ pub fn member_chat_with_rooms(
         #[diesel(sql_type = Timestamp)]
         tm_delete: NaiveDateTime,
     }
-    // `$1`, `$2`: numbered parameters in PostgreSQL; in SQLite, named ones bound in order.
-    let query = diesel::sql_query(
-        "SELECT CAST(0 AS BIGINT) AS part, CAST(NULL AS BIGINT) AS no, id, customer_id, participant_ids AS text, NULL AS owner_id, \
-                NULL AS tm_create, tm_update, tm_delete \
-           FROM member_chats WHERE id = $1 \
-         UNION ALL \
-         SELECT CAST(1 AS BIGINT) AS part, no, id, customer_id, chat_id AS text, owner_id, tm_create, tm_update, \
-                tm_delete \
-           FROM member_chatrooms WHERE chat_id = $1 AND tm_delete = $2 \
-         ORDER BY part, id",
-    )
-    .bind::<Text, _>(id)
-    .bind::<Timestamp, _>(time::live());
+    let query = MembershipQuery {
+        chat_id: id,
+        live: time::live(),
+    };
     let rows: Vec<Row> = match conn {
         DbConnection::Pg(c) => query.load(c)?,
         DbConnection::Sqlite(c) => query.load(c)?,
@@ -378,6 +409,57 @@ pub fn member_chat_with_rooms(
         .collect();
     Ok(Some((chat, rooms)))
 }
+
+/// `member_chat_with_rooms`' statement, kept prepared like `SendStatement` (both backends).
+struct MembershipQuery<'a> {
+    chat_id: &'a str,
+    live: NaiveDateTime,
+}
+
+impl<DB> QueryFragment<DB> for MembershipQuery<'_>
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    NaiveDateTime: diesel::serialize::ToSql<diesel::sql_types::Timestamp, DB>,
+    DB: diesel::sql_types::HasSqlType<diesel::sql_types::Text>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Timestamp>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Text, Timestamp};
+        out.push_sql(
+            "SELECT CAST(0 AS BIGINT) AS part, CAST(NULL AS BIGINT) AS no, id, customer_id, \
+                    participant_ids AS text, NULL AS owner_id, NULL AS tm_create, tm_update, \
+                    tm_delete \
+               FROM member_chats WHERE id = ",
+        );
+        out.push_bind_param::<Text, _>(self.chat_id)?;
+        out.push_sql(
+            " UNION ALL \
+             SELECT CAST(1 AS BIGINT) AS part, no, id, customer_id, chat_id AS text, owner_id, \
+                    tm_create, tm_update, tm_delete \
+               FROM member_chatrooms WHERE chat_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.chat_id)?;
+        out.push_sql(" AND tm_delete = ");
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(" ORDER BY part, id");
+        Ok(())
+    }
+}
+
+impl QueryId for MembershipQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for MembershipQuery<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<C> RunQueryDsl<C> for MembershipQuery<'_> {}
 
 /// Stores what the view learnt of a chat, unless it already knows a newer state. A deletion
 /// is final.
