@@ -77,8 +77,11 @@ fn invalid(msg: impl Into<String>) -> AuthError {
 }
 
 /// Verifies HS256 tokens signed with one secret.
+/// Cheap to clone (the state every request gets holds one): the key and rules are shared.
 #[derive(Clone)]
-pub struct TokenVerifier {
+pub struct TokenVerifier(std::sync::Arc<VerifierParts>);
+
+struct VerifierParts {
     key: DecodingKey,
     validation: Validation,
 }
@@ -104,10 +107,10 @@ impl TokenVerifier {
         validation.leeway = 0;
         // VoIPbin tokens carry no audience; do not refuse one that does.
         validation.validate_aud = false;
-        TokenVerifier {
+        TokenVerifier(std::sync::Arc::new(VerifierParts {
             key: DecodingKey::from_secret(secret),
             validation,
-        }
+        }))
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
@@ -122,7 +125,7 @@ impl TokenVerifier {
             )));
         }
         check_header(token)?;
-        let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
+        let data = jsonwebtoken::decode::<Value>(token, &self.0.key, &self.0.validation)
             .map_err(from_jwt_error)?;
         caller_from_claims(&data.claims, chrono::Utc::now().timestamp())
     }

@@ -29,7 +29,8 @@ pub enum Readiness {
     #[default]
     InProcess,
     /// The split deployment.
-    Upstreams(Box<Upstreams>),
+    /// Shared: the state is cloned for every request.
+    Upstreams(std::sync::Arc<Upstreams>),
 }
 
 /// The services' gRPC health, and the bus feeding the WebSocket.
@@ -42,7 +43,7 @@ pub struct Upstreams {
 
 impl Readiness {
     pub fn upstreams(chat: GrpcTransport, message: GrpcTransport, bus: Option<EventBus>) -> Self {
-        Readiness::Upstreams(Box::new(Upstreams {
+        Readiness::Upstreams(std::sync::Arc::new(Upstreams {
             chat: HealthClient::new(chat),
             message: HealthClient::new(message),
             bus,
