@@ -711,7 +711,8 @@ mod tests {
             let forged = forge(&header, &payload, SECRET);
             assert_invalid(v.verify(&forged), "only HS256");
             // jsonwebtoken alone (without the header pre-check) refuses it too.
-            let err = jsonwebtoken::decode::<Value>(&forged, &v.key, &v.validation).unwrap_err();
+            let err =
+                jsonwebtoken::decode::<Value>(&forged, &v.0.key, &v.0.validation).unwrap_err();
             assert!(
                 matches!(err.kind(), ErrorKind::InvalidAlgorithm | ErrorKind::Json(_)),
                 "{alg}: {err:?}"
@@ -721,7 +722,7 @@ mod tests {
         for alg in [Algorithm::HS384, Algorithm::HS512] {
             let token = sign(&claims, alg);
             assert_invalid(v.verify(&token), "only HS256");
-            let err = jsonwebtoken::decode::<Value>(&token, &v.key, &v.validation).unwrap_err();
+            let err = jsonwebtoken::decode::<Value>(&token, &v.0.key, &v.0.validation).unwrap_err();
             assert!(matches!(err.kind(), ErrorKind::InvalidAlgorithm), "{err:?}");
         }
         // The control: the same forging helper with an HS256 header does verify.

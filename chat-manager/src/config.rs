@@ -31,8 +31,9 @@ pub struct ServeConfig {
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "chat_manager")]
     pub database_schema: String,
-    /// Connections in the PostgreSQL pool.
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 8)]
+    /// Connections in the PostgreSQL pool: about two per core of the database's host is
+    /// enough (more only queue inside PostgreSQL; measured in BENCHMARKS.md).
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = common::db::DEFAULT_POOL_SIZE)]
     pub database_pool_size: u32,
     /// Longest one PostgreSQL statement may run (`statement_timeout`; not for migrations):
     /// `10s`, `500ms`, `0` for none.

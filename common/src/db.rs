@@ -241,6 +241,10 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// Connections per service pool unless configured: on a 2-core machine running everything,
+/// 4 sent as many messages a second as 8, with a third of the p99 latency and less memory.
+pub const DEFAULT_POOL_SIZE: u32 = 4;
+
 #[derive(Debug, Clone)]
 pub struct DbOptions {
     /// PostgreSQL pool size. SQLite always uses one connection: it has a single writer, and one
@@ -258,7 +262,7 @@ pub struct DbOptions {
 impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
-            pool_size: 8,
+            pool_size: DEFAULT_POOL_SIZE,
             acquire_timeout: Duration::from_secs(5),
             run_migrations: true,
             timeouts: DbTimeouts::default(),

@@ -123,3 +123,18 @@ pub async fn unless_stopped<T>(
 pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
+
+/// The runtime a service runs on: tokio's multi-threaded one, with at most `pool_size` + a few
+/// threads for blocking work. Every database call runs on a blocking thread and waits there
+/// for a pooled connection, so beyond the pool's size more threads only wait, each holding a
+/// stack and an allocator arena (tokio's default allows 512: under load message-manager grew
+/// to 30 threads and twice the memory it needs).
+pub fn service_runtime(pool_size: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    // The relay's and the health probe's own connections, the consumer, housekeeping, and
+    // name lookups besides the pool.
+    const BESIDES_THE_POOL: usize = 6;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(pool_size as usize + BESIDES_THE_POOL)
+        .build()
+}

@@ -9,9 +9,12 @@ use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
+    common::service_runtime(cli.serve.database_pool_size)?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<(), BoxError> {
     let telemetry = common::telemetry::init(cli.serve.log_format, "message-manager");
     let result = match cli.command {
         Some(Command::Healthcheck) => {
