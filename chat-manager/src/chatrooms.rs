@@ -30,11 +30,20 @@ pub fn new_row(chat: &ChatRow, owner_id: &str, now: NaiveDateTime) -> ChatroomRo
 }
 
 pub fn view(room: ChatroomRow, chat: &ChatRow) -> ChatroomView {
-    ChatroomView {
-        room,
-        chat_type: chat.chat_type.clone(),
-        participant_ids: chat.participants(),
-    }
+    views(vec![room], chat).pop().expect("one view")
+}
+
+/// The views of rooms of `chat`, sharing one parse of its participant list.
+pub fn views(rooms: Vec<ChatroomRow>, chat: &ChatRow) -> Vec<ChatroomView> {
+    let participant_ids: std::sync::Arc<[String]> = chat.participants().into();
+    rooms
+        .into_iter()
+        .map(|room| ChatroomView {
+            room,
+            chat_type: chat.chat_type.clone(),
+            participant_ids: participant_ids.clone(),
+        })
+        .collect()
 }
 
 pub fn to_proto(v: &ChatroomView) -> pb::Chatroom {
@@ -45,7 +54,7 @@ pub fn to_proto(v: &ChatroomView) -> pb::Chatroom {
         r#type: ChatType::from_db(&v.chat_type).to_proto() as i32,
         chat_id: r.chat_id.clone(),
         owner_id: r.owner_id.clone(),
-        participant_ids: v.participant_ids.clone(),
+        participant_ids: v.participant_ids.to_vec(),
         name: r.name.clone(),
         detail: r.detail.clone(),
         tm_create: time::format(r.tm_create),

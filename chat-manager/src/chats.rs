@@ -169,9 +169,9 @@ pub fn create(conn: &mut DbConnection, new: NewChat) -> Result<Change<ChatRow>, 
 
     let mut events = vec![event("chat_created", &chat)];
     events.extend(
-        rooms
-            .into_iter()
-            .map(|room| room_event("chatroom_created", &chatrooms::view(room, &chat))),
+        chatrooms::views(rooms, &chat)
+            .iter()
+            .map(|view| room_event("chatroom_created", view)),
     );
     Ok((chat, events))
 }
@@ -210,10 +210,7 @@ pub fn members(
     id: &str,
 ) -> Result<(ChatRow, Vec<ChatroomView>), ChatError> {
     let chat = get(conn, customer_id, id)?;
-    let rooms = queries::live_rooms_of_chat(conn, &chat.id)?
-        .into_iter()
-        .map(|r| chatrooms::view(r, &chat))
-        .collect();
+    let rooms = chatrooms::views(queries::live_rooms_of_chat(conn, &chat.id)?, &chat);
     Ok((chat, rooms))
 }
 
@@ -266,11 +263,16 @@ pub fn delete(
     queries::delete_rooms(conn, &ids, now)?;
 
     let mut events = vec![event("chat_deleted", &chat)];
-    events.extend(rooms.into_iter().map(|mut room| {
+    let rooms = rooms.into_iter().map(|mut room| {
         room.tm_update = now;
         room.tm_delete = now;
-        room_event("chatroom_deleted", &chatrooms::view(room, &chat))
-    }));
+        room
+    });
+    events.extend(
+        chatrooms::views(rooms.collect(), &chat)
+            .iter()
+            .map(|view| room_event("chatroom_deleted", view)),
+    );
     Ok((chat, events))
 }
 
@@ -335,10 +337,15 @@ pub fn add_participant(
         event("chat_updated", &chat),
         room_event("chatroom_created", &chatrooms::view(room, &chat)),
     ];
-    events.extend(others.into_iter().map(|mut r| {
+    let others = others.into_iter().map(|mut r| {
         r.tm_update = now;
-        room_event("chatroom_updated", &chatrooms::view(r, &chat))
-    }));
+        r
+    });
+    events.extend(
+        chatrooms::views(others.collect(), &chat)
+            .iter()
+            .map(|view| room_event("chatroom_updated", view)),
+    );
     Ok((chat, events))
 }
 
@@ -385,15 +392,25 @@ pub fn remove_participant(
     queries::touch_rooms(conn, &kept_ids, now)?;
 
     let mut events = vec![event("chat_updated", &chat)];
-    events.extend(gone.into_iter().map(|mut r| {
+    let gone = gone.into_iter().map(|mut r| {
         r.tm_update = now;
         r.tm_delete = now;
-        room_event("chatroom_deleted", &chatrooms::view(r, &chat))
-    }));
-    events.extend(kept.into_iter().map(|mut r| {
+        r
+    });
+    events.extend(
+        chatrooms::views(gone.collect(), &chat)
+            .iter()
+            .map(|view| room_event("chatroom_deleted", view)),
+    );
+    let kept = kept.into_iter().map(|mut r| {
         r.tm_update = now;
-        room_event("chatroom_updated", &chatrooms::view(r, &chat))
-    }));
+        r
+    });
+    events.extend(
+        chatrooms::views(kept.collect(), &chat)
+            .iter()
+            .map(|view| room_event("chatroom_updated", view)),
+    );
     Ok((chat, events))
 }
 

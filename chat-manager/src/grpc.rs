@@ -301,7 +301,14 @@ impl ChatService for ChatGrpc {
             .await?;
         Ok(Response::new(pb::ChatMembers {
             chat: Some(chats::to_proto(&chat)),
-            chatrooms: rooms.iter().map(chatrooms::to_proto).collect(),
+            // The participants are the chat's, sent once (see ChatMembers).
+            chatrooms: rooms
+                .iter()
+                .map(|room| pb::Chatroom {
+                    participant_ids: Vec::new(),
+                    ..chatrooms::to_proto(room)
+                })
+                .collect(),
         }))
     }
 }

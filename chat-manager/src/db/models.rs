@@ -41,12 +41,14 @@ pub struct ChatroomRow {
 }
 
 /// A chatroom with what it shows of its chat: the type and the current participants are the
-/// chat's (kept once, on the chat, rather than copied into every room on every change).
+/// chat's (kept once, on the chat, rather than copied into every room on every change). The
+/// participant list is shared by the views of one chat's rooms: a change to a 1,000-person
+/// chat makes a thousand views, not a million strings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatroomView {
     pub room: ChatroomRow,
     pub chat_type: String,
-    pub participant_ids: Vec<String>,
+    pub participant_ids: std::sync::Arc<[String]>,
 }
 
 pub fn encode_ids(ids: &[String]) -> String {

@@ -116,7 +116,7 @@ fn to_view((room, (chat_type, participant_ids)): RoomWithChat) -> ChatroomView {
     ChatroomView {
         room,
         chat_type,
-        participant_ids: decode_ids(&participant_ids),
+        participant_ids: decode_ids(&participant_ids).into(),
     }
 }
 
