@@ -160,15 +160,18 @@ async fn run() {
             let mut c = c;
             let started = Instant::now();
             diesel::sql_query(format!(
-                "INSERT INTO chatmessages (id, customer_id, chat_id, source, message_type, \
+                "INSERT INTO chatmessages (no, id, customer_id, chat_id, source, message_type, \
                    text, medias, tm_create, tm_update, tm_delete) \
-                 SELECT md5('message ' || i)::uuid::text, '{customer_id}', '{chat_id}', \
+                 SELECT ('x' || lpad(substr(m.id, 1, 8) || substr(m.id, 10, 4) || \
+                   substr(m.id, 16, 3), 16, '0'))::bit(64)::bigint, \
+                   m.id, '{customer_id}', '{chat_id}', \
                    '{{\"type\":\"agent\",\"target\":\"{customer_id}\",\"target_name\":\"\",\"name\":\"\",\"detail\":\"\"}}', \
                    'normal', 'message number ' || i, '[]', \
                    timestamp '2026-01-01' + i * interval '1 millisecond', \
                    timestamp '2026-01-01' + i * interval '1 millisecond', \
                    timestamp '9999-01-01' \
-                 FROM generate_series({from}, {to}) AS i"
+                 FROM generate_series({from}, {to}) AS i, \
+                   LATERAL (SELECT md5('message ' || i)::uuid::text AS id) AS m"
             ))
             .execute(&mut c)
             .expect("insert");
