@@ -178,20 +178,14 @@ fn copies_written_back(conn: &mut DbConnection) -> i64 {
     .n
 }
 
-#[tokio::test]
-async fn postgres_copies_carry_over() {
-    let test = "lean_fanout_migration::postgres_copies_carry_over";
-    let Some(pg) = testkit::require_postgres(test).await else {
-        return;
-    };
-    let (url, schema) = (pg.url.clone(), pg.schema.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        diesel::sql_query(format!("SET search_path TO \"{schema}\""))
-            .execute(&mut conn)
-            .unwrap();
+/// The upgrade on one backend's connection `$conn` (wrapped as `DbConnection::$variant`):
+/// migrations 1 and 2, the legacy rows, the rest of the migrations; the checks; then the
+/// upgrade reverted. A macro, as diesel's migration harness is per connection type.
+macro_rules! upgrade_and_revert {
+    ($conn:expr, $backend:ty, $migrations:expr, $variant:ident) => {{
+        let mut conn = $conn;
         conn.setup().unwrap();
-        let migrations = MigrationSource::<Pg>::migrations(MIGRATIONS.postgres).unwrap();
+        let migrations = MigrationSource::<$backend>::migrations($migrations).unwrap();
         let (before, upgrade) = migrations.split_at(2);
         for m in before {
             conn.run_migration(&**m).unwrap();
@@ -204,13 +198,29 @@ async fn postgres_copies_carry_over() {
         for m in upgrade {
             conn.run_migration(&**m).unwrap();
         }
-        let mut conn = DbConnection::Pg(conn);
+        let mut conn = DbConnection::$variant(conn);
         check_upgraded(&mut conn);
-        let DbConnection::Pg(mut conn) = conn else {
+        let DbConnection::$variant(mut conn) = conn else {
             unreachable!()
         };
         conn.revert_migration(&*upgrade[0]).unwrap();
-        assert_eq!(copies_written_back(&mut DbConnection::Pg(conn)), 11);
+        assert_eq!(copies_written_back(&mut DbConnection::$variant(conn)), 11);
+    }};
+}
+
+#[tokio::test]
+async fn postgres_copies_carry_over() {
+    let test = "lean_fanout_migration::postgres_copies_carry_over";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let (url, schema) = (pg.url.clone(), pg.schema.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        diesel::sql_query(format!("SET search_path TO \"{schema}\""))
+            .execute(&mut conn)
+            .unwrap();
+        upgrade_and_revert!(conn, Pg, MIGRATIONS.postgres, Pg);
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -222,27 +232,7 @@ fn sqlite_copies_carry_over() {
     let dir = std::env::temp_dir().join(format!("lean-fanout-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("message-manager.sqlite");
-    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
-    conn.setup().unwrap();
-    let migrations = MigrationSource::<Sqlite>::migrations(MIGRATIONS.sqlite).unwrap();
-    let (before, upgrade) = migrations.split_at(2);
-    for m in before {
-        conn.run_migration(&**m).unwrap();
-    }
-    for sql in legacy_rows() {
-        diesel::sql_query(&sql)
-            .execute(&mut conn)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    for m in upgrade {
-        conn.run_migration(&**m).unwrap();
-    }
-    let mut conn = DbConnection::Sqlite(conn);
-    check_upgraded(&mut conn);
-    let DbConnection::Sqlite(mut conn) = conn else {
-        unreachable!()
-    };
-    conn.revert_migration(&*upgrade[0]).unwrap();
-    assert_eq!(copies_written_back(&mut DbConnection::Sqlite(conn)), 11);
+    let conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    upgrade_and_revert!(conn, Sqlite, MIGRATIONS.sqlite, Sqlite);
     let _ = std::fs::remove_dir_all(&dir);
 }
