@@ -294,10 +294,18 @@ async fn events_of_a_chat_arrive_in_commit_order(s: &Stack) {
     assert_eq!(got, sent);
 }
 
-/// A client that stops reading while the server is sending it a frame: once that frame has
-/// waited the send timeout, the connection is dropped without a close frame (none could reach
-/// the client); the client then reads what was already on its way and the connection ends.
-async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_others(s: &Stack) {
+/// Two sockets of a tenant on a group chat's messages and copies, after `total` messages of
+/// 60 kB were posted into it: `slow` never read (its small receive buffer makes the server
+/// notice after a few frames), `fast` read and got every message.
+struct SlowAndFast {
+    slow: WsClient,
+    fast: WsClient,
+    admin: String,
+    chat_id: Value,
+    agent: String,
+}
+
+async fn post_past_a_silent_socket(s: &Stack, total: usize) -> SlowAndFast {
     let customer = new_id();
     let admin = customer_token(&customer);
     let (a, b) = (new_id(), new_id());
@@ -315,9 +323,7 @@ async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_ot
     let mut fast = s.ws(&admin).await;
     fast.subscribe(&topics).await;
 
-    // Large messages fill the slow client's socket buffers quickly; it never reads.
     let text = "x".repeat(60_000);
-    let total = 300;
     let reader = tokio::spawn(async move {
         let got = fast
             .collect("messagechat_created", total, Duration::from_secs(60))
@@ -330,17 +336,25 @@ async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_ot
         .map(|n| token(&customer, None, 0x20, Duration::from_secs(3600 + n)))
         .collect();
     for i in 0..total {
-        s.post(
-            "/chatmessages",
-            &senders[i % senders.len()],
-            &json!({"chat_id": chat["id"], "source": {"type": "agent", "target": a}, "text": text})
-                .to_string(),
-        )
-        .await
-        .ok();
+        post_message(s, &senders[i % senders.len()], &chat["id"], &a, &text).await;
     }
-    let (fast_got, _fast) = reader.await.unwrap();
+    let (fast_got, fast) = reader.await.unwrap();
     assert_eq!(fast_got, total, "the reading client got everything");
+    SlowAndFast {
+        slow,
+        fast,
+        admin,
+        chat_id: chat["id"].clone(),
+        agent: a,
+    }
+}
+
+/// A client that stops reading while the server is sending it a frame: once that frame has
+/// waited the send timeout, the connection is dropped without a close frame (none could reach
+/// the client); the client then reads what was already on its way and the connection ends.
+async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_others(s: &Stack) {
+    let total = 300;
+    let SlowAndFast { mut slow, .. } = post_past_a_silent_socket(s, total).await;
 
     // The slow one has still not read anything for longer than a frame may take to go out
     // (events may reach the sockets after the last POST was answered). Then it reads: what
@@ -364,7 +378,7 @@ async fn a_client_stuck_beyond_the_send_timeout_is_cut_off_without_holding_up_ot
     // 900 events fit its queue (1,024): it was cut off as stuck, not closed as lagged.
     assert_eq!(ended, None, "no close frame can reach a stuck client");
     eprintln!(
-        "slow client: received {slow_got} of {total} before being dropped (close code {ended:?}); fast client: {fast_got}"
+        "slow client: received {slow_got} of {total} before being dropped (close code {ended:?}); fast client: all {total}"
     );
 }
 
@@ -1106,38 +1120,16 @@ mod lagging {
     }
 
     async fn a_client_that_falls_behind_is_told_lagged_and_closed_with_4000(s: &Stack) {
-        let customer = new_id();
-        let admin = customer_token(&customer);
-        let (a, b) = (new_id(), new_id());
-        let chat = s
-            .post("/chats", &admin, &chat_body("group", &a, &[&a, &b], "big"))
-            .await
-            .ok()
-            .clone();
-        let topics = [
-            format!("customer_id:{customer}:messagechat"),
-            format!("customer_id:{customer}:messagechatroom"),
-        ];
-        let mut slow = s.ws_small_buffer(&admin).await;
-        slow.subscribe(&topics).await;
-        let mut fast = s.ws(&admin).await;
-        fast.subscribe(&topics).await;
-
         // 100 messages of 60 kB, three events each: about 18 MB for each socket, far more
         // than the slow one's TCP buffers (4 MiB at most here) and its queue hold.
-        let text = "x".repeat(60_000);
         let total = 100;
-        let reader = tokio::spawn(async move {
-            let got = fast
-                .collect("messagechat_created", total, Duration::from_secs(60))
-                .await;
-            (got.len(), fast)
-        });
-        for _ in 0..total {
-            post_message(s, &admin, &chat["id"], &a, &text).await;
-        }
-        let (fast_got, mut fast) = reader.await.unwrap();
-        assert_eq!(fast_got, total, "the reading client got everything");
+        let SlowAndFast {
+            mut slow,
+            mut fast,
+            admin,
+            chat_id,
+            agent,
+        } = super::post_past_a_silent_socket(s, total).await;
 
         // Every event has reached the hub (the fast client has them): the slow one's queue
         // overflowed long ago. It reads now.
@@ -1163,7 +1155,7 @@ mod lagging {
         assert_eq!(ended, Some(api_gateway::ws::CLOSE_TOO_SLOW));
         eprintln!("lagging client: {events} events, then lagged and close 4000");
         // The fast one is still served.
-        post_message(s, &admin, &chat["id"], &a, "after").await;
+        post_message(s, &admin, &chat_id, &agent, "after").await;
         assert_eq!(fast.collect("messagechat_created", 1, WAIT).await.len(), 1);
     }
 }
