@@ -86,6 +86,11 @@ fn room_event(kind: &'static str, view: &ChatroomView) -> DomainEvent {
     chatrooms::event(kind, view)
 }
 
+/// The events of many rooms of one chat, as one compact record (see `events`).
+fn room_events(kind: &'static str, views: &[ChatroomView]) -> Option<DomainEvent> {
+    crate::events::chatroom_events(kind, views)
+}
+
 pub(crate) fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {
     (chat_type == ChatType::Normal).then(|| participants.join(","))
 }
@@ -168,11 +173,10 @@ pub fn create(conn: &mut DbConnection, new: NewChat) -> Result<Change<ChatRow>, 
     queries::insert_chatrooms(conn, &rooms)?;
 
     let mut events = vec![event("chat_created", &chat)];
-    events.extend(
-        chatrooms::views(rooms, &chat)
-            .iter()
-            .map(|view| room_event("chatroom_created", view)),
-    );
+    events.extend(room_events(
+        "chatroom_created",
+        &chatrooms::views(rooms, &chat),
+    ));
     Ok((chat, events))
 }
 
@@ -268,11 +272,10 @@ pub fn delete(
         room.tm_delete = now;
         room
     });
-    events.extend(
-        chatrooms::views(rooms.collect(), &chat)
-            .iter()
-            .map(|view| room_event("chatroom_deleted", view)),
-    );
+    events.extend(room_events(
+        "chatroom_deleted",
+        &chatrooms::views(rooms.collect(), &chat),
+    ));
     Ok((chat, events))
 }
 
@@ -341,11 +344,10 @@ pub fn add_participant(
         r.tm_update = now;
         r
     });
-    events.extend(
-        chatrooms::views(others.collect(), &chat)
-            .iter()
-            .map(|view| room_event("chatroom_updated", view)),
-    );
+    events.extend(room_events(
+        "chatroom_updated",
+        &chatrooms::views(others.collect(), &chat),
+    ));
     Ok((chat, events))
 }
 
@@ -397,20 +399,18 @@ pub fn remove_participant(
         r.tm_delete = now;
         r
     });
-    events.extend(
-        chatrooms::views(gone.collect(), &chat)
-            .iter()
-            .map(|view| room_event("chatroom_deleted", view)),
-    );
+    events.extend(room_events(
+        "chatroom_deleted",
+        &chatrooms::views(gone.collect(), &chat),
+    ));
     let kept = kept.into_iter().map(|mut r| {
         r.tm_update = now;
         r
     });
-    events.extend(
-        chatrooms::views(kept.collect(), &chat)
-            .iter()
-            .map(|view| room_event("chatroom_updated", view)),
-    );
+    events.extend(room_events(
+        "chatroom_updated",
+        &chatrooms::views(kept.collect(), &chat),
+    ));
     Ok((chat, events))
 }
 

@@ -8,6 +8,7 @@ pub mod chats;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod grpc;
 
 use common::bus::EventBus;
@@ -26,6 +27,13 @@ pub const DEFAULT_EXCHANGE: &str = "chat.events";
 /// The domain entry point: reads, and writes committed with their events (see `Store`).
 pub type ChatManager = Store;
 
+/// The relay publishing chat-manager's outbox (its compact records through
+/// `events::ChatroomEventExpander`).
+pub fn relay(db: Db, bus: EventBus, exchange: &str, signal: RelaySignal) -> Relay {
+    Relay::new(db, bus, exchange, signal)
+        .with_expander(std::sync::Arc::new(events::ChatroomEventExpander))
+}
+
 /// The gRPC service over `db`, and its relay publishing to `exchange` on `bus` until
 /// `shutdown` turns true.
 pub fn service(
@@ -35,7 +43,7 @@ pub fn service(
     shutdown: watch::Receiver<bool>,
 ) -> (ChatServiceServer<grpc::ChatGrpc>, JoinHandle<()>) {
     let signal = RelaySignal::default();
-    let relay = Relay::new(db.clone(), bus, exchange, signal.clone());
+    let relay = relay(db.clone(), bus, exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
     tokio::spawn(common::housekeeping::run(

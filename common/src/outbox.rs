@@ -6,6 +6,7 @@
 //! outage between commit and publish delays events; it never loses them (delivery is at least
 //! once).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +130,14 @@ pub struct StoredRecord<'a> {
     pub created_at: NaiveDateTime,
 }
 
+/// The events of one compact record, produced as the relay takes them: a record may stand for
+/// more event bytes than a round should hold (a 1,000-person chat's rooms each list its 1,000
+/// participants), so they are rendered a round's worth at a time, not all at once.
+pub type RecordEvents = Box<dyn Iterator<Item = RenderedEvent> + Send>;
+
 /// A service's expansion of its compact records, run by the relay on its database connection
-/// (the same one it reads the outbox with).
+/// (the same one it reads the outbox with). What it reads from the database it reads here;
+/// the events it returns are rendered later, as they are published.
 pub trait Expander: Send + Sync + 'static {
     /// The events of each record, in order. `None` for a record that cannot be expanded (it
     /// names something that does not exist): logged and skipped, so one bad row never holds
@@ -139,7 +146,13 @@ pub trait Expander: Send + Sync + 'static {
         &self,
         conn: &mut DbConnection,
         records: &[StoredRecord<'_>],
-    ) -> Result<Vec<Option<Vec<RenderedEvent>>>, DbError>;
+    ) -> Result<Vec<Option<RecordEvents>>, DbError>;
+}
+
+/// The id of a compact record's `n`th event: its base with `n` xor-ed into the low bits, the
+/// same each time the record is published again (consumers dedupe by it).
+pub fn event_id(base: uuid::Uuid, n: usize) -> uuid::Uuid {
+    uuid::Uuid::from_u128(base.as_u128() ^ n as u128)
 }
 
 /// The CloudEvents 1.0 JSON of one event (what the relay publishes).
@@ -317,16 +330,17 @@ pub fn purge_sent(conn: &mut DbConnection) -> QueryResult<usize> {
 /// How long a stopping relay keeps publishing what is left in the outbox.
 pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
-/// Bytes of events one publishing round loads (beyond it the round ends, after at least one
-/// row): with `max_in_flight` rounds awaiting confirms, this bounds the relay's memory.
-pub const ROUND_BYTES: i64 = 4 * 1024 * 1024;
+/// Bytes of events one publishing round loads and publishes (beyond it the round ends, after
+/// at least one event; a row's remaining events go in the next rounds): with `max_in_flight`
+/// rounds awaiting confirms, this bounds the relay's memory.
+pub const ROUND_BYTES: i64 = 1024 * 1024;
 
 pub struct Relay {
     pub db: Db,
     pub bus: EventBus,
     pub exchange: String,
     pub signal: RelaySignal,
-    /// Events per publish round (whole rows: a round may exceed it by one row's events).
+    /// Events per publish round (a row with more goes out over several rounds).
     pub batch_size: i64,
     /// Poll even without a wake-up (rows written by another process, or a missed signal).
     pub poll_interval: Duration,
@@ -341,7 +355,10 @@ pub struct Relay {
     /// for them. (Not "every seq above the last one sent": a transaction that took a lower seq
     /// may commit later.)
     unconfirmed: Vec<i64>,
-    /// Sent rounds in order, each resolving to its rows' seqs once confirmed.
+    /// Rows loaded whose events are not all sent yet, in seq order: the next rounds continue
+    /// them (and skip them when loading more).
+    loaded: VecDeque<LoadedRow>,
+    /// Sent rounds in order, each resolving to the seqs of the rows it finished once confirmed.
     in_flight: FuturesOrdered<BoxFuture<'static, ConfirmedRound>>,
     /// Turns the service's compact records into events (none: every row is rendered).
     expander: Option<Arc<dyn Expander>>,
@@ -377,6 +394,7 @@ impl Relay {
             max_in_flight: 8,
             leader: None,
             unconfirmed: Vec::new(),
+            loaded: VecDeque::new(),
             in_flight: FuturesOrdered::new(),
             expander: None,
         }
@@ -402,7 +420,9 @@ impl Relay {
             let mut more = false;
             if room {
                 match self.round().await {
-                    Ok(Round::Sent(n)) => more = n as i64 >= self.batch_size,
+                    Ok(Round::Sent(n)) => {
+                        more = n as i64 >= self.batch_size || !self.loaded.is_empty()
+                    }
                     Ok(Round::Standby) => {
                         tokio::select! {
                             _ = tokio::time::sleep(self.poll_interval) => {}
@@ -446,8 +466,7 @@ impl Relay {
         shutdown: &mut watch::Receiver<bool>,
     ) {
         tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed; will retry");
-        self.in_flight = FuturesOrdered::new();
-        self.unconfirmed.clear();
+        self.forget_sent();
         tokio::select! {
             _ = tokio::time::sleep(*backoff) => {}
             _ = shutdown.changed() => {}
@@ -469,7 +488,7 @@ impl Relay {
                 Round::Sent(n) => n,
                 Round::Standby => 0,
             };
-            if sent == 0 || tokio::time::Instant::now() >= deadline {
+            if (sent == 0 && self.loaded.is_empty()) || tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
@@ -486,6 +505,10 @@ impl Relay {
         confirmed: Result<(), BusError>,
     ) -> Result<(), RelayError> {
         confirmed.map_err(|e| RelayError::Bus(e.to_string()))?;
+        if seqs.is_empty() {
+            // A round of one large row's middle events: the row is marked after its last.
+            return Ok(());
+        }
         self.unconfirmed.retain(|seq| !seqs.contains(seq));
         let mark = move |conn: &mut DbConnection| mark_sent(conn, seqs);
         let marked = match &mut self.leader {
@@ -511,7 +534,7 @@ impl Relay {
             }
             tracing::info!(exchange = %self.exchange, "relay: this replica publishes");
             // Whatever the previous term sent but did not mark is sent again.
-            self.unconfirmed.clear();
+            self.forget_sent();
             self.leader = Some(conn);
         }
         let result = self.send_round().await;
@@ -522,67 +545,191 @@ impl Relay {
         result.map(Round::Sent)
     }
 
-    /// Sends the next pending rows (after those already sent) without waiting for the confirms.
+    /// Everything sent but not confirmed, and every row begun, is sent again from its start
+    /// (consumers dedupe by event id).
+    fn forget_sent(&mut self) {
+        self.in_flight = FuturesOrdered::new();
+        self.unconfirmed.clear();
+        self.loaded.clear();
+    }
+
+    /// Sends the next round of events without waiting for the confirms: first the rest of the
+    /// rows begun, then pending rows after those (skipping rows sent and awaiting confirms).
     async fn send_round(&mut self) -> Result<usize, RelayError> {
-        let (limit, skip) = (self.batch_size, self.unconfirmed.clone());
+        let limit = self.batch_size;
+        let mut skip = self.unconfirmed.clone();
+        skip.extend(self.loaded.iter().map(|r| r.seq));
+        let mut loaded = std::mem::take(&mut self.loaded);
         let expander = self.expander.clone();
+        let exchange = self.exchange.clone();
         let load = move |conn: &mut DbConnection| {
-            // Whole rows in commit order, up to `limit` events and ROUND_BYTES of events (at
-            // least one row). Sizes first, then the chosen rows' events: a row can be large (a
-            // 1,000-person chat's events), and loading hundreds of them to send a few would
-            // hold their memory for nothing.
-            let sizes = pending_sizes(conn, &skip, limit)?;
-            let (mut chosen, mut count, mut bytes) = (Vec::new(), 0i64, 0i64);
-            for (seq, n, len) in sizes {
-                let full = count + i64::from(n) > limit || bytes + i64::from(len) > ROUND_BYTES;
-                if !chosen.is_empty() && full {
-                    break;
+            let mut round = RoundBatch::new(exchange, limit);
+            round.take_from(&mut loaded);
+            if loaded.is_empty() && !round.is_full() {
+                // Whole rows in commit order, up to the round's remaining events and bytes (at
+                // least one row). Sizes first, then the chosen rows: a row can be large (a
+                // 1,000-person chat's events), and loading hundreds of them to send a few
+                // would hold their memory for nothing.
+                let (count_left, bytes_left) = round.left();
+                let sizes = pending_sizes(conn, &skip, count_left)?;
+                let (mut chosen, mut count, mut bytes) = (Vec::new(), 0i64, 0i64);
+                for (seq, n, len) in sizes {
+                    let full =
+                        count + i64::from(n) > count_left || bytes + i64::from(len) > bytes_left;
+                    if !chosen.is_empty() && full {
+                        break;
+                    }
+                    count += i64::from(n);
+                    bytes += i64::from(len);
+                    chosen.push(seq);
                 }
-                count += i64::from(n);
-                bytes += i64::from(len);
-                chosen.push(seq);
+                if !chosen.is_empty() {
+                    let rows: Vec<PendingRow> = outbox::table
+                        .filter(outbox::seq.eq_any(chosen))
+                        .order(outbox::seq.asc())
+                        .select(PendingRow::as_select())
+                        .load(conn)?;
+                    loaded.extend(load_rows(conn, rows, expander.as_deref())?);
+                    round.take_from(&mut loaded);
+                }
             }
-            if chosen.is_empty() {
-                return Ok((Vec::new(), Vec::new()));
-            }
-            let rows: Vec<PendingRow> = outbox::table
-                .filter(outbox::seq.eq_any(chosen))
-                .order(outbox::seq.asc())
-                .select(PendingRow::as_select())
-                .load(conn)?;
-            let events = expand_rows(conn, &rows, expander.as_deref())?;
-            Ok::<_, DbError>((rows, events))
+            Ok::<_, DbError>((round, loaded))
         };
-        let (rows, events) = match &mut self.leader {
+        let (round, loaded) = match &mut self.leader {
             Some(conn) => conn.run(load).await?,
             None => self.db.run(load).await?,
         };
-        if rows.is_empty() {
+        self.loaded = loaded;
+        let RoundBatch {
+            messages, finished, ..
+        } = round;
+        if messages.is_empty() && finished.is_empty() {
             return Ok(0);
-        }
-        let mut messages = Vec::with_capacity(events.len());
-        for (row, event) in events {
-            let r = &rows[row];
-            messages.push(EventMessage {
-                exchange: self.exchange.clone(),
-                routing_key: event.routing_key,
-                message_id: event.id,
-                payload: Arc::from(event.payload.into_bytes()),
-                request_id: r.request_id.clone(),
-                traceparent: r.traceparent.clone(),
-            });
         }
         let pending = self
             .bus
             .send(&messages)
             .await
             .map_err(|e| RelayError::Bus(e.to_string()))?;
-        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        self.unconfirmed.extend_from_slice(&seqs);
-        self.in_flight
-            .push_back(Box::pin(async move { (seqs, pending.confirmed().await) }));
+        self.unconfirmed.extend_from_slice(&finished);
+        self.in_flight.push_back(Box::pin(
+            async move { (finished, pending.confirmed().await) },
+        ));
         tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
         Ok(messages.len())
+    }
+}
+
+/// The events of one publishing round, taken from loaded rows up to its budget.
+struct RoundBatch {
+    exchange: String,
+    limit: i64,
+    messages: Vec<EventMessage>,
+    bytes: i64,
+    /// Rows whose last event is in this round: marked sent once it is confirmed.
+    finished: Vec<i64>,
+}
+
+impl RoundBatch {
+    fn new(exchange: String, limit: i64) -> Self {
+        RoundBatch {
+            exchange,
+            limit,
+            messages: Vec::new(),
+            bytes: 0,
+            finished: Vec::new(),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.messages.len() as i64 >= self.limit || self.bytes >= ROUND_BYTES
+    }
+
+    /// Events and bytes the round may still take.
+    fn left(&self) -> (i64, i64) {
+        (
+            self.limit - self.messages.len() as i64,
+            ROUND_BYTES - self.bytes,
+        )
+    }
+
+    /// Events from the front rows until the round is full (at least one event).
+    fn take_from(&mut self, rows: &mut VecDeque<LoadedRow>) {
+        while let Some(row) = rows.front_mut() {
+            while !self.is_full() {
+                let Some(event) = row.next_event() else {
+                    break;
+                };
+                self.bytes += event.payload.len() as i64;
+                self.messages.push(EventMessage {
+                    exchange: self.exchange.clone(),
+                    routing_key: event.routing_key,
+                    message_id: event.id,
+                    payload: Arc::from(event.payload.into_bytes()),
+                    request_id: row.request_id.clone(),
+                    traceparent: row.traceparent.clone(),
+                });
+            }
+            if !row.is_done() {
+                return;
+            }
+            self.finished.push(row.seq);
+            rows.pop_front();
+        }
+    }
+}
+
+/// A row being published: its events are taken a round's worth at a time, and it is marked
+/// sent once the round holding its last event is confirmed.
+struct LoadedRow {
+    seq: i64,
+    request_id: Option<String>,
+    traceparent: Option<String>,
+    /// The stored lines.
+    text: String,
+    lines: VecDeque<LineEvents>,
+}
+
+enum LineEvents {
+    /// A rendered event: its line's byte range in `text` (checked to parse).
+    Rendered(std::ops::Range<usize>),
+    /// A compact record's events, through the expander.
+    Expanded(std::iter::Peekable<RecordEvents>),
+}
+
+impl LoadedRow {
+    fn next_event(&mut self) -> Option<RenderedEvent> {
+        let event = match self.lines.front_mut()? {
+            LineEvents::Rendered(range) => {
+                let (routing_key, id, payload) =
+                    parse_line(&self.text[range.clone()]).expect("checked when loaded");
+                let event = RenderedEvent {
+                    routing_key: routing_key.to_owned(),
+                    id: id.to_owned(),
+                    payload: payload.to_owned(),
+                };
+                self.lines.pop_front();
+                event
+            }
+            LineEvents::Expanded(events) => events.next().expect("empty records are dropped"),
+        };
+        self.drop_finished_lines();
+        Some(event)
+    }
+
+    /// Whether every event of the row has been taken.
+    fn is_done(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Drops exhausted records from the front, so `is_done` holds right after the last event.
+    fn drop_finished_lines(&mut self) {
+        while let Some(LineEvents::Expanded(events)) = self.lines.front_mut() {
+            if events.peek().is_some() {
+                return;
+            }
+            self.lines.pop_front();
+        }
     }
 }
 
@@ -651,64 +798,83 @@ impl diesel::query_builder::Query for PendingSizes<'_> {
 
 impl RunQueryDsl<diesel::pg::PgConnection> for PendingSizes<'_> {}
 
-/// The events of `rows`, in order, each with the index of its row: rendered lines as stored,
-/// compact records through the expander. What cannot be read is logged and skipped.
-fn expand_rows(
+/// `rows` ready to publish: rendered lines as stored, compact records through the expander
+/// (one call for all of them). What cannot be read is logged and skipped.
+fn load_rows(
     conn: &mut DbConnection,
-    rows: &[PendingRow],
+    rows: Vec<PendingRow>,
     expander: Option<&dyn Expander>,
-) -> Result<Vec<(usize, RenderedEvent)>, DbError> {
+) -> Result<Vec<LoadedRow>, DbError> {
     enum Line {
-        Rendered(RenderedEvent),
-        /// Index into `records`.
+        Rendered(std::ops::Range<usize>),
+        /// Index into the records.
         Compact(usize),
     }
-    let mut lines = Vec::new();
+    // Each row's lines, then the records of all rows expanded together.
+    let mut lines: Vec<Vec<Line>> = Vec::with_capacity(rows.len());
     let mut records = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
+    let mut record_seqs = Vec::new();
+    for r in &rows {
+        let mut row_lines = Vec::new();
+        let mut start = 0;
         for line in r.events.split('\n') {
+            let range = start..start + line.len();
+            start = range.end + 1;
             if let Some(record) = line.strip_prefix(COMPACT_MARK) {
                 let (kind, body) = record.split_once('\t').unwrap_or((record, ""));
-                lines.push((i, Line::Compact(records.len())));
+                row_lines.push(Line::Compact(records.len()));
                 records.push(StoredRecord {
                     kind,
                     body,
                     created_at: r.created_at,
                 });
-            } else if let Some((routing_key, id, payload)) = parse_line(line) {
-                lines.push((
-                    i,
-                    Line::Rendered(RenderedEvent {
-                        routing_key: routing_key.to_owned(),
-                        id: id.to_owned(),
-                        payload: payload.to_owned(),
-                    }),
-                ));
+                record_seqs.push(r.seq);
+            } else if parse_line(line).is_some() {
+                row_lines.push(Line::Rendered(range));
             } else {
                 tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
             }
         }
+        lines.push(row_lines);
     }
-    let mut expanded = match (expander, records.is_empty()) {
+    let mut expanded: Vec<Option<RecordEvents>> = match (expander, records.is_empty()) {
         (_, true) => Vec::new(),
         (Some(x), false) => x.expand(conn, &records)?,
-        (None, false) => vec![None; records.len()],
+        (None, false) => (0..records.len()).map(|_| None).collect(),
     };
-    let mut out = Vec::with_capacity(lines.len());
-    for (i, line) in lines {
-        match line {
-            Line::Rendered(e) => out.push((i, e)),
-            Line::Compact(n) => match expanded.get_mut(n).and_then(Option::take) {
-                Some(events) => out.extend(events.into_iter().map(|e| (i, e))),
-                None => tracing::error!(
-                    seq = rows[i].seq,
-                    kind = records[n].kind,
-                    "relay: outbox record that cannot be expanded skipped"
-                ),
-            },
+    let kinds: Vec<String> = records.iter().map(|r| r.kind.to_owned()).collect();
+    drop(records);
+    let mut loaded = Vec::with_capacity(rows.len());
+    for (r, row_lines) in rows.into_iter().zip(lines) {
+        let mut events = VecDeque::with_capacity(row_lines.len());
+        for line in row_lines {
+            match line {
+                Line::Rendered(range) => events.push_back(LineEvents::Rendered(range)),
+                Line::Compact(n) => match expanded.get_mut(n).and_then(Option::take) {
+                    Some(record) => {
+                        let mut record = record.peekable();
+                        // A record of no events (a message to a chat of no rooms) adds none.
+                        if record.peek().is_some() {
+                            events.push_back(LineEvents::Expanded(record));
+                        }
+                    }
+                    None => tracing::error!(
+                        seq = record_seqs[n],
+                        kind = kinds[n],
+                        "relay: outbox record that cannot be expanded skipped"
+                    ),
+                },
+            }
         }
+        loaded.push(LoadedRow {
+            seq: r.seq,
+            request_id: r.request_id,
+            traceparent: r.traceparent,
+            text: r.events,
+            lines: events,
+        });
     }
-    Ok(out)
+    Ok(loaded)
 }
 
 /// `pg_try_advisory_lock` on a key of the service's schema: one relay per service publishes.

@@ -72,7 +72,7 @@ pub fn event(kind: &'static str, r: &ChatmessageRow) -> DomainEvent {
 /// The events of a message and of its copies in `rooms`, as one compact outbox record
 /// (`<message id>\t<event id base>\t<room numbers>`): the relay renders them
 /// (`events::MessageEventExpander`), so a send to a 1,000-person chat writes one short line.
-/// Event ids are the base with the event's position xor-ed into its low bits (stable when the
+/// Event ids are `outbox::event_id` of the base and the event's position (stable when the
 /// record is published again).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FanoutRecord {
@@ -129,7 +129,7 @@ impl FanoutRecord {
 
     /// The id of the record's `n`th event (0: the message's own).
     pub fn event_id(&self, n: usize) -> uuid::Uuid {
-        uuid::Uuid::from_u128(self.event_id_base.as_u128() ^ n as u128)
+        common::outbox::event_id(self.event_id_base, n)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use common::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
 use common::db::{Db, DbConnection, DbError};
-use common::outbox::{Expander, RenderedEvent, StoredRecord};
+use common::outbox::{Expander, RecordEvents, RenderedEvent, StoredRecord};
 use common::resources::{ChatmessageJson, ChatroommessageJson};
 use diesel::Connection;
 use serde_json::Value;
@@ -225,7 +225,7 @@ impl Expander for MessageEventExpander {
         &self,
         conn: &mut DbConnection,
         records: &[StoredRecord<'_>],
-    ) -> Result<Vec<Option<Vec<RenderedEvent>>>, DbError> {
+    ) -> Result<Vec<Option<RecordEvents>>, DbError> {
         let parsed: Vec<Option<FanoutRecord>> = records
             .iter()
             .map(|r| match r.kind {
@@ -262,7 +262,9 @@ impl Expander for MessageEventExpander {
             .map(|(record, stored)| {
                 let record = record.as_ref()?;
                 let message = messages.get(&record.message_id)?;
-                render_fanout(record, message, &rooms, stored.created_at)
+                // About a kilobyte an event: rendered here, at once.
+                let events = render_fanout(record, message, &rooms, stored.created_at)?;
+                Some(Box::new(events.into_iter()) as RecordEvents)
             })
             .collect())
     }
