@@ -930,3 +930,102 @@ pub enum RelayError {
     #[error("broker: {0}")]
     Bus(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize, bytes: usize) -> RenderedEvent {
+        RenderedEvent {
+            routing_key: "chatroom_created".into(),
+            id: format!("e{n}"),
+            payload: "x".repeat(bytes),
+        }
+    }
+
+    /// A row of one rendered line and a record of `count` events of `bytes` each.
+    fn row(seq: i64, count: usize, bytes: usize) -> LoadedRow {
+        let text = "chat_created\tfirst\t{}".to_owned();
+        let record: RecordEvents = Box::new((0..count).map(move |n| event(n, bytes)));
+        LoadedRow {
+            seq,
+            request_id: Some("req".into()),
+            traceparent: None,
+            lines: VecDeque::from([
+                LineEvents::Rendered(0..text.len()),
+                LineEvents::Expanded(record.peekable()),
+            ]),
+            text,
+        }
+    }
+
+    fn ids(round: &RoundBatch) -> Vec<&str> {
+        round
+            .messages
+            .iter()
+            .map(|m| m.message_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_row_over_the_event_limit_goes_out_over_rounds_and_is_finished_by_the_last() {
+        let mut rows = VecDeque::from([row(7, 9, 10), row(8, 0, 10)]);
+        let mut rounds = Vec::new();
+        while !rows.is_empty() {
+            let mut round = RoundBatch::new("x".into(), 4);
+            round.take_from(&mut rows);
+            rounds.push(round);
+        }
+        assert_eq!(ids(&rounds[0]), ["first", "e0", "e1", "e2"]);
+        assert_eq!(ids(&rounds[1]), ["e3", "e4", "e5", "e6"]);
+        // Row 7 ends in the third round, and row 8 (its line alone) joins it.
+        assert_eq!(ids(&rounds[2]), ["e7", "e8", "first"]);
+        let finished: Vec<&[i64]> = rounds.iter().map(|r| r.finished.as_slice()).collect();
+        assert_eq!(finished, [&[][..], &[], &[7, 8]]);
+        assert!(rounds.iter().all(|r| {
+            r.messages
+                .iter()
+                .all(|m| m.request_id.as_deref() == Some("req"))
+        }));
+    }
+
+    #[test]
+    fn a_round_stops_at_its_byte_budget_after_at_least_one_event() {
+        let big = ROUND_BYTES as usize / 3 + 1;
+        let mut rows = VecDeque::from([row(1, 5, big)]);
+        let mut round = RoundBatch::new("x".into(), 500);
+        round.take_from(&mut rows);
+        // The line of 2 bytes, then three events pass the budget.
+        assert_eq!(ids(&round), ["first", "e0", "e1", "e2"]);
+        assert!(round.finished.is_empty());
+        let mut huge = VecDeque::from([row(2, 1, 2 * ROUND_BYTES as usize)]);
+        huge.front_mut().unwrap().lines.pop_front();
+        let mut round = RoundBatch::new("x".into(), 500);
+        round.take_from(&mut huge);
+        assert_eq!(
+            ids(&round),
+            ["e0"],
+            "an event larger than a round still goes"
+        );
+        assert_eq!(round.finished, [2]);
+    }
+
+    #[test]
+    fn a_row_is_finished_right_after_its_last_event() {
+        let mut rows = VecDeque::from([row(3, 3, 10)]);
+        let mut round = RoundBatch::new("x".into(), 4);
+        round.take_from(&mut rows);
+        assert_eq!(ids(&round), ["first", "e0", "e1", "e2"]);
+        assert_eq!(round.finished, [3], "not left for an empty round");
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn event_ids_of_a_record_are_distinct_and_stable() {
+        let base = uuid::Uuid::new_v4();
+        let ids: std::collections::HashSet<_> = (0..1001).map(|n| event_id(base, n)).collect();
+        assert_eq!(ids.len(), 1001);
+        assert_eq!(event_id(base, 5), event_id(base, 5));
+        assert_eq!(event_id(base, 0), base);
+    }
+}
