@@ -77,6 +77,16 @@ pub struct ServeConfig {
     /// Requests one token may make at once, above the sustained rate.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = crate::rate_limit::DEFAULT_BURST)]
     pub rate_limit_burst: u32,
+    /// Seconds a client connection may take to send a request's headers, and may stay idle
+    /// between requests, before it is closed. Behind a load balancer, set it above the
+    /// balancer's idle timeout.
+    #[arg(
+        long,
+        env = "HTTP_HEADER_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub http_header_timeout_secs: u64,
     /// Log lines as `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,

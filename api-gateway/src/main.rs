@@ -142,7 +142,10 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         tracing::info!(%addr, "api-gateway listening");
     }
 
-    api_gateway::serve(listener, state, shutdown).await?;
+    let http = api_gateway::HttpSettings {
+        header_timeout: Duration::from_secs(config.http_header_timeout_secs),
+    };
+    api_gateway::serve(listener, state, http, shutdown).await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

@@ -287,3 +287,96 @@ async fn a_broker_that_stops_answering_does_not_hang_declares_or_subscribes() {
     drop(proxy);
     amqp.cleanup().await;
 }
+
+/// Reads from `stream` until the server closes it (or `within` passes): what it sent.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut got)).await;
+    match read {
+        // Closed (a reset counts: the server is gone either way).
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A client trickling its headers, or holding a connection idle, is cut off after
+/// `HTTP_HEADER_TIMEOUT_SECS` (here 1 s, in the real binary); a client that sends its request
+/// in pieces within it is served.
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_data_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = testkit::ops::free_addr();
+    let _gateway = testkit::ops::spawn(
+        env!("CARGO_BIN_EXE_api-gateway"),
+        &[],
+        &[
+            ("DATA_DIR", dir.display().to_string()),
+            ("LISTEN_ADDR", listen.to_string()),
+            ("METRICS_ADDR", testkit::ops::free_addr().to_string()),
+            ("HTTP_HEADER_TIMEOUT_SECS", "1".into()),
+        ],
+        &dir.join("gateway.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        testkit::ops::http_get(listen, "/healthz").await,
+        Ok((200, _))
+    ) {
+        assert!(Instant::now() < deadline, "the gateway never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Headers begun and never finished.
+    let mut trickle = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let started = Instant::now();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let sent = read_until_closed(&mut trickle, Duration::from_secs(10))
+        .await
+        .expect("a connection with unfinished headers is closed");
+    let trickle_closed = started.elapsed();
+    assert!(
+        sent.is_empty() || sent.starts_with("HTTP/1.1 408"),
+        "nothing, or a 408: {sent:?}"
+    );
+    assert!(
+        trickle_closed >= Duration::from_millis(900),
+        "{trickle_closed:?}"
+    );
+
+    // A request answered, then the connection left idle (keep-alive).
+    let mut idle = tokio::net::TcpStream::connect(listen).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_until_closed(&mut idle, Duration::from_secs(10))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered:?}");
+
+    // Headers in two pieces, 300 ms apart, within the timeout: served.
+    let mut patient = tokio::net::TcpStream::connect(listen).await.unwrap();
+    patient
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gate")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    patient
+        .write_all(b"way\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut patient, Duration::from_secs(10))
+        .await
+        .expect("answered and closed (Connection: close)");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply:?}");
+    println!(
+        "unfinished headers closed after {trickle_closed:?}; an idle connection closed after its \
+         answer; headers sent in two pieces within the timeout answered 200"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

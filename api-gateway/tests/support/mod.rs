@@ -59,6 +59,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use api_gateway::HttpSettings;
 use api_gateway::app::AppState;
 use api_gateway::auth::{TokenRequest, TokenVerifier, mint_token, permission};
 use api_gateway::embedded;
@@ -511,7 +512,7 @@ impl Stack {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let mut shutdown = rx;
         let gateway = tokio::spawn(async move {
-            let _ = api_gateway::serve(listener, state, async move {
+            let _ = api_gateway::serve(listener, state, HttpSettings::default(), async move {
                 let _ = shutdown.wait_for(|s| *s).await;
             })
             .await;
