@@ -87,8 +87,12 @@ fn room_event(kind: &'static str, view: &ChatroomView) -> DomainEvent {
 }
 
 /// The events of many rooms of one chat, as one compact record (see `events`).
-fn room_events(kind: &'static str, views: &[ChatroomView]) -> Option<DomainEvent> {
-    crate::events::chatroom_events(kind, views)
+fn room_events(
+    conn: &mut DbConnection,
+    kind: &'static str,
+    views: &[ChatroomView],
+) -> Result<Vec<DomainEvent>, ChatError> {
+    Ok(crate::events::chatroom_events(conn, kind, views)?)
 }
 
 pub(crate) fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {
@@ -174,9 +178,10 @@ pub fn create(conn: &mut DbConnection, new: NewChat) -> Result<Change<ChatRow>, 
 
     let mut events = vec![event("chat_created", &chat)];
     events.extend(room_events(
+        conn,
         "chatroom_created",
         &chatrooms::views(rooms, &chat),
-    ));
+    )?);
     Ok((chat, events))
 }
 
@@ -273,9 +278,10 @@ pub fn delete(
         room
     });
     events.extend(room_events(
+        conn,
         "chatroom_deleted",
         &chatrooms::views(rooms.collect(), &chat),
-    ));
+    )?);
     Ok((chat, events))
 }
 
@@ -345,9 +351,10 @@ pub fn add_participant(
         r
     });
     events.extend(room_events(
+        conn,
         "chatroom_updated",
         &chatrooms::views(others.collect(), &chat),
-    ));
+    )?);
     Ok((chat, events))
 }
 
@@ -400,17 +407,19 @@ pub fn remove_participant(
         r
     });
     events.extend(room_events(
+        conn,
         "chatroom_deleted",
         &chatrooms::views(gone.collect(), &chat),
-    ));
+    )?);
     let kept = kept.into_iter().map(|mut r| {
         r.tm_update = now;
         r
     });
     events.extend(room_events(
+        conn,
         "chatroom_updated",
         &chatrooms::views(kept.collect(), &chat),
-    ));
+    )?);
     Ok((chat, events))
 }
 

@@ -114,9 +114,26 @@ impl ChatroomEvents {
     }
 }
 
-/// The events of `views` as one compact record (none for no rooms).
-pub fn chatroom_events(event_type: &'static str, views: &[ChatroomView]) -> Option<DomainEvent> {
-    ChatroomEvents::new(event_type, views).map(ChatroomEvents::into_event)
+/// The events of `views`: one compact record, or (while the relay publishing is of a release
+/// that does not read these records, during a rolling upgrade) one rendered event per room.
+pub fn chatroom_events(
+    conn: &mut DbConnection,
+    event_type: &'static str,
+    views: &[ChatroomView],
+) -> diesel::QueryResult<Vec<DomainEvent>> {
+    if views.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !outbox::leader_reads_compact(conn)? {
+        return Ok(views
+            .iter()
+            .map(|view| chatrooms::event(event_type, view))
+            .collect());
+    }
+    Ok(ChatroomEvents::new(event_type, views)
+        .map(ChatroomEvents::into_event)
+        .into_iter()
+        .collect())
 }
 
 /// Renders `ChatroomEvents` records as the relay publishes them: each room's event when the
@@ -124,6 +141,10 @@ pub fn chatroom_events(event_type: &'static str, views: &[ChatroomView]) -> Opti
 pub struct ChatroomEventExpander;
 
 impl Expander for ChatroomEventExpander {
+    fn kinds(&self) -> &'static [&'static str] {
+        &[KIND]
+    }
+
     fn expand(
         &self,
         _conn: &mut DbConnection,
@@ -205,6 +226,6 @@ mod tests {
 
     #[test]
     fn no_rooms_no_record() {
-        assert!(chatroom_events("chatroom_created", &[]).is_none());
+        assert!(ChatroomEvents::new("chatroom_created", &[]).is_none());
     }
 }

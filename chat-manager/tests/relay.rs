@@ -18,7 +18,7 @@ struct Env {
     db: Db,
     url: String,
     exchange: String,
-    _pg: testkit::PgSchema,
+    pg: testkit::PgSchema,
     amqp: testkit::AmqpNames,
 }
 
@@ -36,7 +36,7 @@ async fn env(test: &str) -> Option<Env> {
         db,
         url: amqp.url.clone(),
         exchange: amqp.name("chat.events"),
-        _pg: pg,
+        pg,
         amqp,
     })
 }
@@ -76,6 +76,57 @@ async fn create_chats(manager: &ChatManager, n: usize) -> Vec<String> {
         ids.push(chat.id);
     }
     ids
+}
+
+/// Waits until a relay of this release holds the relay lock (what writers check before
+/// writing compact records).
+async fn wait_for_compact_leader(db: &Db) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reads = db
+            .run(|c| outbox::leader_reads_compact(c).map_err(DbError::from))
+            .await
+            .unwrap();
+        if reads {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no relay took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The outbox rows' stored lines, in seq order.
+async fn stored_rows(db: &Db) -> Vec<String> {
+    db.run(|c| {
+        use diesel::prelude::*;
+        outbox::outbox::table
+            .order(outbox::outbox::seq.asc())
+            .select(outbox::outbox::events)
+            .load::<String>(c)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap()
+}
+
+async fn create_group(manager: &ChatManager, size: usize) -> String {
+    let participants: Vec<String> = (0..size).map(|_| id()).collect();
+    let new = NewChat {
+        customer_id: id(),
+        chat_type: ChatType::Group,
+        owner_id: participants[0].clone(),
+        participant_ids: participants,
+        name: String::new(),
+        detail: String::new(),
+    };
+    manager
+        .write(RequestMeta::default(), move |c| chats::create(c, new))
+        .await
+        .expect("create group")
+        .id
 }
 
 async fn backlog(db: &Db) -> i64 {
@@ -295,6 +346,10 @@ async fn a_change_larger_than_a_round_is_stored_small_and_published_in_slices_in
         RelaySignal::default(),
         chat_manager::EVENT_SOURCE,
     );
+    // The relay leads before the changes, so the writer knows it reads compact records.
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    wait_for_compact_leader(&env.db).await;
     let before = create_chats(&manager, 3).await;
     let participants: Vec<String> = (0..400).map(|_| id()).collect();
     let group = NewChat {
@@ -329,8 +384,6 @@ async fn a_change_larger_than_a_round_is_stored_small_and_published_in_slices_in
         "the group's row holds its participants once ({row_bytes} bytes)"
     );
 
-    let (stop, stopped) = watch::channel(false);
-    let relay = tokio::spawn(eager_relay(&env).run(stopped));
     let expected = (before.len() + after.len()) * 3 + 401;
     let events = drain(&mut reader, expected).await;
     let group_bytes: usize = events
@@ -424,5 +477,120 @@ async fn a_stopping_relay_flushes_a_backlog_of_several_rounds() {
     drop(stop);
     assert_eq!(backlog(&env.db).await, 0, "everything was published");
     assert_eq!(drain(&mut reader, 1200).await.len(), 1200);
+    env.amqp.cleanup().await;
+}
+
+/// During a rolling upgrade a relay of the previous release may lead; it does not read
+/// chatroom records (it would skip them, losing their events). While it holds the relay lock
+/// writers render each room's event; once this release's relay leads they write the compact
+/// record. Every event of both changes is published once.
+#[tokio::test]
+async fn while_a_previous_release_leads_chatroom_events_are_written_rendered() {
+    use diesel::{Connection, RunQueryDsl};
+    let test = "relay::while_a_previous_release_leads_chatroom_events_are_written_rendered";
+    let Some(env) = env(test).await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    // The previous release's relay: the same lock, without announcing that it reads records.
+    let mut previous = diesel::PgConnection::establish(&env.pg.url).unwrap();
+    diesel::sql_query(format!("SET search_path TO \"{}\"", env.pg.schema))
+        .execute(&mut previous)
+        .unwrap();
+    diesel::sql_query("SELECT pg_advisory_lock(hashtext('outbox relay ' || current_schema()))")
+        .execute(&mut previous)
+        .unwrap();
+    let during = create_group(&manager, 3).await;
+    let rows = stored_rows(&env.db).await;
+    assert!(
+        !rows[0].contains("\n@"),
+        "rendered while the previous release leads: {}",
+        rows[0]
+    );
+    assert_eq!(rows[0].lines().count(), 4);
+    drop(previous);
+
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    wait_for_compact_leader(&env.db).await;
+    let after = create_group(&manager, 3).await;
+    let rows = stored_rows(&env.db).await;
+    assert!(rows[1].contains("\n@chatrooms\t"), "{}", rows[1]);
+    assert_eq!(
+        rows[1].lines().count(),
+        2,
+        "the chat's event and one record"
+    );
+
+    let events = drain(&mut reader, 8).await;
+    assert_eq!(events.len(), 8, "every event, once");
+    for chat in [&during, &after] {
+        let rooms = events
+            .iter()
+            .filter(|e| e.0 == "chatroom_created" && e.2["data"]["chat_id"] == chat.as_str())
+            .count();
+        assert_eq!(rooms, 3, "each room's event of {chat}");
+    }
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+    env.amqp.cleanup().await;
+}
+
+/// A relay meeting a record of a kind it does not read (written by a newer release) publishes
+/// nothing from that row on, and marks nothing: the outbox waits, in order, for a relay that
+/// reads it.
+#[tokio::test]
+async fn a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped() {
+    let test = "relay::a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped";
+    let Some(env) = env(test).await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    );
+    create_chats(&manager, 1).await;
+    env.db
+        .run(|c| {
+            let newer = outbox::DomainEvent::compact("from_a_newer_release", "{}".into(), 2);
+            outbox::record(c, "chat-manager", &RequestMeta::default(), &[newer])
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    create_chats(&manager, 1).await;
+    assert_eq!(backlog(&env.db).await, 3 + 2 + 3);
+
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    let events = drain(&mut reader, 3).await;
+    // Give it rounds enough to have skipped the record, had it done so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let late = reader.collect_for(Duration::from_millis(300)).await;
+    println!(
+        "published {} events before the unknown record, {} after it; backlog {}",
+        events.len(),
+        late.len(),
+        backlog(&env.db).await
+    );
+    assert_eq!(events.len(), 3, "the row before it is published");
+    assert!(
+        late.is_empty(),
+        "nothing from the unknown record on: {late:?}"
+    );
+    assert_eq!(
+        backlog(&env.db).await,
+        2 + 3,
+        "the record and the row after it wait"
+    );
+    stop.send(true).unwrap();
+    relay.await.unwrap();
     env.amqp.cleanup().await;
 }

@@ -139,6 +139,11 @@ pub type RecordEvents = Box<dyn Iterator<Item = RenderedEvent> + Send>;
 /// (the same one it reads the outbox with). What it reads from the database it reads here;
 /// the events it returns are rendered later, as they are published.
 pub trait Expander: Send + Sync + 'static {
+    /// The record kinds it expands. A row holding a record of another kind was written by a
+    /// newer release: the relay publishes nothing from it on (the outbox waits, in order, for
+    /// a relay that reads it) rather than skip its events.
+    fn kinds(&self) -> &'static [&'static str];
+
     /// The events of each record, in order. `None` for a record that cannot be expanded (it
     /// names something that does not exist): logged and skipped, so one bad row never holds
     /// up the outbox. An `Err` (the database failing) retries the round.
@@ -810,6 +815,23 @@ fn load_rows(
         /// Index into the records.
         Compact(usize),
     }
+    let kinds = expander.map_or(&[][..], |x| x.kinds());
+    let mut rows = rows;
+    if let Some(newer) = rows.iter().position(|r| {
+        r.events.split('\n').any(|line| {
+            line.strip_prefix(COMPACT_MARK).is_some_and(|record| {
+                let kind = record.split_once('\t').map_or(record, |(k, _)| k);
+                !kinds.contains(&kind)
+            })
+        })
+    }) {
+        tracing::warn!(
+            seq = rows[newer].seq,
+            "relay: an outbox record of a kind this release does not read (written by a newer \
+             one); waiting for a relay that reads it"
+        );
+        rows.truncate(newer);
+    }
     // Each row's lines, then the records of all rows expanded together.
     let mut lines: Vec<Vec<Line>> = Vec::with_capacity(rows.len());
     let mut records = Vec::new();
@@ -911,7 +933,46 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
         "SELECT pg_try_advisory_lock(hashtext('outbox relay ' || current_schema())) AS locked",
     )
     .get_result(conn)?;
+    if row.locked {
+        // Tells this service's writers that the leader reads compact records (see
+        // `leader_reads_compact`).
+        diesel::sql_query(format!(
+            "SELECT set_config('application_name', '{RELAY_APPLICATION} ' || current_schema(), false)"
+        ))
+        .execute(conn)?;
+    }
     Ok(row.locked)
+}
+
+/// The `application_name` prefix of a relay session that holds the relay lock and reads
+/// compact records of every kind its service writes (followed by the schema).
+const RELAY_APPLICATION: &str = "outbox-relay/2";
+
+/// Whether the relay currently publishing this schema's outbox reads compact records. A
+/// release whose relay did not (before chat-manager's chatroom records) skips them, losing
+/// their events; while one of its replicas leads, during a rolling upgrade, a writer renders
+/// its events instead. SQLite: one process, always this release.
+pub fn leader_reads_compact(conn: &mut DbConnection) -> QueryResult<bool> {
+    #[derive(QueryableByName)]
+    struct Reads {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        reads: bool,
+    }
+    match conn {
+        DbConnection::Sqlite(_) => Ok(true),
+        DbConnection::Pg(_) => {
+            // Only the relay's session takes that name, and only once it holds the lock (the
+            // server keeps 63 bytes of a name; a longer one fails safe: events rendered).
+            let row: Reads = diesel::sql_query(format!(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+                 WHERE l.locktype = 'advisory' AND l.granted \
+                 AND a.application_name = left('{RELAY_APPLICATION} ' || current_schema(), 63)) \
+                 AS reads"
+            ))
+            .get_result(conn)?;
+            Ok(row.reads)
+        }
+    }
 }
 
 /// Marks published rows sent: one statement. (On the relay's own PostgreSQL session it does

@@ -221,6 +221,10 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
 pub struct MessageEventExpander;
 
 impl Expander for MessageEventExpander {
+    fn kinds(&self) -> &'static [&'static str] {
+        &["messagechat_created", "messagechat_deleted"]
+    }
+
     fn expand(
         &self,
         conn: &mut DbConnection,
