@@ -41,6 +41,15 @@ async fn env(test: &str) -> Option<Env> {
     })
 }
 
+/// Writes to the env's schema (without waking a relay: the tests start theirs).
+fn manager(env: &Env) -> ChatManager {
+    ChatManager::new(
+        env.db.clone(),
+        RelaySignal::default(),
+        chat_manager::EVENT_SOURCE,
+    )
+}
+
 fn id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -159,11 +168,7 @@ async fn two_relays_publish_every_event_once_in_commit_order() {
         tokio::spawn(eager_relay(&env).run(stopped.clone())),
         tokio::spawn(eager_relay(&env).run(stopped.clone())),
     ];
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     let chats = create_chats(&manager, 40).await;
 
     let events = drain(&mut reader, chats.len() * 3).await;
@@ -205,11 +210,7 @@ async fn a_standby_relay_publishes_once_the_leader_stops() {
         return;
     };
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     let (stop_leader, leader_stopped) = watch::channel(false);
     let leader = tokio::spawn(eager_relay(&env).run(leader_stopped));
     create_chats(&manager, 1).await;
@@ -246,11 +247,7 @@ async fn events_carry_the_request_id_and_traceparent() {
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
     let (stop, stopped) = watch::channel(false);
     let relay = tokio::spawn(eager_relay(&env).run(stopped));
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let meta = RequestMeta {
         request_id: Some("req-relay-1".into()),
@@ -294,11 +291,7 @@ async fn rows_committed_out_of_seq_order_are_all_published() {
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
     let (stop, stopped) = watch::channel(false);
     let relay = tokio::spawn(eager_relay(&env).run(stopped));
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     // Sixteen writers at once: transactions take their seqs in one order and commit in another,
     // while the relay keeps sending rounds without waiting for confirms.
     let writers: Vec<_> = (0..16)
@@ -341,11 +334,7 @@ async fn a_change_larger_than_a_round_is_stored_small_and_published_in_slices_in
         return;
     };
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     // The relay leads before the changes, so the writer knows it reads compact records.
     let (stop, stopped) = watch::channel(false);
     let relay = tokio::spawn(eager_relay(&env).run(stopped));
@@ -461,11 +450,7 @@ async fn a_stopping_relay_flushes_a_backlog_of_several_rounds() {
         return;
     };
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     // 400 chats of three events each: 1,200 events, three rounds of 500 at least.
     create_chats(&manager, 400).await;
     assert_eq!(backlog(&env.db).await, 1200);
@@ -492,11 +477,7 @@ async fn while_a_previous_release_leads_chatroom_events_are_written_rendered() {
         return;
     };
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     // The previous release's relay: the same lock, without announcing that it reads records.
     let mut previous = diesel::PgConnection::establish(&env.pg.url).unwrap();
     diesel::sql_query(format!("SET search_path TO \"{}\"", env.pg.schema))
@@ -551,11 +532,7 @@ async fn a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped(
         return;
     };
     let mut reader = EventReader::bind(&env.url, &env.exchange).await;
-    let manager = ChatManager::new(
-        env.db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = manager(&env);
     create_chats(&manager, 1).await;
     env.db
         .run(|c| {
