@@ -815,57 +815,51 @@ fn load_rows(
         /// Index into the records.
         Compact(usize),
     }
-    let kinds = expander.map_or(&[][..], |x| x.kinds());
-    let mut rows = rows;
-    if let Some(newer) = rows.iter().position(|r| {
-        r.events.split('\n').any(|line| {
-            line.strip_prefix(COMPACT_MARK).is_some_and(|record| {
-                let kind = record.split_once('\t').map_or(record, |(k, _)| k);
-                !kinds.contains(&kind)
-            })
-        })
-    }) {
-        tracing::warn!(
-            seq = rows[newer].seq,
-            "relay: an outbox record of a kind this release does not read (written by a newer \
-             one); waiting for a relay that reads it"
-        );
-        rows.truncate(newer);
-    }
-    // Each row's lines, then the records of all rows expanded together.
+    let known = expander.map_or(&[][..], |x| x.kinds());
+    // Each row's lines, then the records of all rows expanded together. A row with a record
+    // of a kind this release does not read ends the rows taken (in order: the rest wait too).
     let mut lines: Vec<Vec<Line>> = Vec::with_capacity(rows.len());
     let mut records = Vec::new();
-    let mut record_seqs = Vec::new();
-    for r in &rows {
-        let mut row_lines = Vec::new();
+    'rows: for r in &rows {
+        let (mut row_lines, mut row_records) = (Vec::new(), Vec::new());
         let mut start = 0;
         for line in r.events.split('\n') {
             let range = start..start + line.len();
             start = range.end + 1;
             if let Some(record) = line.strip_prefix(COMPACT_MARK) {
                 let (kind, body) = record.split_once('\t').unwrap_or((record, ""));
-                row_lines.push(Line::Compact(records.len()));
-                records.push(StoredRecord {
+                if !known.contains(&kind) {
+                    tracing::warn!(
+                        seq = r.seq,
+                        kind,
+                        "relay: an outbox record of a kind this release does not read (written \
+                         by a newer one); waiting for a relay that reads it"
+                    );
+                    break 'rows;
+                }
+                row_lines.push(Line::Compact(records.len() + row_records.len()));
+                row_records.push(StoredRecord {
                     kind,
                     body,
                     created_at: r.created_at,
                 });
-                record_seqs.push(r.seq);
             } else if parse_line(line).is_some() {
                 row_lines.push(Line::Rendered(range));
             } else {
                 tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
             }
         }
+        records.append(&mut row_records);
         lines.push(row_lines);
     }
-    let mut expanded: Vec<Option<RecordEvents>> = match (expander, records.is_empty()) {
-        (_, true) => Vec::new(),
-        (Some(x), false) => x.expand(conn, &records)?,
-        (None, false) => (0..records.len()).map(|_| None).collect(),
+    // Every record's kind is known, so there is an expander whenever there are records.
+    let mut expanded: Vec<Option<RecordEvents>> = match expander {
+        Some(x) if !records.is_empty() => x.expand(conn, &records)?,
+        _ => Vec::new(),
     };
     let kinds: Vec<String> = records.iter().map(|r| r.kind.to_owned()).collect();
     drop(records);
+    // Rows after one that ended the scan are left out (`lines` stops there).
     let mut loaded = Vec::with_capacity(rows.len());
     for (r, row_lines) in rows.into_iter().zip(lines) {
         let mut events = VecDeque::with_capacity(row_lines.len());
@@ -881,7 +875,7 @@ fn load_rows(
                         }
                     }
                     None => tracing::error!(
-                        seq = record_seqs[n],
+                        seq = r.seq,
                         kind = kinds[n],
                         "relay: outbox record that cannot be expanded skipped"
                     ),
