@@ -47,22 +47,13 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// `CONNECT_TIMEOUT` and each call `CALL_TIMEOUT`, a deadline also sent to the service in
 /// `grpc-timeout` (unless the call set its own), which tonic's server enforces.
 pub fn remote(url: &str) -> Result<GrpcTransport, tonic::transport::Error> {
-    remote_with(url, CONNECT_TIMEOUT, CALL_TIMEOUT)
-}
-
-/// `remote` with other timeouts.
-pub fn remote_with(
-    url: &str,
-    connect_timeout: Duration,
-    call_timeout: Duration,
-) -> Result<GrpcTransport, tonic::transport::Error> {
     let channel = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(connect_timeout)
-        .timeout(call_timeout)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .connect_lazy();
     Ok(BoxCloneSyncService::new(
-        with_deadline(channel, call_timeout).map_err(|e| TransportError(e.into())),
+        with_deadline(channel, CALL_TIMEOUT).map_err(|e| TransportError(e.into())),
     ))
 }
 

@@ -5,7 +5,6 @@
 use common::db::DbConnection;
 use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::ChatmessageJson;
 use common::store::Change;
 use common::time;
 use proto::message::v1 as pb;
@@ -63,10 +62,6 @@ pub fn to_proto(r: &ChatmessageRow) -> pb::Chatmessage {
         tm_update: time::format(r.tm_update),
         tm_delete: time::format(r.tm_delete),
     }
-}
-
-pub fn event(kind: &'static str, r: &ChatmessageRow) -> DomainEvent {
-    DomainEvent::new(kind, &r.customer_id, ChatmessageJson::from(to_proto(r)))
 }
 
 /// The events of a message and of its copies in `rooms`, as one compact outbox record

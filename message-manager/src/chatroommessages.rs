@@ -228,11 +228,6 @@ pub fn delete(
     Ok((copy, vec![event]))
 }
 
-/// The copy of a just-sent `message` in `room` (the agent endpoint answers with it).
-pub fn sent_copy(message: &ChatmessageRow, room: &MemberChatroom) -> pb::Chatroommessage {
-    to_proto(message, room, None)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

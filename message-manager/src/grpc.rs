@@ -177,7 +177,7 @@ impl MessageService for MessageGrpc {
                     .ok_or_else(|| {
                         MessageError::Internal("no copy in the sender's chatroom".into())
                     })?;
-                Ok(chatroommessages::sent_copy(message, own))
+                Ok(chatroommessages::to_proto(message, own, None))
             })
             .await?;
         Ok(Response::new(copy))
