@@ -124,13 +124,8 @@ impl ChatEventConsumer {
         }
     }
 
-    /// The dead-letter queue (declared first: what is set aside must have somewhere to go),
-    /// then the subscription, as `subscribe_chat_events` makes them.
     async fn subscribe(&self) -> Result<Subscription, common::bus::BusError> {
-        self.bus
-            .declare_queue(&dead_letter_queue(&self.spec.queue))
-            .await?;
-        self.bus.subscribe(self.spec.clone()).await
+        subscribe_with_dead_letters(&self.bus, self.spec.clone()).await
     }
 
     async fn process(&self, delivery: Delivery) {
@@ -213,6 +208,16 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
         })
     })
     .await
+}
+
+/// The dead-letter queue of `spec`'s queue (declared first: what is set aside must have
+/// somewhere to go), then the subscription.
+pub async fn subscribe_with_dead_letters(
+    bus: &EventBus,
+    spec: SubscriptionSpec,
+) -> Result<Subscription, common::bus::BusError> {
+    bus.declare_queue(&dead_letter_queue(&spec.queue)).await?;
+    bus.subscribe(spec).await
 }
 
 /// Renders the compact records of sends and message deletions (`chatmessages::FanoutRecord`)

@@ -317,9 +317,7 @@ pub async fn subscribe_chat_events(
     chat_exchange: &str,
     queue: &str,
 ) -> Result<Subscription, common::bus::BusError> {
-    bus.declare_queue(&events::dead_letter_queue(queue)).await?;
-    bus.subscribe(events::subscription_spec(chat_exchange, queue))
-        .await
+    events::subscribe_with_dead_letters(bus, events::subscription_spec(chat_exchange, queue)).await
 }
 
 /// Where message-manager's events go and where chat-manager's come from.
