@@ -253,13 +253,24 @@ impl AmqpBus {
     /// starts consuming (within `OPERATION_TIMEOUT`); on a timeout the consuming connection is
     /// dropped, so the next attempt starts afresh.
     async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, BusError> {
+        self.bounded_on_consumer_conn("subscribe", self.subscribe_unbounded(spec))
+            .await
+    }
+
+    /// `work` on the consuming connection, within `CONNECT_TIMEOUT` and `OPERATION_TIMEOUT`;
+    /// past them the connection is dropped, so the next attempt starts afresh.
+    async fn bounded_on_consumer_conn<T>(
+        &self,
+        what: &'static str,
+        work: impl Future<Output = Result<T, BusError>>,
+    ) -> Result<T, BusError> {
         let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
-        match tokio::time::timeout(limit, self.subscribe_unbounded(spec)).await {
+        match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => {
                 self.drop_consumer_conn().await;
                 Err(BusError::Timeout {
-                    what: "subscribe",
+                    what,
                     timeout: limit,
                 })
             }
@@ -352,17 +363,8 @@ impl AmqpBus {
 
 impl AmqpBus {
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
-        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
-        match tokio::time::timeout(limit, self.queue_depth_unbounded(queue)).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.drop_consumer_conn().await;
-                Err(BusError::Timeout {
-                    what: "a passive queue declare",
-                    timeout: limit,
-                })
-            }
-        }
+        self.bounded_on_consumer_conn("a passive queue declare", self.queue_depth_unbounded(queue))
+            .await
     }
 
     async fn queue_depth_unbounded(&self, queue: &str) -> Result<u32, BusError> {
@@ -405,8 +407,11 @@ impl AmqpBus {
     /// the publishing connection is dropped, so the next use starts afresh.
     async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
         let queue = short("queue name", queue)?;
+        // One deadline for waiting for the publisher and for the declare itself.
         let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
-        let Ok(mut slot) = tokio::time::timeout(limit, self.inner.publisher.lock()).await else {
+        let deadline = tokio::time::Instant::now() + limit;
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.publisher.lock()).await
+        else {
             return Err(BusError::Timeout {
                 what: "a queue declare (the publisher is busy)",
                 timeout: limit,
@@ -427,7 +432,7 @@ impl AmqpBus {
                 .await?;
             Ok::<_, BusError>(())
         };
-        let declared = match tokio::time::timeout(limit, declared).await {
+        let declared = match tokio::time::timeout_at(deadline, declared).await {
             Ok(result) => result,
             Err(_) => Err(BusError::Timeout {
                 what: "a queue declare",
