@@ -57,7 +57,9 @@ impl Readiness {
         };
         let bus_connected = async {
             match &upstreams.bus {
-                Some(bus) => bus.consumer_connected().await,
+                Some(bus) => tokio::time::timeout(PROBE_TIMEOUT, bus.consumer_reachable())
+                    .await
+                    .unwrap_or(false),
                 None => true,
             }
         };

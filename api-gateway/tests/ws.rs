@@ -1116,6 +1116,7 @@ mod lagging {
             ping_interval: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             buffer_events: 64,
+            ..api_gateway::ws::WsSettings::default()
         }
     }
 

@@ -154,11 +154,13 @@ impl EventBus {
         }
     }
 
-    /// Whether the consuming connection is up (always, in-process): the gateway is not ready
-    /// without it, as its WebSockets would get no events.
-    pub async fn consumer_connected(&self) -> bool {
+    /// Whether the consuming connection is up (always, in-process), connecting it if it is
+    /// not: the gateway is not ready without it, as its WebSockets would get no events. (Its
+    /// hub subscribes only while sockets are open, so while none are, nothing else would
+    /// notice that the connection is gone or bring it back.)
+    pub async fn consumer_reachable(&self) -> bool {
         match self {
-            EventBus::Amqp(bus) => bus.consumer_connected().await,
+            EventBus::Amqp(bus) => bus.consumer_reachable().await,
             EventBus::InProcess(_) => true,
         }
     }
@@ -395,11 +397,26 @@ impl AmqpBus {
         Ok(declared?.message_count())
     }
 
-    async fn consumer_connected(&self) -> bool {
+    async fn consumer_reachable(&self) -> bool {
         // Waits at most briefly: a subscribe in progress holds the lock while it connects.
-        match tokio::time::timeout(Duration::from_secs(1), self.inner.consumer_conn.lock()).await {
-            Ok(slot) => slot.as_ref().is_some_and(|c| c.status().connected()),
-            Err(_) => false,
+        let Ok(mut slot) =
+            tokio::time::timeout(Duration::from_secs(1), self.inner.consumer_conn.lock()).await
+        else {
+            return false;
+        };
+        if slot.as_ref().is_some_and(|c| c.status().connected()) {
+            return true;
+        }
+        *slot = None;
+        match connect(&self.inner.url).await {
+            Ok(conn) => {
+                *slot = Some(conn);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "bus: consuming connection unreachable");
+                false
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! The event hub: one subscription per gateway process to both exchanges (its own exclusive
 //! queue on RabbitMQ, or the in-process bus), routed to the sockets of this process whose
 //! topics match. Routing happens here, once per event, over the sockets of the event's tenant
-//! only, so a socket wakes only for what it will send. Each socket has a bounded queue; one
+//! only, so a socket wakes only for what it will send. The subscription is held only while
+//! sockets are open (and for `WsSettings::idle_unsubscribe_after` after the last one closes):
+//! a gateway without sockets costs the broker and itself nothing per event. Each socket has a bounded queue; one
 //! that falls that far behind is marked lagged, told so and dropped: memory does not grow with
 //! slow clients. When the process shuts down every socket is closed (1001), and the hub's task
 //! ends once they all have, or after the time a close may take.
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::bus::{EventBus, SubscriptionSpec};
+use common::bus::{EventBus, Subscription, SubscriptionSpec};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -104,9 +106,19 @@ pub struct EventHub {
     all_closed: Arc<Notify>,
     /// How long a socket may take to close (send its close frame, hear the reply).
     close_within: Duration,
-    /// Whether the subscription to the exchanges is in place (events published from now on
+    feed: Arc<Feed>,
+}
+
+/// Whether the hub should be subscribed, and whether it is.
+struct Feed {
+    /// True while any socket is registered.
+    wanted: watch::Sender<bool>,
+    /// True while the subscription to the exchanges is in place (events published from now on
     /// reach the sockets).
-    consuming: Arc<AtomicBool>,
+    consuming: watch::Sender<bool>,
+    /// A socket was told "subscribed" before the subscription was in place (the broker was
+    /// unreachable): once it is, every socket is told to resync.
+    owed_resync: AtomicBool,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -129,6 +141,21 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// Waits, at most `limit`, until the hub's subscription is in place: every event committed
+    /// after this returns then reaches the socket's topics. If it is not in place by then (the
+    /// broker is unreachable), the sockets are told to resync once it is.
+    pub async fn wait_for_feed(&self, limit: Duration) {
+        let mut consuming = self.hub.feed.consuming.subscribe();
+        if tokio::time::timeout(limit, consuming.wait_for(|c| *c))
+            .await
+            .is_err()
+        {
+            // Set after the hub may have started consuming and checked the flag: then the
+            // events from here on reach this socket anyway, and a later resync is spurious.
+            self.hub.feed.owed_resync.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Whether the hub found this socket's queue full: it is to be told and closed.
     pub fn is_lagged(&self) -> bool {
         self.lagged.load(Ordering::Relaxed)
@@ -154,6 +181,7 @@ impl Drop for Registration {
             }
         }
         if routes.by_id.is_empty() {
+            self.hub.feed.wanted.send_replace(false);
             self.hub.all_closed.notify_waiters();
         }
     }
@@ -177,7 +205,11 @@ impl EventHub {
             shutdown: shutdown.clone(),
             all_closed: Arc::new(Notify::new()),
             close_within: settings.send_timeout + crate::ws::CLOSE_GRACE,
-            consuming: Arc::default(),
+            feed: Arc::new(Feed {
+                wanted: watch::channel(false).0,
+                consuming: watch::channel(false).0,
+                owed_resync: AtomicBool::new(false),
+            }),
         };
         let spec = SubscriptionSpec {
             // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
@@ -189,7 +221,8 @@ impl EventHub {
             exclusive: true,
             prefetch: 1024,
         };
-        let task = tokio::spawn(run(bus, spec, hub.clone(), shutdown));
+        let linger = settings.idle_unsubscribe_after;
+        let task = tokio::spawn(run(bus, spec, linger, hub.clone(), shutdown));
         (hub, task)
     }
 
@@ -219,6 +252,10 @@ impl EventHub {
             .entry(customer_id.to_owned())
             .or_default()
             .insert(id);
+        // Under the routes lock, as the hub's decision to unsubscribe is.
+        if routes.by_id.len() == 1 {
+            self.feed.wanted.send_replace(true);
+        }
         drop(routes);
         Registration {
             hub: self.clone(),
@@ -231,7 +268,7 @@ impl EventHub {
 
     /// Whether the hub is subscribed to the exchanges right now.
     pub fn is_consuming(&self) -> bool {
-        self.consuming.load(Ordering::Relaxed)
+        *self.feed.consuming.borrow()
     }
 
     /// How many sockets are registered.
@@ -274,24 +311,42 @@ impl EventHub {
 async fn run(
     bus: EventBus,
     spec: SubscriptionSpec,
+    linger: Duration,
     hub: EventHub,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    consume(bus, spec, &hub, &mut shutdown).await;
+    consume(bus, spec, linger, &hub, &mut shutdown).await;
+    hub.feed.consuming.send_replace(false);
     // The sockets watch the same signal and are closing: give them the time a close takes.
     hub.all_sockets_closed(hub.close_within).await;
 }
 
-/// Feeds the sockets until `shutdown`, resubscribing whenever the stream is interrupted.
+/// How a subscription's stream ended.
+enum FeedEnd {
+    Shutdown,
+    /// Interrupted (the connection was lost): events may have been missed.
+    Interrupted,
+    /// No socket for `linger`: unsubscribed.
+    Idle,
+}
+
+/// Subscribes while sockets are open, and feeds them until `shutdown`, resubscribing whenever
+/// the stream is interrupted.
 async fn consume(
     bus: EventBus,
     spec: SubscriptionSpec,
+    linger: Duration,
     hub: &EventHub,
     shutdown: &mut watch::Receiver<bool>,
 ) {
+    let mut wanted = hub.feed.wanted.subscribe();
     let mut interrupted = false;
     let mut backoff = Duration::from_millis(200);
     loop {
+        tokio::select! {
+            _ = wanted.wait_for(|w| *w) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
         let mut sub = match bus.subscribe(spec.clone()).await {
             Ok(sub) => sub,
             Err(e) => {
@@ -299,44 +354,91 @@ async fn consume(
                 tracing::warn!(error = %e, retry_in = ?backoff, "event hub: subscribe failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.wait_for(|s| *s) => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
         backoff = Duration::from_millis(200);
-        hub.consuming.store(true, Ordering::Relaxed);
-        if interrupted {
+        hub.feed.consuming.send_replace(true);
+        // After `consuming` is set: a socket that sets the flag later hears every event anyway.
+        let owed = hub.feed.owed_resync.swap(false, Ordering::SeqCst);
+        if interrupted || owed {
             tracing::info!("event hub: subscribed again; telling sockets to resync");
             hub.dispatch(HubMessage::Resync);
         }
-        loop {
-            let delivery = tokio::select! {
-                d = sub.next() => d,
-                _ = shutdown.changed() => return,
-            };
-            let Some(delivery) = delivery else {
-                hub.consuming.store(false, Ordering::Relaxed);
+        interrupted = false;
+        match feed(&mut sub, linger, hub, &mut wanted, shutdown).await {
+            FeedEnd::Shutdown => return,
+            FeedEnd::Interrupted => {
+                hub.feed.consuming.send_replace(false);
                 tracing::warn!("event hub: subscription ended; resubscribing");
                 interrupted = true;
-                break;
-            };
-            let wanted = |customer: &str| hub.has_sockets_of(customer);
-            match parse(
-                &delivery.message.routing_key,
-                &delivery.message.payload,
-                wanted,
-            ) {
-                Ok(Some(event)) => hub.dispatch(HubMessage::Event(Arc::new(event))),
-                // No socket of this gateway could want it.
-                Ok(None) => {}
-                Err(Unreadable) => {
-                    tracing::warn!(key = %delivery.message.routing_key, "event hub: unreadable event skipped")
-                }
             }
-            let _ = delivery.ack().await;
+            // `consuming` was cleared under the routes lock.
+            FeedEnd::Idle => tracing::debug!("event hub: no sockets; unsubscribed"),
         }
+        // Cancels the consumer: its auto-deleted queue goes with it.
+        drop(sub);
+    }
+}
+
+/// Routes `sub`'s events to the sockets until it ends, `shutdown`, or no socket has been open
+/// for `linger`.
+async fn feed(
+    sub: &mut Subscription,
+    linger: Duration,
+    hub: &EventHub,
+    wanted: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> FeedEnd {
+    let idle_deadline = |wanted: bool| (!wanted).then(|| tokio::time::Instant::now() + linger);
+    let mut idle_at = idle_deadline(*wanted.borrow_and_update());
+    loop {
+        let idle = async {
+            match idle_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let delivery = tokio::select! {
+            d = sub.next() => d,
+            _ = wanted.changed() => {
+                idle_at = idle_deadline(*wanted.borrow_and_update());
+                continue;
+            }
+            () = idle => {
+                // Decided under the routes lock, which a socket registers under: one that
+                // registers after this sees `consuming` false and waits for the next
+                // subscription.
+                let routes = hub.lock();
+                if routes.by_id.is_empty() {
+                    hub.feed.consuming.send_replace(false);
+                    return FeedEnd::Idle;
+                }
+                idle_at = None;
+                continue;
+            }
+            _ = shutdown.wait_for(|s| *s) => return FeedEnd::Shutdown,
+        };
+        let Some(delivery) = delivery else {
+            return FeedEnd::Interrupted;
+        };
+        let wanted = |customer: &str| hub.has_sockets_of(customer);
+        match parse(
+            &delivery.message.routing_key,
+            &delivery.message.payload,
+            wanted,
+        ) {
+            Ok(Some(event)) => hub.dispatch(HubMessage::Event(Arc::new(event))),
+            // No socket of this gateway could want it.
+            Ok(None) => {}
+            Err(Unreadable) => {
+                tracing::warn!(key = %delivery.message.routing_key, "event hub: unreadable event skipped")
+            }
+        }
+        let _ = delivery.ack().await;
     }
 }
 

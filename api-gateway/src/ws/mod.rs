@@ -29,6 +29,9 @@ pub struct WsSettings {
     pub send_timeout: Duration,
     /// How many events may wait in a socket's queue before it is dropped as too slow.
     pub buffer_events: usize,
+    /// How long the hub stays subscribed after its last socket closed: a client that
+    /// reconnects at once finds the subscription in place.
+    pub idle_unsubscribe_after: Duration,
 }
 
 /// The default queue per socket. One message in a chat of the most participants is that many
@@ -46,6 +49,9 @@ pub const MAX_TOPICS: usize = 100;
 /// connection. Dropping it at once, with the client's replies unread, could reset it and lose
 /// the frames the client has not read yet, the close frame among them.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a subscribe frame waits for the hub's subscription to the broker before it is
+/// answered anyway (the socket is then told to resync once the subscription is in place).
+pub const FEED_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for WsSettings {
     fn default() -> Self {
@@ -53,6 +59,7 @@ impl Default for WsSettings {
             ping_interval: Duration::from_secs(20),
             send_timeout: Duration::from_secs(10),
             buffer_events: DEFAULT_BUFFER_EVENTS,
+            idle_unsubscribe_after: Duration::from_secs(30),
         }
     }
 }
@@ -227,9 +234,12 @@ impl Connection {
                     match message {
                         Message::Text(text) => {
                             let replies = self.handle_frame(text.as_str()).await;
-                            // Routed before the answer goes out: every event committed after
-                            // the client reads "subscribed" reaches it.
+                            // Routed, and the hub subscribed, before the answer goes out: every
+                            // event committed after the client reads "subscribed" reaches it.
                             registration.set_topics(self.topics.values().cloned().collect());
+                            if !self.topics.is_empty() {
+                                registration.wait_for_feed(FEED_WAIT).await;
+                            }
                             for reply in replies {
                                 if let Err(end) = self.send(socket, reply).await {
                                     return end;
