@@ -3,12 +3,17 @@
 //! deployment) or straight into the generated server in this process (embedded default), so
 //! the callers cannot tell the two apart.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use proto::chat::v1::chat_service_client::ChatServiceClient;
 use proto::message::v1::message_service_client::MessageServiceClient;
 use tonic::body::Body;
-use tonic::transport::Endpoint;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
 
@@ -42,19 +47,169 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The gRPC deadline header: the service gives up on a call (CANCELLED) once its caller has.
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
-/// A client for a service at `url` (connects lazily, so the gateway starts even while the
-/// service is still coming up; calls fail with 503 until it is reachable). Connecting may take
-/// `CONNECT_TIMEOUT` and each call `CALL_TIMEOUT`, a deadline also sent to the service in
-/// `grpc-timeout` (unless the call set its own), which tonic's server enforces.
-pub fn remote(url: &str) -> Result<GrpcTransport, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Ok(BoxCloneSyncService::new(
-        with_deadline(channel, CALL_TIMEOUT).map_err(|e| TransportError(e.into())),
-    ))
+/// A client for a service at `url` (`http://host:port`; connects lazily, so the gateway
+/// starts even while the service is still coming up; calls fail with 503 until it is
+/// reachable). Connecting may take `CONNECT_TIMEOUT` and each call `CALL_TIMEOUT`, a deadline
+/// also sent to the service in `grpc-timeout` (unless the call set its own), which tonic's
+/// server enforces.
+pub fn remote(url: &str) -> Result<GrpcTransport, InvalidUrl> {
+    let upstream = Http2Upstream::new(url)?;
+    Ok(BoxCloneSyncService::new(with_deadline(
+        upstream,
+        CALL_TIMEOUT,
+    )))
+}
+
+/// A service URL that is not `http://host:port`.
+#[derive(Debug, thiserror::Error)]
+#[error("service url {url:?}: {why}")]
+pub struct InvalidUrl {
+    url: String,
+    why: &'static str,
+}
+
+/// HTTP/2 to one service straight on hyper's connection: a call goes from the caller's task to
+/// the connection's task and back. (tonic's `Channel` puts a buffer task in between, one more
+/// hand-off between threads per call, which showed in the gateway's profile.) Connects on the
+/// first call and again on the first call after the connection is lost; while it cannot, calls
+/// fail with the connect error. HTTP/2 pings find a connection whose peer went silent.
+#[derive(Clone)]
+struct Http2Upstream {
+    inner: Arc<UpstreamInner>,
+}
+
+struct UpstreamInner {
+    url: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The open connection's handle, cloned for each call.
+    open: std::sync::Mutex<Option<SendRequest<Body>>>,
+    /// One connect at a time: the calls that find none open wait for its outcome.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// How often a connection with calls in flight is pinged, and how long the answer may take before the
+/// connection is given up (its calls fail, the next one reconnects).
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Http2Upstream {
+    fn new(url: &str) -> Result<Self, InvalidUrl> {
+        let invalid = |why| InvalidUrl {
+            url: url.to_owned(),
+            why,
+        };
+        let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return Err(invalid("only http:// is supported (plaintext HTTP/2)"));
+        }
+        let authority = uri.authority().cloned().ok_or(invalid("no host"))?;
+        if authority.port_u16().is_none() {
+            return Err(invalid("no port"));
+        }
+        Ok(Http2Upstream {
+            inner: Arc::new(UpstreamInner {
+                url: url.to_owned(),
+                scheme: http::uri::Scheme::HTTP,
+                authority,
+                open: std::sync::Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+}
+
+impl UpstreamInner {
+    fn open_connection(&self) -> Option<SendRequest<Body>> {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn connection(&self) -> Result<SendRequest<Body>, TransportError> {
+        if let Some(sender) = self.open_connection() {
+            return Ok(sender);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(sender) = self.open_connection() {
+            return Ok(sender);
+        }
+        let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+            .await
+            .map_err(|_| {
+                TransportError(
+                    format!(
+                        "connect to {}: no answer within {CONNECT_TIMEOUT:?}",
+                        self.url
+                    )
+                    .into(),
+                )
+            })??;
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, TransportError> {
+        let failed = |e: &dyn std::fmt::Display| {
+            TransportError(format!("connect to {}: {e}", self.url).into())
+        };
+        let port = self.authority.port_u16().expect("checked in new");
+        let stream = tokio::net::TcpStream::connect((self.authority.host(), port))
+            .await
+            .map_err(|e| failed(&e))?;
+        // Small request-response exchanges: no waiting to coalesce writes.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(PING_INTERVAL)
+            .keep_alive_timeout(PING_TIMEOUT)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(&e))?;
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(url, error = %e, "gRPC connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Http2Upstream {
+    type Response = http::Response<Body>;
+    type Error = TransportError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, TransportError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        // HTTP/2 multiplexes: a call waits for nothing but the connection (in `call`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            // The generated clients give the path only.
+            let mut parts = req.uri().clone().into_parts();
+            parts.scheme = Some(inner.scheme.clone());
+            parts.authority = Some(inner.authority.clone());
+            *req.uri_mut() =
+                http::Uri::from_parts(parts).map_err(|e| TransportError(Box::new(e)))?;
+            let call = async {
+                let mut sender = inner.connection().await?;
+                let response = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| TransportError(Box::new(e)))?;
+                Ok(response.map(Body::new))
+            };
+            match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportError(
+                    format!("{}: no answer within {CALL_TIMEOUT:?}", inner.url).into(),
+                )),
+            }
+        })
+    }
 }
 
 /// `service` with `grpc-timeout: timeout` on every request that has none.
@@ -153,6 +308,86 @@ mod tests {
             "50000000n",
             "the call's own deadline is kept"
         );
+    }
+
+    /// Only `http://host:port` names a service.
+    #[test]
+    fn service_urls_are_checked() {
+        assert!(remote("http://127.0.0.1:9001").is_ok());
+        assert!(remote("http://chat-manager:9001").is_ok());
+        for (url, why) in [
+            ("https://127.0.0.1:9001", "only http://"),
+            ("http://127.0.0.1", "no port"),
+            ("127.0.0.1:9001", "only http://"),
+            ("not a url", "not a URL"),
+        ] {
+            let e = remote(url).err().unwrap().to_string();
+            assert!(e.contains(why) && e.contains(url), "{url}: {e}");
+        }
+    }
+
+    /// A gRPC health server on `addr` until `stop`.
+    async fn health_server(
+        addr: std::net::SocketAddr,
+        stop: tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stop.await;
+                    },
+                )
+                .await
+                .unwrap();
+        })
+    }
+
+    async fn check(client: &GrpcTransport) -> Result<(), tonic::Status> {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(client.clone());
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .map(drop)
+    }
+
+    /// Connects on the first call; a call while the service is down fails at once (with its
+    /// cause, which the gateway answers 503); once it is back, the next call connects again.
+    #[tokio::test]
+    async fn connects_lazily_fails_while_the_service_is_down_and_reconnects() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let client = remote(&format!("http://{addr}")).unwrap();
+        let down = check(&client).await.unwrap_err();
+        assert!(
+            std::error::Error::source(&down).is_some(),
+            "a transport failure, not an answer: {down:?}"
+        );
+
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let server = health_server(addr, stopped).await;
+        check(&client).await.unwrap();
+        // Many calls at once share the one connection.
+        let calls: Vec<_> = (0..50).map(|_| check(&client)).collect();
+        for result in futures_util::future::join_all(calls).await {
+            result.unwrap();
+        }
+
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(check(&client).await.is_err(), "the service is gone");
+        assert!(started.elapsed() < CONNECT_TIMEOUT, "refused at once");
+
+        let (_stop, stopped) = tokio::sync::oneshot::channel();
+        let _server = health_server(addr, stopped).await;
+        check(&client).await.unwrap();
     }
 
     /// An in-process call past the deadline is DEADLINE_EXCEEDED, not a hang.

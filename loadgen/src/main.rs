@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use common::grpc_client::{GrpcTransport, MessageClient};
 use proto::message::v1 as pb;
-use proto::message::v1::message_service_client::MessageServiceClient;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 use crate::procs::Watched;
@@ -232,7 +231,7 @@ enum Target {
         idempotency: bool,
     },
     Grpc {
-        client: MessageServiceClient<Channel>,
+        client: MessageClient,
         request: Box<pb::CreateChatmessageRequest>,
         idempotency: bool,
     },
@@ -415,15 +414,10 @@ fn http_client() -> Result<reqwest::Client, BoxError> {
         .build()?)
 }
 
-async fn grpc_channel(url: &str) -> Result<Channel, BoxError> {
-    // As the gateway's client (common::grpc_client::remote): nodelay, 30 s per call at most.
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("connect {url}: {e}"))?)
+/// The gateway's own client (`common::grpc_client::remote`): what the gateway adds is then
+/// measured against the same calls over the same client.
+fn grpc_channel(url: &str) -> Result<GrpcTransport, BoxError> {
+    Ok(common::grpc_client::remote(url)?)
 }
 
 async fn create_chats(args: &RunArgs, admin: &str, chats: usize) -> Result<Vec<Chat>, BoxError> {
@@ -460,7 +454,7 @@ async fn targets(
 ) -> Result<Vec<Target>, BoxError> {
     let shared_channel = match args.mode {
         Mode::Grpc if !args.grpc_channel_per_sender => {
-            Some(grpc_channel(&args.message_manager_url).await?)
+            Some(grpc_channel(&args.message_manager_url)?)
         }
         _ => None,
     };
@@ -499,11 +493,11 @@ async fn targets(
             Mode::Grpc => {
                 let channel = match &shared_channel {
                     Some(c) => c.clone(),
-                    None => grpc_channel(&args.message_manager_url).await?,
+                    None => grpc_channel(&args.message_manager_url)?,
                 };
                 // Field for field what the gateway's POST /chatmessages route sends.
                 Target::Grpc {
-                    client: MessageServiceClient::new(channel),
+                    client: MessageClient::new(channel),
                     request: Box::new(pb::CreateChatmessageRequest {
                         customer_id: customer.to_string(),
                         chat_id: chat.id.clone(),
