@@ -1,6 +1,7 @@
 //! The HTTP application: state, router, request ids and the extractors every handler uses.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, MatchedPath, Path, Query, Request};
@@ -19,8 +20,13 @@ use crate::ws::WsSettings;
 use crate::ws::hub::EventHub;
 use common::grpc_client::{ChatClient, GrpcTransport, MessageClient};
 
+/// What every handler shares. One `Arc`: axum clones the state for each extractor and
+/// middleware of every request, and a clone of the parts would be a dozen reference counts
+/// and two boxed clients.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+pub struct AppParts {
     pub chat: ChatClient,
     pub message: MessageClient,
     pub verifier: TokenVerifier,
@@ -33,9 +39,17 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(chat: GrpcTransport, message: GrpcTransport, verifier: TokenVerifier) -> Self {
-        AppState {
+        AppState(Arc::new(AppParts {
             chat: ChatClient::new(chat),
             message: MessageClient::new(message),
             verifier,
@@ -43,22 +57,28 @@ impl AppState {
             ws: WsSettings::default(),
             readiness: Readiness::default(),
             rate_limiter: RateLimiter::new(RateLimit::default()),
-        }
+        }))
+    }
+
+    /// The parts, to set up (before the state is shared).
+    fn parts(&mut self) -> &mut AppParts {
+        Arc::get_mut(&mut self.0).expect("the state is set up before it is shared")
     }
 
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
-        self.rate_limiter = RateLimiter::new(limit);
+        self.parts().rate_limiter = RateLimiter::new(limit);
         self
     }
 
     pub fn with_readiness(mut self, readiness: Readiness) -> Self {
-        self.readiness = readiness;
+        self.parts().readiness = readiness;
         self
     }
 
     pub fn with_hub(mut self, hub: EventHub, ws: WsSettings) -> Self {
-        self.hub = Some(hub);
-        self.ws = ws;
+        let parts = self.parts();
+        parts.hub = Some(hub);
+        parts.ws = ws;
         self
     }
 }
