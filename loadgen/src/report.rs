@@ -26,6 +26,35 @@ fn same_shape(a: &Value, b: &Value) -> bool {
         && a.get("deployment") == b.get("deployment")
 }
 
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{x:+.0}%"))
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    let mid = xs.len() / 2;
+    Some(if xs.len().is_multiple_of(2) {
+        (xs[mid - 1] + xs[mid]) / 2.0
+    } else {
+        xs[mid]
+    })
+}
+
+/// The gateway's CPU time per message of a run through it, in µs: a steadier figure than the
+/// latencies, which move with whatever else the machine's two cores are doing.
+fn gateway_cpu_per_send_us(run: &Value) -> Option<f64> {
+    let cpu_percent = run["processes"]
+        .as_array()?
+        .iter()
+        .find(|p| s(p, "name") == "api-gateway")
+        .and_then(|p| f(p, "cpu_percent"))?;
+    let rate = f(run, "msgs_per_s").filter(|r| *r > 0.0)?;
+    Some(cpu_percent / 100.0 * 1e6 / rate)
+}
+
 /// The tables, as text.
 pub fn render(lines: &[Value]) -> String {
     let runs: Vec<&Value> = lines.iter().filter(|l| s(l, "kind") == "loadgen").collect();
@@ -85,8 +114,11 @@ pub fn render(lines: &[Value]) -> String {
 
     // What the gateway adds: the same sends through it and to message-manager directly. The
     // n-th direct run of a shape pairs with the n-th run through the gateway of that shape.
+    // With several pairs of a shape (bench-send --rounds), their medians follow: one pair
+    // swings by tens of percent on a shared machine.
     let mut overhead = String::new();
     let direct: Vec<&&Value> = runs.iter().filter(|r| s(r, "mode") == "grpc").collect();
+    let mut pairs: Vec<(&Value, [Option<f64>; 4])> = Vec::new();
     for (i, grpc) in direct.iter().enumerate() {
         let nth = direct[..i].iter().filter(|r| same_shape(r, grpc)).count();
         let Some(gw) = runs
@@ -96,12 +128,19 @@ pub fn render(lines: &[Value]) -> String {
         else {
             continue;
         };
-        let pct = |key: &str| match (f(gw, key), f(grpc, key)) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:+.0}%", 100.0 * (a - b) / b),
-            _ => "-".into(),
+        let added = |key: &str| match (f(gw, key), f(grpc, key)) {
+            (Some(a), Some(b)) if b > 0.0 => Some(100.0 * (a - b) / b),
+            _ => None,
         };
+        let figures = [
+            added("mean_ms"),
+            added("p50_ms"),
+            added("p99_ms"),
+            gateway_cpu_per_send_us(gw),
+        ];
+        pairs.push((grpc, figures));
         overhead.push_str(&format!(
-            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
             s(grpc, "deployment"),
             grpc["participants"],
             grpc["concurrency"],
@@ -111,14 +150,43 @@ pub fn render(lines: &[Value]) -> String {
             fixed(f(grpc, "p50_ms"), 2),
             fixed(f(gw, "p99_ms"), 2),
             fixed(f(grpc, "p99_ms"), 2),
-            pct("mean_ms"),
-            pct("p50_ms"),
-            pct("p99_ms"),
+            pct(figures[0]),
+            pct(figures[1]),
+            pct(figures[2]),
+            fixed(figures[3], 0),
+        ));
+    }
+    let mut shapes: Vec<&Value> = Vec::new();
+    for (shape, _) in &pairs {
+        if !shapes.iter().any(|s| same_shape(s, shape)) {
+            shapes.push(shape);
+        }
+    }
+    for shape in shapes {
+        let of_shape: Vec<&[Option<f64>; 4]> = pairs
+            .iter()
+            .filter(|(s, _)| same_shape(s, shape))
+            .map(|(_, figures)| figures)
+            .collect();
+        if of_shape.len() < 2 {
+            continue;
+        }
+        let med = |i: usize| median(of_shape.iter().filter_map(|figures| figures[i]).collect());
+        overhead.push_str(&format!(
+            "| {} | {} | {} | median of {} pairs | | | {} | {} | {} | {} |\n",
+            s(shape, "deployment"),
+            shape["participants"],
+            shape["concurrency"],
+            of_shape.len(),
+            pct(med(0)),
+            pct(med(1)),
+            pct(med(2)),
+            fixed(med(3), 0),
         ));
     }
     if !overhead.is_empty() {
-        out.push_str("\n| gateway vs gRPC direct: deployment | participants | concurrency | msgs/s (gateway / direct) | p50 ms | p99 ms | added mean latency | added p50 | added p99 |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("\n| gateway vs gRPC direct: deployment | participants | concurrency | msgs/s (gateway / direct) | p50 ms | p99 ms | added mean latency | added p50 | added p99 | gateway CPU µs per send |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         out.push_str(&overhead);
     }
 
@@ -205,6 +273,36 @@ mod tests {
             "{text}"
         );
         // Gateway mean 12 vs 10 ms: +20%; p50 11 vs 10: +10%; p99 40 vs 32: +25%.
-        assert!(text.contains("| split | 2 | 16 | 500 / 600 | 11.00 / 10.00 | 40.00 / 32.00 | +20% | +10% | +25% |"), "{text}");
+        assert!(text.contains("| split | 2 | 16 | 500 / 600 | 11.00 / 10.00 | 40.00 / 32.00 | +20% | +10% | +25% | - |"), "{text}");
+        assert!(!text.contains("median"), "one pair: no median row");
+    }
+
+    /// Several rounds: a row per pair (in order), then the medians of the shape's pairs; the
+    /// gateway's CPU per send from its process figures.
+    #[test]
+    fn rounds_are_paired_in_order_and_summarised_by_their_medians() {
+        let run = |mode: &str, rate: f64, mean: f64, gateway_cpu: f64| {
+            json!({"kind": "loadgen", "deployment": "split", "mode": mode, "participants": 2,
+                   "concurrency": 16, "msgs_per_s": rate, "p50_ms": mean, "p99_ms": mean * 3.0,
+                   "mean_ms": mean, "processes": [{"name": "api-gateway", "cpu_percent": gateway_cpu}]})
+        };
+        let lines = vec![
+            run("chatmessages", 1000.0, 11.0, 30.0),
+            run("grpc", 1200.0, 10.0, 0.0),
+            run("chatmessages", 1000.0, 15.0, 20.0),
+            run("grpc", 1200.0, 10.0, 0.0),
+            run("chatmessages", 1000.0, 10.0, 25.0),
+            run("grpc", 1200.0, 10.0, 0.0),
+        ];
+        let text = render(&lines);
+        // Pair 1: +10%, 300 µs of gateway CPU per send (30% of a core at 1,000/s).
+        assert!(text.contains("| split | 2 | 16 | 1000 / 1200 | 11.00 / 10.00 | 33.00 / 30.00 | +10% | +10% | +10% | 300 |"), "{text}");
+        assert!(text.contains("| +50% | +50% | +50% | 200 |"), "{text}");
+        assert!(text.contains("| +0% | +0% | +0% | 250 |"), "{text}");
+        // Medians of +10, +50, +0 and of 300, 200, 250.
+        assert!(
+            text.contains("| split | 2 | 16 | median of 3 pairs | | | +10% | +10% | +10% | 250 |"),
+            "{text}"
+        );
     }
 }
