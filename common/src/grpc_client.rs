@@ -86,15 +86,26 @@ struct UpstreamInner {
     open: std::sync::Mutex<Option<SendRequest<Body>>>,
     /// One connect at a time: the calls that find none open wait for its outcome.
     connecting: tokio::sync::Mutex<()>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
 }
 
-/// How often a connection with calls in flight is pinged, and how long the answer may take before the
-/// connection is given up (its calls fail, the next one reconnects).
+/// How often a connection is pinged (idle ones too), and how long the answer may take before
+/// the connection is given up (its calls fail, the next call reconnects): a peer that went
+/// silent is found within half a minute rather than by each call's timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(20);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Http2Upstream {
     fn new(url: &str) -> Result<Self, InvalidUrl> {
+        Self::with_pings(url, PING_INTERVAL, PING_TIMEOUT)
+    }
+
+    fn with_pings(
+        url: &str,
+        ping_interval: Duration,
+        ping_timeout: Duration,
+    ) -> Result<Self, InvalidUrl> {
         let invalid = |why| InvalidUrl {
             url: url.to_owned(),
             why,
@@ -114,6 +125,8 @@ impl Http2Upstream {
                 authority,
                 open: std::sync::Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                ping_interval,
+                ping_timeout,
             }),
         })
     }
@@ -160,8 +173,9 @@ impl UpstreamInner {
         let _ = stream.set_nodelay(true);
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .keep_alive_interval(PING_INTERVAL)
-            .keep_alive_timeout(PING_TIMEOUT)
+            .keep_alive_interval(self.ping_interval)
+            .keep_alive_timeout(self.ping_timeout)
+            .keep_alive_while_idle(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| failed(&e))?;
@@ -388,6 +402,41 @@ mod tests {
         let (_stop, stopped) = tokio::sync::oneshot::channel();
         let _server = health_server(addr, stopped).await;
         check(&client).await.unwrap();
+    }
+
+    /// A connection whose peer went silent is given up once a ping goes unanswered, with no
+    /// call having to time out on it first; the next call connects afresh.
+    #[tokio::test]
+    async fn a_silent_connection_is_found_by_its_pings_and_replaced() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (_stop, stopped) = tokio::sync::oneshot::channel();
+        let _server = health_server(addr, stopped).await;
+        let proxy = testkit::TcpProxy::start(addr).await;
+        let upstream = Http2Upstream::with_pings(
+            &format!("http://{}", proxy.addr()),
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+        )
+        .unwrap();
+        let client: GrpcTransport = BoxCloneSyncService::new(upstream.clone());
+        check(&client).await.unwrap();
+        assert!(upstream.inner.open_connection().is_some());
+
+        proxy.black_hole();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while upstream.inner.open_connection().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the silent connection is still taken for open"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        proxy.set_up(true);
+        check(&client).await.unwrap();
+        assert!(upstream.inner.open_connection().is_some());
     }
 
     /// An in-process call past the deadline is DEADLINE_EXCEEDED, not a hang.
