@@ -3,9 +3,9 @@
 //! topics match. Routing happens here, once per event, over the sockets of the event's tenant
 //! only, so a socket wakes only for what it will send. The subscription is held only while
 //! sockets are open (and for `WsSettings::idle_unsubscribe_after` after the last one closes):
-//! a gateway without sockets costs the broker and itself nothing per event. Each socket has a bounded queue; one
-//! that falls that far behind is marked lagged, told so and dropped: memory does not grow with
-//! slow clients. When the process shuts down every socket is closed (1001), and the hub's task
+//! a gateway without sockets costs the broker and itself nothing per event. Each socket has a
+//! bounded queue; one that falls that far behind is marked lagged, told so and dropped: memory
+//! does not grow with slow clients. When the process shuts down every socket is closed (1001), and the hub's task
 //! ends once they all have, or after the time a close may take.
 
 use std::collections::{HashMap, HashSet};
