@@ -28,6 +28,12 @@ fn chat_created(exchange: &str, customer: &str, name: &str) -> EventMessage {
     }
 }
 
+async fn publish_chat(bus: &EventBus, exchange: &str, customer: &str, name: &str) {
+    bus.publish(&[chat_created(exchange, customer, name)])
+        .await
+        .unwrap();
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -75,9 +81,7 @@ async fn subscribes_only_while_sockets_are_open(bus: EventBus, chat_ex: &str, me
     // an event published right after reaches it.
     let mut socket = open_socket(&hub, &customer).await;
     assert!(hub.is_consuming());
-    bus.publish(&[chat_created(chat_ex, &customer, "first")])
-        .await
-        .unwrap();
+    publish_chat(&bus, chat_ex, &customer, "first").await;
     assert_eq!(next_chat_name(&mut socket).await, "first");
 
     // A socket that closes and another that opens within the linger: the subscription stays.
@@ -85,25 +89,19 @@ async fn subscribes_only_while_sockets_are_open(bus: EventBus, chat_ex: &str, me
     let mut socket = open_socket(&hub, &customer).await;
     tokio::time::sleep(LINGER * 2).await;
     assert!(hub.is_consuming(), "a socket is open: still subscribed");
-    bus.publish(&[chat_created(chat_ex, &customer, "second")])
-        .await
-        .unwrap();
+    publish_chat(&bus, chat_ex, &customer, "second").await;
     assert_eq!(next_chat_name(&mut socket).await, "second");
 
     // The last socket closes: the hub unsubscribes after the linger.
     drop(socket);
     assert!(hub.is_consuming(), "within the linger");
     wait_until("the hub unsubscribes", || !hub.is_consuming()).await;
-    bus.publish(&[chat_created(chat_ex, &customer, "while idle")])
-        .await
-        .unwrap();
+    publish_chat(&bus, chat_ex, &customer, "while idle").await;
 
     // A new socket subscribes it again; what was published meanwhile was for nobody.
     let mut socket = open_socket(&hub, &customer).await;
     assert!(hub.is_consuming());
-    bus.publish(&[chat_created(chat_ex, &customer, "third")])
-        .await
-        .unwrap();
+    publish_chat(&bus, chat_ex, &customer, "third").await;
     assert_eq!(next_chat_name(&mut socket).await, "third");
 
     drop(socket);

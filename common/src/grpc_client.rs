@@ -80,7 +80,6 @@ struct Http2Upstream {
 
 struct UpstreamInner {
     url: String,
-    scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     /// The open connection's handle, cloned for each call.
     open: std::sync::Mutex<Option<SendRequest<Body>>>,
@@ -121,7 +120,6 @@ impl Http2Upstream {
         Ok(Http2Upstream {
             inner: Arc::new(UpstreamInner {
                 url: url.to_owned(),
-                scheme: http::uri::Scheme::HTTP,
                 authority,
                 open: std::sync::Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -204,7 +202,7 @@ impl tower::Service<http::Request<Body>> for Http2Upstream {
         Box::pin(async move {
             // The generated clients give the path only.
             let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(inner.scheme.clone());
+            parts.scheme = Some(http::uri::Scheme::HTTP);
             parts.authority = Some(inner.authority.clone());
             *req.uri_mut() =
                 http::Uri::from_parts(parts).map_err(|e| TransportError(Box::new(e)))?;
