@@ -73,7 +73,11 @@ pub fn init(format: LogFormat, service: &str) -> Telemetry {
         use opentelemetry::trace::TracerProvider as _;
         tracing_opentelemetry::layer().with_tracer(p.tracer("chat"))
     });
-    let _ = tracing::subscriber::set_global_default(layered(format, std::io::stderr, otel));
+    // Colours only for a person at a terminal: in a file or a log collector the escape codes
+    // would be noise in every line (and cost a little on each).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = tracing::subscriber::set_global_default(layered(format, std::io::stderr, ansi, otel));
     if provider.is_some() {
         tracing::info!("exporting spans over OTLP");
     }
@@ -92,12 +96,13 @@ fn otlp_provider(service: &str) -> Result<SdkTracerProvider, String> {
         .build())
 }
 
-/// The subscriber `init` installs, writing to `writer` (tests capture with it).
+/// The subscriber `init` installs, writing to `writer` (tests capture with it), without
+/// colours.
 pub fn subscriber<W>(format: LogFormat, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    layered(format, writer, None)
+    layered(format, writer, false, None)
 }
 
 type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>;
@@ -105,6 +110,7 @@ type OtelLayer = tracing_opentelemetry::OpenTelemetryLayer<Registry, SdkTracer>;
 fn layered<W>(
     format: LogFormat,
     writer: W,
+    ansi: bool,
     otel: Option<OtelLayer>,
 ) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
@@ -112,7 +118,10 @@ where
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let lines = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
@@ -203,6 +212,42 @@ mod tests {
         let (a, b) = (new_traceparent(), new_traceparent());
         assert!(is_valid_traceparent(&a), "{a}");
         assert_ne!(trace_id(&a), trace_id(&b));
+    }
+
+    /// Text lines written anywhere but a terminal carry no colour escape codes.
+    #[test]
+    fn text_lines_have_no_escape_codes() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        tracing::subscriber::with_default(
+            subscriber(LogFormat::Text, move || writer.clone()),
+            || {
+                tracing::info_span!("request", request_id = "r-1").in_scope(|| {
+                    tracing::warn!(status = 503, "handled");
+                });
+            },
+        );
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("WARN") && text.contains("request_id=\"r-1\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("status=503") && text.contains("handled"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "escape codes in {text:?}");
     }
 
     #[test]
