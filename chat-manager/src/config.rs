@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use common::telemetry::LogFormat;
@@ -25,30 +24,11 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// PostgreSQL URL (postgres://...), or a SQLite file path.
-    #[arg(long, env = "DATABASE_URL", required = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub db: common::db::DbArgs,
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "chat_manager")]
     pub database_schema: String,
-    /// Connections in the PostgreSQL pool: about two per core of the database's host is
-    /// enough (more only queue inside PostgreSQL; measured in BENCHMARKS.md).
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = common::db::DEFAULT_POOL_SIZE)]
-    pub database_pool_size: u32,
-    /// Longest one PostgreSQL statement may run (`statement_timeout`; not for migrations):
-    /// `10s`, `500ms`, `0` for none.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s",
-          value_parser = common::db::parse_timeout)]
-    pub database_statement_timeout: Duration,
-    /// Longest a PostgreSQL statement may wait for a lock (`lock_timeout`): `5s`, `0` for none.
-    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s",
-          value_parser = common::db::parse_timeout)]
-    pub database_lock_timeout: Duration,
-    /// Apply pending migrations at start (turn off where `chat-manager migrate` runs once per
-    /// rollout).
-    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub run_migrations: bool,
     /// RabbitMQ URL the outbox relay publishes to.
     #[arg(long, env = "AMQP_URL", required = true, hide_env_values = true)]
     pub amqp_url: Option<String>,
@@ -69,25 +49,6 @@ pub struct ServeConfig {
     /// Log lines as `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
-}
-
-impl ServeConfig {
-    /// The PostgreSQL timeouts: the statement and lock timeouts configured, the others their
-    /// defaults (a `connect_timeout` in DATABASE_URL wins over the default).
-    pub fn db_timeouts(&self) -> common::db::DbTimeouts {
-        common::db::DbTimeouts {
-            statement: self.database_statement_timeout,
-            lock: self.database_lock_timeout,
-            ..common::db::DbTimeouts::default()
-        }
-    }
-
-    /// DATABASE_URL, which `migrate` needs although clap does not require it there.
-    pub fn database_url(&self) -> Result<&str, &'static str> {
-        self.database_url
-            .as_deref()
-            .ok_or("DATABASE_URL (or --database-url) is required")
-    }
 }
 
 #[cfg(test)]
@@ -112,7 +73,7 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert!(cli.serve.run_migrations);
+        assert!(cli.serve.db.run_migrations);
     }
 
     #[test]
@@ -123,48 +84,7 @@ mod tests {
         let cli = parse(&["migrate"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Migrate)));
         if std::env::var_os("DATABASE_URL").is_none() {
-            assert!(cli.serve.database_url().is_err());
+            assert!(cli.serve.db.url().is_err());
         }
-    }
-
-    #[test]
-    fn run_migrations_takes_boolish_values() {
-        let base = ["--database-url", "x", "--amqp-url", "y", "--run-migrations"];
-        for (value, expected) in [("false", false), ("0", false), ("true", true), ("1", true)] {
-            let mut args = base.to_vec();
-            args.push(value);
-            assert_eq!(
-                parse(&args).unwrap().serve.run_migrations,
-                expected,
-                "{value}"
-            );
-        }
-    }
-
-    #[test]
-    fn database_timeouts_default_and_parse() {
-        let base = ["--database-url", "x", "--amqp-url", "y"];
-        if std::env::var_os("DATABASE_STATEMENT_TIMEOUT").is_none()
-            && std::env::var_os("DATABASE_LOCK_TIMEOUT").is_none()
-        {
-            let t = parse(&base).unwrap().serve.db_timeouts();
-            assert_eq!(t, common::db::DbTimeouts::default());
-            assert_eq!(t.statement, Duration::from_secs(10));
-            assert_eq!(t.lock, Duration::from_secs(5));
-        }
-        let mut args = base.to_vec();
-        args.extend([
-            "--database-statement-timeout",
-            "750ms",
-            "--database-lock-timeout",
-            "0",
-        ]);
-        let t = parse(&args).unwrap().serve.db_timeouts();
-        assert_eq!(t.statement, Duration::from_millis(750));
-        assert_eq!(t.lock, Duration::ZERO);
-        let mut args = base.to_vec();
-        args.extend(["--database-lock-timeout", "5 hours"]);
-        let err = parse(&args).unwrap_err().to_string();
-        assert!(err.contains("--database-lock-timeout"), "{err}");
     }
 }

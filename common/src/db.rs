@@ -241,6 +241,67 @@ impl std::fmt::Debug for Db {
     }
 }
 
+/// The database settings both services take, flattened into each one's clap config (the
+/// schema, whose default is the service's own, stays with the service).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL (postgres://...), or a SQLite file path.
+    #[arg(long, env = "DATABASE_URL", required = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the PostgreSQL pool: about two per core of the database's host is
+    /// enough (more only queue inside PostgreSQL; measured in BENCHMARKS.md).
+    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
+    pub database_pool_size: u32,
+    /// Longest one PostgreSQL statement may run (`statement_timeout`; not for migrations):
+    /// `10s`, `500ms`, `0` for none.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s",
+          value_parser = parse_timeout)]
+    pub database_statement_timeout: Duration,
+    /// Longest a PostgreSQL statement may wait for a lock (`lock_timeout`): `5s`, `0` for none.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s",
+          value_parser = parse_timeout)]
+    pub database_lock_timeout: Duration,
+    /// Apply pending migrations at start (turn off where the service's `migrate` command runs
+    /// once per rollout).
+    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub run_migrations: bool,
+}
+
+impl DbArgs {
+    /// DATABASE_URL, which `migrate` needs although clap does not require it there.
+    pub fn url(&self) -> Result<&str, &'static str> {
+        self.database_url
+            .as_deref()
+            .ok_or("DATABASE_URL (or --database-url) is required")
+    }
+
+    /// The database in `schema` (PostgreSQL) or the SQLite file.
+    pub fn target(&self, schema: &str) -> Result<DbTarget, &'static str> {
+        Ok(DbTarget::parse(self.url()?, schema))
+    }
+
+    /// The PostgreSQL timeouts: the statement and lock timeouts configured, the others their
+    /// defaults (a `connect_timeout` in DATABASE_URL wins over the default).
+    pub fn timeouts(&self) -> DbTimeouts {
+        DbTimeouts {
+            statement: self.database_statement_timeout,
+            lock: self.database_lock_timeout,
+            ..DbTimeouts::default()
+        }
+    }
+
+    /// How to connect: the pool, migrations and timeouts configured.
+    pub fn options(&self) -> DbOptions {
+        DbOptions {
+            pool_size: self.database_pool_size,
+            run_migrations: self.run_migrations,
+            timeouts: self.timeouts(),
+            ..DbOptions::default()
+        }
+    }
+}
+
 /// Connections per service pool unless configured: on a 2-core machine running everything,
 /// 4 sent as many messages a second as 8, with a third of the p99 latency and less memory.
 pub const DEFAULT_POOL_SIZE: u32 = 4;
@@ -536,6 +597,77 @@ macro_rules! insert_rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Service {
+        #[command(flatten)]
+        db: DbArgs,
+    }
+
+    fn db_args(args: &[&str]) -> Result<DbArgs, clap::Error> {
+        use clap::Parser as _;
+        Service::try_parse_from(std::iter::once("service").chain(args.iter().copied()))
+            .map(|s| s.db)
+    }
+
+    /// The defaults, where the environment does not set them (clap reads it too).
+    #[test]
+    fn db_args_need_the_url_and_default_the_rest() {
+        let unset = |var: &str| std::env::var_os(var).is_none();
+        if unset("DATABASE_URL") {
+            let err = db_args(&[]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        }
+        let args = db_args(&["--database-url", "postgres://db/x"]).unwrap();
+        assert_eq!(args.url(), Ok("postgres://db/x"));
+        assert_eq!(
+            args.target("chat_manager"),
+            Ok(DbTarget::parse("postgres://db/x", "chat_manager"))
+        );
+        if unset("DATABASE_STATEMENT_TIMEOUT") && unset("DATABASE_LOCK_TIMEOUT") {
+            assert_eq!(args.timeouts(), DbTimeouts::default());
+            assert_eq!(args.timeouts().statement, Duration::from_secs(10));
+            assert_eq!(args.timeouts().lock, Duration::from_secs(5));
+        }
+        if unset("DATABASE_POOL_SIZE") {
+            assert_eq!(args.options().pool_size, DEFAULT_POOL_SIZE);
+        }
+        if unset("RUN_MIGRATIONS") {
+            assert!(args.options().run_migrations);
+        }
+    }
+
+    #[test]
+    fn db_args_parse_timeouts_pool_and_boolish_migrations() {
+        let base = ["--database-url", "x"];
+        for (value, expected) in [("false", false), ("0", false), ("true", true), ("1", true)] {
+            let mut args = base.to_vec();
+            args.extend(["--run-migrations", value]);
+            assert_eq!(
+                db_args(&args).unwrap().options().run_migrations,
+                expected,
+                "{value}"
+            );
+        }
+        let mut args = base.to_vec();
+        args.extend([
+            "--database-statement-timeout",
+            "750ms",
+            "--database-lock-timeout",
+            "0",
+            "--database-pool-size",
+            "9",
+        ]);
+        let parsed = db_args(&args).unwrap();
+        assert_eq!(parsed.timeouts().statement, Duration::from_millis(750));
+        assert_eq!(parsed.timeouts().lock, Duration::ZERO);
+        assert_eq!(parsed.options().pool_size, 9);
+        assert_eq!(parsed.options().timeouts, parsed.timeouts());
+        let mut args = base.to_vec();
+        args.extend(["--database-lock-timeout", "5 hours"]);
+        let err = db_args(&args).unwrap_err().to_string();
+        assert!(err.contains("--database-lock-timeout"), "{err}");
+    }
 
     #[test]
     fn parse_picks_the_backend_by_scheme() {

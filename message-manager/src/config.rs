@@ -1,5 +1,4 @@
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use common::telemetry::LogFormat;
@@ -25,30 +24,11 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// PostgreSQL URL (postgres://...), or a SQLite file path.
-    #[arg(long, env = "DATABASE_URL", required = true, hide_env_values = true)]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub db: common::db::DbArgs,
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "message_manager")]
     pub database_schema: String,
-    /// Connections in the PostgreSQL pool: about two per core of the database's host is
-    /// enough (more only queue inside PostgreSQL; measured in BENCHMARKS.md).
-    #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = common::db::DEFAULT_POOL_SIZE)]
-    pub database_pool_size: u32,
-    /// Longest one PostgreSQL statement may run (`statement_timeout`; not for migrations):
-    /// `10s`, `500ms`, `0` for none.
-    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT", default_value = "10s",
-          value_parser = common::db::parse_timeout)]
-    pub database_statement_timeout: Duration,
-    /// Longest a PostgreSQL statement may wait for a lock (`lock_timeout`): `5s`, `0` for none.
-    #[arg(long, env = "DATABASE_LOCK_TIMEOUT", default_value = "5s",
-          value_parser = common::db::parse_timeout)]
-    pub database_lock_timeout: Duration,
-    /// Apply pending migrations at start (turn off where `message-manager migrate` runs once
-    /// per rollout).
-    #[arg(long, env = "RUN_MIGRATIONS", default_value_t = true, action = clap::ArgAction::Set,
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub run_migrations: bool,
     /// RabbitMQ URL: the relay publishes here, and chat events are consumed from here.
     #[arg(long, env = "AMQP_URL", required = true, hide_env_values = true)]
     pub amqp_url: Option<String>,
@@ -78,25 +58,6 @@ pub struct ServeConfig {
     /// Log lines as `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
     pub log_format: LogFormat,
-}
-
-impl ServeConfig {
-    /// The PostgreSQL timeouts: the statement and lock timeouts configured, the others their
-    /// defaults (a `connect_timeout` in DATABASE_URL wins over the default).
-    pub fn db_timeouts(&self) -> common::db::DbTimeouts {
-        common::db::DbTimeouts {
-            statement: self.database_statement_timeout,
-            lock: self.database_lock_timeout,
-            ..common::db::DbTimeouts::default()
-        }
-    }
-
-    /// DATABASE_URL, which `migrate` needs although clap does not require it there.
-    pub fn database_url(&self) -> Result<&str, &'static str> {
-        self.database_url
-            .as_deref()
-            .ok_or("DATABASE_URL (or --database-url) is required")
-    }
 }
 
 #[cfg(test)]

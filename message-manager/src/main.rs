@@ -1,6 +1,6 @@
 use clap::Parser;
 use common::bus::{EventBus, Subscription};
-use common::db::{Db, DbOptions, DbTarget};
+use common::db::Db;
 use common::grpc_client::{self, ChatClient};
 use message_manager::Topology;
 use message_manager::config::{Cli, Command, ServeConfig};
@@ -11,7 +11,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
-    common::service_runtime(cli.serve.database_pool_size)?.block_on(run(cli))
+    common::service_runtime(cli.serve.db.database_pool_size)?.block_on(run(cli))
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
@@ -22,11 +22,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
             Ok(())
         }
         Some(Command::Migrate) => {
-            let target = DbTarget::parse(cli.serve.database_url()?, &cli.serve.database_schema);
+            let target = cli.serve.db.target(&cli.serve.database_schema)?;
             Db::migrate_only(
                 target,
                 message_manager::db::MIGRATIONS,
-                cli.serve.db_timeouts(),
+                cli.serve.db.timeouts(),
             )
             .await?;
             tracing::info!("migrations up to date");
@@ -46,14 +46,9 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let (_, metrics_server) =
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
 
-    let target = DbTarget::parse(config.database_url()?, &config.database_schema);
-    let options = DbOptions {
-        pool_size: config.database_pool_size,
-        run_migrations: config.run_migrations,
-        timeouts: config.db_timeouts(),
-        ..DbOptions::default()
-    };
-    let connecting = Db::connect_with_retry(target, message_manager::db::MIGRATIONS, options);
+    let target = config.db.target(&config.database_schema)?;
+    let connecting =
+        Db::connect_with_retry(target, message_manager::db::MIGRATIONS, config.db.options());
     let Some(db) = common::unless_stopped(&stop, connecting).await else {
         tracing::info!("stopped during start-up");
         let _ = shutdown_tx.send(true);
