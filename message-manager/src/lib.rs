@@ -189,16 +189,11 @@ impl MessageManager {
                 self.store
                     .write_statement(meta.clone(), move |c, outbox_row| {
                         let members = membership::vouching_for(c, &n)?;
-                        for _ in 0..FRESH_ID_ATTEMPTS {
-                            let (message, events) = chatmessages::prepare(&members, n.clone())?;
-                            let row = outbox_row(&events);
-                            match db::queries::insert_message_and_outbox(c, &message, &row) {
-                                Ok(()) => return r(&message, &members),
-                                Err(e) if number_taken(&e) => continue,
-                                Err(e) => return Err(e.into()),
-                            }
-                        }
-                        Err(no_free_number())
+                        let (message, _) = with_fresh_id(&members, &n, |message, events| {
+                            let row = outbox_row(events);
+                            db::queries::insert_message_and_outbox(c, message, &row)
+                        })?;
+                        r(&message, &members)
                     })
                     .await
             }
@@ -288,8 +283,24 @@ fn number_taken(e: &diesel::result::Error) -> bool {
     )
 }
 
-fn no_free_number() -> MessageError {
-    MessageError::Internal("no free message number after several fresh ids".into())
+/// Prepares the message from `new` and writes it with `write`, again with a fresh id while
+/// the number is taken.
+fn with_fresh_id(
+    members: &Members,
+    new: &chatmessages::NewMessage,
+    mut write: impl FnMut(&ChatmessageRow, &[common::outbox::DomainEvent]) -> diesel::QueryResult<()>,
+) -> Result<common::store::Change<ChatmessageRow>, MessageError> {
+    for _ in 0..FRESH_ID_ATTEMPTS {
+        let (message, events) = chatmessages::prepare(members, new.clone())?;
+        match write(&message, &events) {
+            Ok(()) => return Ok((message, events)),
+            Err(e) if number_taken(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(MessageError::Internal(
+        "no free message number after several fresh ids".into(),
+    ))
 }
 
 /// Writes the message inside a transaction, in a savepoint, so that a clash of message
@@ -299,15 +310,9 @@ fn create_with_fresh_id(
     members: &Members,
     new: &chatmessages::NewMessage,
 ) -> Result<common::store::Change<ChatmessageRow>, MessageError> {
-    for _ in 0..FRESH_ID_ATTEMPTS {
-        let (message, events) = chatmessages::prepare(members, new.clone())?;
-        match conn.transaction(|c| db::queries::insert_message(c, &message)) {
-            Ok(()) => return Ok((message, events)),
-            Err(e) if number_taken(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(no_free_number())
+    with_fresh_id(members, new, |message, _| {
+        conn.transaction(|c| db::queries::insert_message(c, message))
+    })
 }
 
 /// Subscribes to chat-manager's events. Done before chat-manager's relay starts in the
@@ -374,4 +379,89 @@ pub fn service(
         MessageServiceServer::new(grpc::MessageGrpc::new(manager)),
         vec![relay_task, consumer_task],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chatmessages::{MessageType, NewMessage};
+    use crate::db::models::MemberChat;
+
+    fn members_and_message() -> (Members, NewMessage) {
+        let (agent, now) = ("a-1".to_owned(), common::time::now());
+        let chat = MemberChat {
+            id: "c-1".into(),
+            customer_id: "t-1".into(),
+            participant_ids: format!("[\"{agent}\"]"),
+            tm_update: now,
+            tm_delete: common::time::live(),
+        };
+        let new = NewMessage {
+            customer_id: chat.customer_id.clone(),
+            chat_id: chat.id.clone(),
+            source: proto::message::v1::Address {
+                r#type: "agent".into(),
+                target: agent,
+                ..Default::default()
+            },
+            message_type: MessageType::Normal,
+            text: "hello".into(),
+            medias: Vec::new(),
+        };
+        let members = Members {
+            chat,
+            rooms: Vec::new(),
+        };
+        (members, new)
+    }
+
+    fn taken() -> diesel::result::Error {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            Box::new("duplicate key".to_owned()),
+        )
+    }
+
+    /// A taken number is tried again with a fresh id, up to FRESH_ID_ATTEMPTS times; any other
+    /// failure is returned at once.
+    #[test]
+    fn a_taken_number_is_retried_with_a_fresh_id_and_other_errors_are_not() {
+        let (members, new) = members_and_message();
+        let mut tried = Vec::new();
+        let (message, events) = with_fresh_id(&members, &new, |m, _| {
+            tried.push((m.id.clone(), m.no));
+            if tried.len() < 3 {
+                Err(taken())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(tried.len(), 3);
+        assert_eq!((message.id.clone(), message.no), tried[2]);
+        assert!(!events.is_empty());
+        let ids: std::collections::HashSet<_> = tried.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids.len(), 3, "each try has a fresh id: {tried:?}");
+
+        let mut attempts = 0;
+        let err = with_fresh_id(&members, &new, |_, _| {
+            attempts += 1;
+            Err(taken())
+        })
+        .unwrap_err();
+        assert_eq!(attempts, FRESH_ID_ATTEMPTS);
+        assert!(matches!(err, MessageError::Internal(_)), "{err:?}");
+
+        let mut attempts = 0;
+        let err = with_fresh_id(&members, &new, |_, _| {
+            attempts += 1;
+            Err(diesel::result::Error::BrokenTransactionManager)
+        })
+        .unwrap_err();
+        assert_eq!(attempts, 1);
+        assert!(
+            !matches!(err, MessageError::Internal(ref m) if m.contains("fresh")),
+            "{err:?}"
+        );
+    }
 }
