@@ -127,9 +127,15 @@ struct RunArgs {
     #[arg(long)]
     chats: Option<usize>,
     /// Concurrent senders, each on its own connection, each sending its next message as soon
-    /// as the previous one is answered.
+    /// as the previous one is answered (or, with `--rate`, at its next slot).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Paced load: the senders together start this many sends a second, each sender on its own
+    /// evenly spaced slots, and each send's latency counts from its slot (a sender that falls
+    /// behind counts its wait too). Without it the load is closed: as fast as answers come.
+    /// To compare latencies at the same throughput (the gateway against gRPC directly).
+    #[arg(long, value_parser = positive_rate)]
+    rate: Option<f64>,
     /// Seconds to measure for (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -205,6 +211,13 @@ async fn main() {
     if let Err(e) = result {
         eprintln!("loadgen: {e}");
         std::process::exit(1);
+    }
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?}: give sends per second, a number above 0")),
     }
 }
 
@@ -341,15 +354,49 @@ struct Plan {
     stop: Stop,
 }
 
+/// When a paced sender starts its sends: every `every`, from `first` on.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    first: Instant,
+    every: Duration,
+}
+
+impl Pace {
+    /// Sender `w` of `senders` sharing `rate` sends a second: its slots are `senders / rate`
+    /// apart, and the senders' slots interleave evenly.
+    fn of_sender(begin: Instant, rate: f64, w: usize, senders: usize) -> Pace {
+        let every = Duration::from_secs_f64(senders as f64 / rate);
+        Pace {
+            first: begin + every.mul_f64(w as f64 / senders as f64),
+            every,
+        }
+    }
+}
+
 /// One sender: sends until the plan says stop, recording the latency (or error) of each send
 /// started in the measured window, and counting the sends completed in it. Returns the
-/// recorder and when its last measured send finished.
-async fn sender(mut target: Target, plan: Arc<Plan>) -> (Recorder, Option<Instant>) {
+/// recorder and when its last measured send finished. Paced, it waits for each slot, and a
+/// send's latency counts from its slot.
+async fn sender(
+    mut target: Target,
+    plan: Arc<Plan>,
+    pace: Option<Pace>,
+) -> (Recorder, Option<Instant>) {
     use std::sync::atomic::Ordering;
     let mut rec = Recorder::default();
     let mut last = None;
+    let mut slot = pace.map(|p| p.first);
     loop {
-        let started = Instant::now();
+        let started = match slot {
+            Some(at) => {
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        if let (Some(at), Some(p)) = (&mut slot, pace) {
+            *at += p.every;
+        }
         let measuring = started >= plan.measure_from;
         match &plan.stop {
             Stop::At(at) if started >= *at => break,
@@ -375,8 +422,8 @@ async fn sender(mut target: Target, plan: Arc<Plan>) -> (Recorder, Option<Instan
                 Err((kind, example)) => rec.error(kind.clone(), example.clone()),
             }
         }
-        if result.is_err() {
-            // Do not spin on a failing service.
+        if result.is_err() && pace.is_none() {
+            // Do not spin on a failing service (a paced sender waits for its slot anyway).
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -579,7 +626,13 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let sampler = sample_rss(args.watch.clone(), stop_rx);
     let senders: Vec<_> = targets
         .into_iter()
-        .map(|t| tokio::spawn(sender(t, plan.clone())))
+        .enumerate()
+        .map(|(w, t)| {
+            let pace = args
+                .rate
+                .map(|rate| Pace::of_sender(begin, rate, w, args.concurrency));
+            tokio::spawn(sender(t, plan.clone(), pace))
+        })
         .collect();
 
     tokio::time::sleep_until(measure_from.into()).await;
@@ -705,6 +758,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             "participants": args.participants,
             "chats": chat_count,
             "concurrency": args.concurrency,
+            "rate": args.rate,
             "idempotency": args.idempotency,
             "window_s": window.as_secs_f64(),
             "sent": summary.ok,
@@ -765,6 +819,9 @@ fn print_result(args: &RunArgs, chats: usize, s: &Summary, rec: &Recorder, windo
         args.warmup,
         s.mean_ms
     );
+    if let Some(rate) = args.rate {
+        println!("(paced: {rate} sends/s started in all, latencies from each send's slot)");
+    }
     for (kind, n) in &rec.errors {
         println!(
             "  error {kind}: {n} (e.g. {})",
@@ -804,4 +861,30 @@ async fn cleanup_amqp(url: &str, exchanges: &[String], queues: &[String]) -> Res
     }
     let _ = conn.close(200, "OK".into()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 4 senders sharing 100 sends/s: each every 40 ms, their first slots 10 ms apart, so the
+    /// sends start evenly every 10 ms.
+    #[test]
+    fn paced_senders_share_the_rate_on_interleaved_slots() {
+        let begin = Instant::now();
+        let paces: Vec<Pace> = (0..4)
+            .map(|w| Pace::of_sender(begin, 100.0, w, 4))
+            .collect();
+        for (w, p) in paces.iter().enumerate() {
+            assert_eq!(p.every, Duration::from_millis(40));
+            let offset = p.first - begin;
+            assert!(
+                offset.abs_diff(Duration::from_millis(10 * w as u64)) < Duration::from_micros(1),
+                "sender {w} starts at {offset:?}"
+            );
+        }
+        assert!(positive_rate("0").is_err() && positive_rate("-3").is_err());
+        assert!(positive_rate("inf").is_err() && positive_rate("x").is_err());
+        assert_eq!(positive_rate("700"), Ok(700.0));
+    }
 }

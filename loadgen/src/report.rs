@@ -24,6 +24,21 @@ fn same_shape(a: &Value, b: &Value) -> bool {
     a.get("participants") == b.get("participants")
         && a.get("concurrency") == b.get("concurrency")
         && a.get("deployment") == b.get("deployment")
+        && paced_at(a) == paced_at(b)
+}
+
+/// The rate a paced run (`loadgen --rate`) started its sends at; None for a closed-loop run
+/// (and for pgbench's lines).
+fn paced_at(run: &Value) -> Option<f64> {
+    f(run, "rate")
+}
+
+/// The load column: the senders, and the pace if there was one (`16 at 700/s`).
+fn load(run: &Value) -> String {
+    match paced_at(run) {
+        Some(rate) => format!("{} at {rate}/s", run["concurrency"]),
+        None => run["concurrency"].to_string(),
+    }
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -61,16 +76,21 @@ pub fn render(lines: &[Value]) -> String {
     let ceilings: Vec<&Value> = lines.iter().filter(|l| s(l, "kind") == "pgbench").collect();
     let mut out = String::new();
 
-    out.push_str("| deployment | mode | participants | concurrency | msgs/s | p50 ms | p90 ms | p99 ms | max ms | errors | pgbench tps | msgs/s ÷ tps |\n");
+    out.push_str("| deployment | mode | participants | concurrency (pace) | msgs/s | p50 ms | p90 ms | p99 ms | max ms | errors | pgbench tps | msgs/s ÷ tps |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for run in &runs {
         let ceiling = ceilings
             .iter()
-            .find(|c| same_shape(c, run))
+            .find(|c| {
+                c.get("participants") == run.get("participants")
+                    && c.get("concurrency") == run.get("concurrency")
+                    && c.get("deployment") == run.get("deployment")
+            })
             .and_then(|c| f(c, "tps"));
         let rate = f(run, "msgs_per_s");
+        // A paced run sends what it was told to: its rate says nothing of the ceiling.
         let ratio = match (rate, ceiling) {
-            (Some(r), Some(c)) if c > 0.0 => Some(r / c),
+            (Some(r), Some(c)) if c > 0.0 && paced_at(run).is_none() => Some(r / c),
             _ => None,
         };
         let errors = match run.get("errors_by_kind").and_then(Value::as_object) {
@@ -86,7 +106,7 @@ pub fn render(lines: &[Value]) -> String {
             s(run, "deployment"),
             s(run, "mode"),
             run["participants"],
-            run["concurrency"],
+            load(run),
             fixed(rate, 0),
             fixed(f(run, "p50_ms"), 2),
             fixed(f(run, "p90_ms"), 2),
@@ -143,7 +163,7 @@ pub fn render(lines: &[Value]) -> String {
             "| {} | {} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {} | {} |\n",
             s(grpc, "deployment"),
             grpc["participants"],
-            grpc["concurrency"],
+            load(grpc),
             fixed(f(gw, "msgs_per_s"), 0),
             fixed(f(grpc, "msgs_per_s"), 0),
             fixed(f(gw, "p50_ms"), 2),
@@ -176,7 +196,7 @@ pub fn render(lines: &[Value]) -> String {
             "| {} | {} | {} | median of {} pairs | | | {} | {} | {} | {} |\n",
             s(shape, "deployment"),
             shape["participants"],
-            shape["concurrency"],
+            load(shape),
             of_shape.len(),
             pct(med(0)),
             pct(med(1)),
@@ -185,7 +205,7 @@ pub fn render(lines: &[Value]) -> String {
         ));
     }
     if !overhead.is_empty() {
-        out.push_str("\n| gateway vs gRPC direct: deployment | participants | concurrency | msgs/s (gateway / direct) | p50 ms | p99 ms | added mean latency | added p50 | added p99 | gateway CPU µs per send |\n");
+        out.push_str("\n| gateway vs gRPC direct: deployment | participants | concurrency (pace) | msgs/s (gateway / direct) | p50 ms | p99 ms | added mean latency | added p50 | added p99 | gateway CPU µs per send |\n");
         out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         out.push_str(&overhead);
     }
@@ -304,5 +324,34 @@ mod tests {
             text.contains("| split | 2 | 16 | median of 3 pairs | | | +10% | +10% | +10% | 250 |"),
             "{text}"
         );
+    }
+
+    /// Paced runs pair only with paced runs of the same rate, show their pace, and have no
+    /// ratio to the ceiling (they send what they are told to).
+    #[test]
+    fn paced_runs_pair_by_their_rate_and_have_no_ceiling_ratio() {
+        let run = |mode: &str, rate: Option<f64>, mean: f64| {
+            json!({"kind": "loadgen", "deployment": "split", "mode": mode, "participants": 2,
+                   "concurrency": 16, "rate": rate, "msgs_per_s": 700.0, "p50_ms": mean,
+                   "p99_ms": mean * 2.0, "mean_ms": mean, "processes": []})
+        };
+        let lines = vec![
+            json!({"kind": "pgbench", "deployment": "split", "participants": 2, "concurrency": 16, "tps": 2000.0, "latency_ms": 8.0}),
+            run("chatmessages", None, 20.0),
+            run("chatmessages", Some(700.0), 3.3),
+            run("grpc", Some(700.0), 3.0),
+            run("grpc", None, 10.0),
+        ];
+        let text = render(&lines);
+        assert!(
+            text.contains(
+                "| split | chatmessages | 2 | 16 | 700 | 20.00 | - | 40.00 | - | 0 | 2000 | 0.35 |"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("| split | chatmessages | 2 | 16 at 700/s | 700 | 3.30 | - | 6.60 | - | 0 | 2000 | - |"), "{text}");
+        // The paced pair: +10%; the closed-loop pair: +100%.
+        assert!(text.contains("| split | 2 | 16 at 700/s | 700 / 700 | 3.30 / 3.00 | 6.60 / 6.00 | +10% | +10% | +10% | - |"), "{text}");
+        assert!(text.contains("| split | 2 | 16 | 700 / 700 | 20.00 / 10.00 | 40.00 / 20.00 | +100% | +100% | +100% | - |"), "{text}");
     }
 }
