@@ -354,10 +354,10 @@ struct Plan {
     stop: Stop,
 }
 
-/// When a paced sender starts its sends: every `every`, from `first` on.
+/// When a paced sender starts its sends: at `next`, then every `every`.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
-    first: Instant,
+    next: Instant,
     every: Duration,
 }
 
@@ -367,9 +367,16 @@ impl Pace {
     fn of_sender(begin: Instant, rate: f64, w: usize, senders: usize) -> Pace {
         let every = Duration::from_secs_f64(senders as f64 / rate);
         Pace {
-            first: begin + every.mul_f64(w as f64 / senders as f64),
+            next: begin + every.mul_f64(w as f64 / senders as f64),
             every,
         }
+    }
+
+    /// The next slot, moving on to the one after.
+    fn take(&mut self) -> Instant {
+        let slot = self.next;
+        self.next += self.every;
+        slot
     }
 }
 
@@ -380,23 +387,20 @@ impl Pace {
 async fn sender(
     mut target: Target,
     plan: Arc<Plan>,
-    pace: Option<Pace>,
+    mut pace: Option<Pace>,
 ) -> (Recorder, Option<Instant>) {
     use std::sync::atomic::Ordering;
     let mut rec = Recorder::default();
     let mut last = None;
-    let mut slot = pace.map(|p| p.first);
     loop {
-        let started = match slot {
-            Some(at) => {
-                tokio::time::sleep_until(at.into()).await;
-                at
+        let started = match &mut pace {
+            Some(pace) => {
+                let slot = pace.take();
+                tokio::time::sleep_until(slot.into()).await;
+                slot
             }
             None => Instant::now(),
         };
-        if let (Some(at), Some(p)) = (&mut slot, pace) {
-            *at += p.every;
-        }
         let measuring = started >= plan.measure_from;
         match &plan.stop {
             Stop::At(at) if started >= *at => break,
@@ -875,9 +879,10 @@ mod tests {
         let paces: Vec<Pace> = (0..4)
             .map(|w| Pace::of_sender(begin, 100.0, w, 4))
             .collect();
-        for (w, p) in paces.iter().enumerate() {
+        for (w, mut p) in paces.into_iter().enumerate() {
             assert_eq!(p.every, Duration::from_millis(40));
-            let offset = p.first - begin;
+            let offset = p.take() - begin;
+            assert_eq!(p.take() - begin, offset + Duration::from_millis(40));
             assert!(
                 offset.abs_diff(Duration::from_millis(10 * w as u64)) < Duration::from_micros(1),
                 "sender {w} starts at {offset:?}"

@@ -20,11 +20,16 @@ fn fixed(x: Option<f64>, digits: usize) -> String {
     x.map_or("-".into(), |x| format!("{x:.digits$}"))
 }
 
-fn same_shape(a: &Value, b: &Value) -> bool {
+/// The same chats and senders in the same deployment (a run and its pgbench ceiling).
+fn same_setup(a: &Value, b: &Value) -> bool {
     a.get("participants") == b.get("participants")
         && a.get("concurrency") == b.get("concurrency")
         && a.get("deployment") == b.get("deployment")
-        && paced_at(a) == paced_at(b)
+}
+
+/// The same set-up at the same pace (runs to pair).
+fn same_shape(a: &Value, b: &Value) -> bool {
+    same_setup(a, b) && paced_at(a) == paced_at(b)
 }
 
 /// The rate a paced run (`loadgen --rate`) started its sends at; None for a closed-loop run
@@ -81,11 +86,7 @@ pub fn render(lines: &[Value]) -> String {
     for run in &runs {
         let ceiling = ceilings
             .iter()
-            .find(|c| {
-                c.get("participants") == run.get("participants")
-                    && c.get("concurrency") == run.get("concurrency")
-                    && c.get("deployment") == run.get("deployment")
-            })
+            .find(|c| same_setup(c, run))
             .and_then(|c| f(c, "tps"));
         let rate = f(run, "msgs_per_s");
         // A paced run sends what it was told to: its rate says nothing of the ceiling.
