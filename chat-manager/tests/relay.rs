@@ -571,3 +571,73 @@ async fn a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped(
     relay.await.unwrap();
     env.amqp.cleanup().await;
 }
+
+/// The relay's session finds a round's rows by key through an index even when its plan was
+/// made while the outbox held two rows and the table has no statistics (autovacuum off, as on
+/// this machine, or not run yet): a sequential scan there reads the whole outbox every round,
+/// and at a few thousand sends a second the relay fell behind within seconds.
+#[tokio::test]
+async fn the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbox_held_at_first() {
+    use diesel::{Connection, QueryableByName, RunQueryDsl};
+    let test = "relay::the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbox_held_at_first";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    // Creates the schema and its outbox.
+    let db = Db::open(target, chat_manager::db::MIGRATIONS, DbOptions::default())
+        .await
+        .expect("connect");
+    drop(db);
+    let mut conn = diesel::PgConnection::establish(&pg.url).unwrap();
+    let mut run = |sql: &str| {
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    };
+    run(&format!("SET search_path TO \"{}\"", pg.schema));
+    for setting in outbox::RELAY_SESSION {
+        run(setting);
+    }
+    // The worst case: one plan for the session's life, made while the outbox is two rows.
+    run("SET plan_cache_mode = force_generic_plan");
+    let fill = |n: u32| {
+        format!(
+            "INSERT INTO outbox (events, event_count, created_at) \
+             SELECT 'chat_created' || chr(9) || g || chr(9) || '{{}}', 1, now() \
+             FROM generate_series(1, {n}) g"
+        )
+    };
+    run(&fill(2));
+    run("PREPARE rows_by_seq(bigint[]) AS \
+         SELECT seq, events FROM outbox WHERE seq = ANY($1) ORDER BY seq");
+    run("PREPARE pending(bigint[], bigint) AS \
+         SELECT seq, event_count FROM outbox \
+         WHERE sent_at IS NULL AND seq NOT IN (SELECT unnest($1)) ORDER BY seq LIMIT $2");
+    run("EXECUTE rows_by_seq('{1,2}')");
+    run("EXECUTE pending('{1}', 500)");
+    run(&fill(20_000));
+
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    for statement in ["rows_by_seq('{1,2}')", "pending('{1}', 500)"] {
+        let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {statement}"))
+            .load::<Line>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        let plan = plan.join("\n");
+        eprintln!("--- {statement}\n{plan}");
+        assert!(
+            plan.contains("Index Scan") && !plan.contains("Seq Scan"),
+            "{statement} on 20,002 rows, planned on 2: {plan}"
+        );
+    }
+}

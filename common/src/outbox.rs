@@ -893,6 +893,35 @@ fn load_rows(
     Ok(loaded)
 }
 
+/// The relay's session settings (the session holds the relay lock and runs only the relay's
+/// few statements, each served by an index: lookups by key or in key order).
+///
+/// The outbox's statistics lag behind a burst (autovacuum analyses it a minute later at the
+/// soonest, and never where autovacuum is off), and with a small table in its statistics the
+/// planner reads every pending row through a bitmap scan and sorts them to take the first
+/// round: O(backlog) per round, so a backlog drained ever more slowly. Without bitmap scans it
+/// walks the pending index in seq order and stops after a round.
+///
+/// For the same reason no sequential scans: a plan made while the outbox and chatmessages were
+/// a page or two (a generic plan is kept until the next ANALYZE), or made without statistics,
+/// reads the whole table to find a round's rows by key, every round; at 3,000 sends a second
+/// the relay fell behind within seconds.
+///
+/// If this process vanishes without closing its connection (a host lost, a network cut), the
+/// server must notice and end the session, releasing the lock, within about a minute rather
+/// than after the system's default two hours of TCP keepalive.
+///
+/// Marking rows sent need not wait for the disk: if that commit is lost in a crash, the rows
+/// are published again, which consumers already tolerate (they dedupe by event id).
+pub const RELAY_SESSION: &[&str] = &[
+    "SET enable_bitmapscan = off",
+    "SET enable_seqscan = off",
+    "SET tcp_keepalives_idle = 30",
+    "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 3",
+    "SET synchronous_commit = off",
+];
+
 /// `pg_try_advisory_lock` on a key of the service's schema: one relay per service publishes.
 fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
     #[derive(QueryableByName)]
@@ -900,28 +929,8 @@ fn try_lock_relay(conn: &mut DbConnection) -> Result<bool, DbError> {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         locked: bool,
     }
-    // If this process vanishes without closing its connection (a host lost, a network cut),
-    // the server must notice and end the session, releasing the lock, within about a minute
-    // rather than after the system's default two hours of TCP keepalive.
-    //
-    // Marking rows sent need not wait for the disk: if that commit is lost in a crash, the rows
-    // are published again, which consumers already tolerate (they dedupe by event id). This
-    // session only reads the outbox and marks it.
-    //
-    // The outbox's statistics lag behind a burst (autovacuum analyses it a minute later at the
-    // soonest), and with a small table in its statistics the planner reads every pending row
-    // through a bitmap scan and sorts them to take the first round: O(backlog) per round, so a
-    // backlog drained ever more slowly. Without bitmap scans it walks the pending index in seq
-    // order and stops after a round. (This session runs only the relay's few statements, all
-    // served by an index.)
-    for setting in [
-        "SET enable_bitmapscan = off",
-        "SET tcp_keepalives_idle = 30",
-        "SET tcp_keepalives_interval = 10",
-        "SET tcp_keepalives_count = 3",
-        "SET synchronous_commit = off",
-    ] {
-        diesel::sql_query(setting).execute(conn)?;
+    for setting in RELAY_SESSION {
+        diesel::sql_query(*setting).execute(conn)?;
     }
     let row: Locked = diesel::sql_query(
         "SELECT pg_try_advisory_lock(hashtext('outbox relay ' || current_schema())) AS locked",
