@@ -351,7 +351,10 @@ pub struct Relay {
     pub poll_interval: Duration,
     /// How long a wake-up waits for more commits before publishing.
     pub linger: Duration,
-    /// Rounds sent whose confirms have not all arrived yet (at most).
+    /// Rounds sent whose confirms have not all arrived yet (at most). Four keep up with
+    /// 2-person sends at 3,000 a second (a backlog under a thousand events) and drained a
+    /// 1,000-person backlog at 33,000 events a second; eight drained it at 39,000 but held
+    /// 11 MB more in message-manager (67 against 56 MB at peak), over its 64 MB budget.
     pub max_in_flight: usize,
     /// PostgreSQL: the connection holding the relay lock, while this relay is the one that
     /// publishes.
@@ -396,7 +399,7 @@ impl Relay {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             linger: Duration::from_millis(2),
-            max_in_flight: 8,
+            max_in_flight: 4,
             leader: None,
             unconfirmed: Vec::new(),
             loaded: VecDeque::new(),
