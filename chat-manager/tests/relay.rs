@@ -25,13 +25,7 @@ struct Env {
 async fn env(test: &str) -> Option<Env> {
     let pg = testkit::require_postgres(test).await?;
     let amqp = testkit::require_rabbitmq(test).await?;
-    let target = DbTarget::Postgres {
-        url: pg.url.clone(),
-        schema: pg.schema.clone(),
-    };
-    let db = Db::open(target, chat_manager::db::MIGRATIONS, DbOptions::default())
-        .await
-        .expect("connect");
+    let db = migrated(&pg).await;
     Some(Env {
         db,
         url: amqp.url.clone(),
@@ -39,6 +33,17 @@ async fn env(test: &str) -> Option<Env> {
         pg,
         amqp,
     })
+}
+
+/// chat-manager's schema in the test's own PostgreSQL schema, migrated.
+async fn migrated(pg: &testkit::PgSchema) -> Db {
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    Db::open(target, chat_manager::db::MIGRATIONS, DbOptions::default())
+        .await
+        .expect("connect")
 }
 
 /// Writes to the env's schema (without waking a relay: the tests start theirs).
@@ -583,15 +588,8 @@ async fn the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbo
     let Some(pg) = testkit::require_postgres(test).await else {
         return;
     };
-    let target = DbTarget::Postgres {
-        url: pg.url.clone(),
-        schema: pg.schema.clone(),
-    };
     // Creates the schema and its outbox.
-    let db = Db::open(target, chat_manager::db::MIGRATIONS, DbOptions::default())
-        .await
-        .expect("connect");
-    drop(db);
+    drop(migrated(&pg).await);
     let mut conn = diesel::PgConnection::establish(&pg.url).unwrap();
     let mut run = |sql: &str| {
         diesel::sql_query(sql)
