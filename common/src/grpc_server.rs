@@ -379,34 +379,17 @@ fn status_code<R>(res: &http::Response<R>) -> tonic::Code {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use tower::{Layer, Service, ServiceExt};
 
     use super::*;
-    use crate::telemetry::LogFormat;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::{CapturedLog, LogFormat};
 
     /// A JSON log line written inside a call carries the call's request id and trace id, and
     /// the call is counted under its method and status.
     #[test]
     fn calls_are_traced_and_counted() {
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = crate::telemetry::subscriber(LogFormat::Json, move || writer.clone());
+        let logs = CapturedLog::default();
+        let subscriber = crate::telemetry::subscriber(LogFormat::Json, logs.writer());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -430,7 +413,7 @@ mod tests {
                 service.ready().await.unwrap().call(req).await.unwrap();
             })
         });
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         let line: serde_json::Value = text
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

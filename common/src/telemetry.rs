@@ -182,6 +182,34 @@ pub fn trace_id(traceparent: &str) -> &str {
     traceparent.get(3..35).unwrap_or_default()
 }
 
+/// What a test's subscriber wrote (`subscriber(format, log.writer())`), to read back.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl CapturedLog {
+    pub(crate) fn writer(&self) -> impl Fn() -> CapturedLog + Send + Sync + 'static {
+        let log = self.clone();
+        move || log.clone()
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,28 +245,13 @@ mod tests {
     /// Text lines written anywhere but a terminal carry no colour escape codes.
     #[test]
     fn text_lines_have_no_escape_codes() {
-        #[derive(Clone, Default)]
-        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        tracing::subscriber::with_default(
-            subscriber(LogFormat::Text, move || writer.clone()),
-            || {
-                tracing::info_span!("request", request_id = "r-1").in_scope(|| {
-                    tracing::warn!(status = 503, "handled");
-                });
-            },
-        );
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let lines = CapturedLog::default();
+        tracing::subscriber::with_default(subscriber(LogFormat::Text, lines.writer()), || {
+            tracing::info_span!("request", request_id = "r-1").in_scope(|| {
+                tracing::warn!(status = 503, "handled");
+            });
+        });
+        let text = lines.text();
         assert!(
             text.contains("WARN") && text.contains("request_id=\"r-1\""),
             "{text}"
