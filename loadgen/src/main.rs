@@ -647,6 +647,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         .chain(["self".to_owned()])
         .collect();
     let cpu_start: Vec<Option<Duration>> = cpu_pids.iter().map(|p| procs::cpu(p)).collect();
+    let programs_start = procs::all_programs_cpu();
     let machine_start = procs::machine_cpu();
     let load_start = procs::load_average();
 
@@ -658,6 +659,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         cpu_end = Some((
             cpu_pids.iter().map(|p| procs::cpu(p)).collect::<Vec<_>>(),
             procs::machine_cpu(),
+            procs::all_programs_cpu(),
         ));
     }
     let mut rec = Recorder::default();
@@ -671,12 +673,14 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         Stop::At(at) => (at - measure_from, rec.completed_in_window),
         Stop::Count(..) => (last - measure_from, rec.latencies_us.len() as u64),
     };
-    let (cpu_end, machine_end) = cpu_end.unwrap_or_else(|| {
+    let (cpu_end, machine_end, programs_end) = cpu_end.unwrap_or_else(|| {
         (
             cpu_pids.iter().map(|p| procs::cpu(p)).collect(),
             procs::machine_cpu(),
+            procs::all_programs_cpu(),
         )
     });
+    let programs = procs::cpu_by_program(&programs_start, &programs_end);
     let machine_busy = match (machine_start, machine_end) {
         (Some(a), Some(b)) => procs::busy_percent(a, b),
         _ => None,
@@ -746,6 +750,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             load_start.map_or("-".into(), |l| format!("{l:.2}"))
         );
     }
+    print_cpu_by_program(&programs, completed);
     if let Some(n) = refreshes {
         println!(
             "membership view refreshed from chat-manager (GetChatMembers) during the run: {n} times"
@@ -778,6 +783,11 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             "loadgen_cpu_percent": self_cpu,
             "machine_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "machine_busy_percent": machine_busy,
+            "cpu_us_per_send_by_program": programs
+                .iter()
+                .take(PROGRAMS_SHOWN)
+                .map(|(name, cpu)| json!({"program": name, "us": per_send_us(*cpu, completed)}))
+                .collect::<Vec<_>>(),
             "load_average_at_start": load_start,
             "settle_s": settle.as_secs_f64(),
             "backlog_end": backlog_end,
@@ -786,6 +796,32 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// How many programs the CPU breakdown names (the rest are the machine's idle daemons).
+const PROGRAMS_SHOWN: usize = 8;
+
+fn per_send_us(cpu: Duration, sends: u64) -> Option<f64> {
+    (sends > 0).then(|| cpu.as_secs_f64() * 1e6 / sends as f64)
+}
+
+/// The machine's CPU in the window by program, per send: what the whole path costs beside the
+/// database (PostgreSQL's backends are `postgres`, RabbitMQ is `beam.smp`).
+fn print_cpu_by_program(programs: &[(String, Duration)], sends: u64) {
+    if programs.is_empty() || sends == 0 {
+        return;
+    }
+    let total: Duration = programs.iter().map(|(_, cpu)| *cpu).sum();
+    let shown: Vec<String> = programs
+        .iter()
+        .take(PROGRAMS_SHOWN)
+        .map(|(name, cpu)| format!("{name} {:.0}", per_send_us(*cpu, sends).unwrap_or(0.0)))
+        .collect();
+    println!(
+        "CPU per send by program (µs): {}; all programs {:.0}",
+        shown.join(", "),
+        per_send_us(total, sends).unwrap_or(0.0)
+    );
 }
 
 fn print_result(args: &RunArgs, chats: usize, s: &Summary, rec: &Recorder, window: Duration) {

@@ -91,6 +91,50 @@ pub fn busy_percent(start: (u64, u64), end: (u64, u64)) -> Option<f64> {
     Some(100.0 * busy as f64 / total as f64)
 }
 
+/// The command name (field 2 of `/proc/<pid>/stat`, without its parentheses) and the CPU time
+/// of the process.
+pub fn parse_program_cpu(stat: &str) -> Option<(String, Duration)> {
+    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+    Some((name.to_owned(), parse_cpu(stat)?))
+}
+
+/// Every process's command name and CPU time so far, by pid: to say which programs the
+/// machine's CPU went to (PostgreSQL's backends, RabbitMQ's `beam.smp`), not only the watched
+/// services'.
+pub fn all_programs_cpu() -> std::collections::HashMap<u32, (String, Duration)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.filter_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some((pid, parse_program_cpu(&stat)?))
+    })
+    .collect()
+}
+
+/// CPU used between two `all_programs_cpu` readings, summed by command name, largest first.
+/// Only processes present at both readings count (a process's whole life would otherwise be
+/// charged to the window).
+pub fn cpu_by_program(
+    start: &std::collections::HashMap<u32, (String, Duration)>,
+    end: &std::collections::HashMap<u32, (String, Duration)>,
+) -> Vec<(String, Duration)> {
+    let mut sums: std::collections::HashMap<&str, Duration> = Default::default();
+    for (pid, (name, cpu)) in end {
+        if let Some((name_before, before)) = start.get(pid).filter(|(n, _)| n == name) {
+            *sums.entry(name_before).or_default() += cpu.saturating_sub(*before);
+        }
+    }
+    let mut sums: Vec<(String, Duration)> = sums
+        .into_iter()
+        .filter(|(_, cpu)| !cpu.is_zero())
+        .map(|(name, cpu)| (name.to_owned(), cpu))
+        .collect();
+    sums.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    sums
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -134,6 +178,42 @@ mod tests {
         assert_eq!(busy_percent((150, 1000), (650, 2000)), Some(50.0));
         assert_eq!(busy_percent((150, 1000), (150, 1000)), None);
         assert!(machine_cpu().is_some_and(|(busy, total)| busy <= total));
+    }
+
+    #[test]
+    fn cpu_by_program_sums_processes_seen_at_both_readings() {
+        let reading = |rows: &[(u32, &str, u64)]| {
+            rows.iter()
+                .map(|&(pid, name, ms)| (pid, (name.to_owned(), Duration::from_millis(ms))))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let start = reading(&[
+            (1, "postgres", 100),
+            (2, "postgres", 50),
+            (3, "beam.smp", 10),
+        ]);
+        let end = reading(&[
+            (1, "postgres", 300),
+            (2, "postgres", 70),
+            (3, "beam.smp", 40),
+            // Started during the window: not charged with its whole life.
+            (4, "pgbench", 900),
+            // Idle throughout: left out.
+            (5, "sshd", 0),
+        ]);
+        assert_eq!(
+            cpu_by_program(&start, &end),
+            vec![
+                ("postgres".to_owned(), Duration::from_millis(220)),
+                ("beam.smp".to_owned(), Duration::from_millis(30)),
+            ]
+        );
+        let stat = "7 (tokio-rt worker) R 1 7 7 0 -1 0 0 0 0 0 12 3 0 0 20 0 1 0 1 2 3";
+        assert_eq!(
+            parse_program_cpu(stat),
+            Some(("tokio-rt worker".to_owned(), Duration::from_millis(150)))
+        );
+        assert!(all_programs_cpu().contains_key(&std::process::id()));
     }
 
     #[test]

@@ -211,6 +211,8 @@ pub fn render(lines: &[Value]) -> String {
         out.push_str(&overhead);
     }
 
+    out.push_str(&cpu_per_send_table(lines));
+
     let with_processes: Vec<&&Value> = runs
         .iter()
         .filter(|r| r["processes"].as_array().is_some_and(|p| !p.is_empty()))
@@ -251,6 +253,62 @@ pub fn render(lines: &[Value]) -> String {
     out
 }
 
+/// The machine's CPU per send by program (loadgen's `cpu_us_per_send_by_program`) beside
+/// pgbench's CPU per transaction: on a saturated machine, throughput is the cores over the CPU
+/// one send takes, so this says where the ratio to the ceiling goes.
+fn cpu_per_send_table(lines: &[Value]) -> String {
+    let mut rows = String::new();
+    for line in lines {
+        let setup = format!(
+            "| {} | {} | {} | {} |",
+            s(line, "deployment"),
+            s(line, "mode"),
+            line["participants"],
+            load(line)
+        );
+        if s(line, "kind") == "pgbench" {
+            if let Some(us) = f(line, "cpu_us_per_tx") {
+                rows.push_str(&format!(
+                    "| {} | pgbench | {} | {} | {} | {us:.0} | PostgreSQL and pgbench |\n",
+                    s(line, "deployment"),
+                    line["participants"],
+                    load(line),
+                    fixed(f(line, "tps"), 0),
+                ));
+            }
+            continue;
+        }
+        let Some(programs) = line["cpu_us_per_send_by_program"].as_array() else {
+            continue;
+        };
+        let named: Vec<(String, f64)> = programs
+            .iter()
+            .filter_map(|p| Some((s(p, "program").to_owned(), f(p, "us")?)))
+            .collect();
+        if named.is_empty() {
+            continue;
+        }
+        let all: f64 = named.iter().map(|(_, us)| us).sum();
+        let by: Vec<String> = named
+            .iter()
+            .filter(|(_, us)| *us >= 1.0)
+            .map(|(name, us)| format!("{name} {us:.0}"))
+            .collect();
+        rows.push_str(&format!(
+            "{setup} {} | {all:.0} | {} |\n",
+            fixed(f(line, "msgs_per_s"), 0),
+            by.join(", ")
+        ));
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\n| CPU per send, all programs: deployment | mode | participants | concurrency (pace) | msgs/s | µs | by program (µs) |\n\
+         |---|---|---|---|---|---|---|\n{rows}"
+    )
+}
+
 pub fn print(file: &Path) -> Result<(), BoxError> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let lines: Vec<Value> = text
@@ -266,6 +324,35 @@ pub fn print(file: &Path) -> Result<(), BoxError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn cpu_per_send_by_program_is_set_beside_pgbench_per_transaction() {
+        let lines = vec![
+            json!({"kind": "loadgen", "deployment": "split", "mode": "chatmessages", "participants": 2,
+                   "concurrency": 16, "msgs_per_s": 3000.0, "processes": [],
+                   "cpu_us_per_send_by_program": [
+                       {"program": "postgres", "us": 170.0},
+                       {"program": "message-manager", "us": 160.0},
+                       {"program": "kdamond.0", "us": 0.4}]}),
+            json!({"kind": "pgbench", "deployment": "split", "participants": 2, "concurrency": 16,
+                   "tps": 11000.0, "latency_ms": 1.4, "cpu_us_per_tx": 171}),
+            // Before the breakdown existed: no row.
+            json!({"kind": "pgbench", "deployment": "split", "participants": 100, "concurrency": 16,
+                   "tps": 9000.0, "latency_ms": 1.7}),
+        ];
+        let text = render(&lines);
+        assert!(
+            text.contains(
+                "| split | chatmessages | 2 | 16 | 3000 | 330 | postgres 170, message-manager 160 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| split | pgbench | 2 | 16 | 11000 | 171 | PostgreSQL and pgbench |"),
+            "{text}"
+        );
+        assert!(!text.contains("| split | pgbench | 100 |"), "{text}");
+    }
 
     #[test]
     fn ratio_and_overhead_are_computed_from_matching_runs() {
