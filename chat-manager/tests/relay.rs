@@ -597,6 +597,8 @@ async fn the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbo
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     };
     run(&format!("SET search_path TO \"{}\"", pg.schema));
+    // The session as the relay has it: a service session's settings, then its own.
+    run(common::db::BY_INDEX);
     for setting in outbox::RELAY_SESSION {
         run(setting);
     }

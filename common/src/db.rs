@@ -151,6 +151,31 @@ struct Connector {
     timeouts: DbTimeouts,
 }
 
+/// The planner setting of the services' sessions on PostgreSQL (the pool's and the relay's):
+/// no sequential scan where an index serves. Every statement they run reads by key or in an
+/// index's order, but a prepared statement's generic plan, made once while a table was a page
+/// or two, is kept until the table is next analysed: never where autovacuum is off (as on
+/// this project's CI machine), and until its first analyse elsewhere. Measured before this
+/// setting: the send's membership read and the consumer's "already applied?" lookup read
+/// whole tables on every call, millions of rows in a benchmark's few minutes. Housekeeping's
+/// deletes by age, which no index serves, get their scans back (`with_table_scans`).
+pub const BY_INDEX: &str = "SET enable_seqscan = off";
+
+/// Runs `f` in a transaction whose plans may read whole tables: for housekeeping's deletes
+/// by age, which no index serves (`BY_INDEX` would otherwise walk a whole index instead).
+pub fn with_table_scans<T>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    match conn {
+        DbConnection::Pg(_) => conn.transaction(|conn| {
+            diesel::sql_query("SET LOCAL enable_seqscan = on").execute(conn)?;
+            f(conn)
+        }),
+        DbConnection::Sqlite(_) => f(conn),
+    }
+}
+
 impl ManageConnection for Connector {
     type Connection = DbConnection;
     type Error = r2d2::Error;
@@ -160,9 +185,10 @@ impl ManageConnection for Connector {
             DbTarget::Postgres { url, schema } => {
                 let mut conn =
                     establish_pg(url, &self.timeouts).map_err(r2d2::Error::ConnectionError)?;
-                // Every service sees only its own schema; nothing waits for ever.
+                // Every service sees only its own schema; nothing waits for ever; plans use
+                // the indexes (`BY_INDEX`).
                 conn.batch_execute(&format!(
-                    "SET search_path TO {}; {}",
+                    "SET search_path TO {}; {}; {BY_INDEX}",
                     quote_ident(schema),
                     self.timeouts.session_settings(self.timeouts.statement)
                 ))

@@ -905,10 +905,11 @@ fn load_rows(
 /// round: O(backlog) per round, so a backlog drained ever more slowly. Without bitmap scans it
 /// walks the pending index in seq order and stops after a round.
 ///
-/// For the same reason no sequential scans: a plan made while the outbox and chatmessages were
-/// a page or two (a generic plan is kept until the next ANALYZE), or made without statistics,
-/// reads the whole table to find a round's rows by key, every round; at 3,000 sends a second
-/// the relay fell behind within seconds.
+/// For the same reason no sequential scans (the setting of every service session,
+/// `db::BY_INDEX`, which the relay's relies on): a plan made while the outbox and
+/// chatmessages were a page or two (a generic plan is kept until the next ANALYZE), or made
+/// without statistics, reads the whole table to find a round's rows by key, every round; at
+/// 3,000 sends a second the relay fell behind within seconds.
 ///
 /// If this process vanishes without closing its connection (a host lost, a network cut), the
 /// server must notice and end the session, releasing the lock, within about a minute rather
@@ -918,7 +919,6 @@ fn load_rows(
 /// are published again, which consumers already tolerate (they dedupe by event id).
 pub const RELAY_SESSION: &[&str] = &[
     "SET enable_bitmapscan = off",
-    "SET enable_seqscan = off",
     "SET tcp_keepalives_idle = 30",
     "SET tcp_keepalives_interval = 10",
     "SET tcp_keepalives_count = 3",

@@ -10,7 +10,7 @@
 //! checked against the SQL the real functions send. Run with `--nocapture` (or nextest's
 //! `--no-capture`) to see the plans.
 
-use common::db::{Db, DbConnection, DbOptions, DbTarget};
+use common::db::{Db, DbConnection, DbError, DbOptions, DbTarget};
 use common::page::Page;
 use diesel::connection::InstrumentationEvent;
 use diesel::pg::Pg;
@@ -448,5 +448,152 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    drop(pg);
+}
+
+/// `sql` prepared as `name` and run once with `args`, on the tables as they are: a generic
+/// plan made then is the session's until the tables are analysed again.
+fn prepare_and_run(conn: &mut DbConnection, name: &str, sql: &str, args: &str) {
+    for statement in [
+        format!("PREPARE {name} AS {sql}"),
+        format!("EXECUTE {name}({args})"),
+    ] {
+        diesel::sql_query(&statement)
+            .execute(conn)
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+}
+
+fn explain_prepared(conn: &mut DbConnection, name: &str, args: &str) -> String {
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let statement = format!("EXPLAIN EXECUTE {name}({args})");
+    diesel::sql_query(&statement)
+        .load::<Line>(conn)
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+        .into_iter()
+        .map(|l| l.line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The statements a send and the event consumer run by key (the chat's membership; "was this
+/// event applied already?") use their indexes on the service's own sessions even when their
+/// plans were made while the tables held two rows, analysed then and not since (autovacuum
+/// off, as on this machine): as sequential scans, each call read the whole table.
+/// Housekeeping's delete by age, which no index serves, still scans.
+#[tokio::test]
+async fn service_sessions_read_by_key_through_an_index_whatever_the_tables_held_when_planned() {
+    let test = "list_plan::service_sessions_read_by_key_through_an_index_whatever_the_tables_held_when_planned";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    let options = DbOptions {
+        pool_size: 1,
+        ..DbOptions::default()
+    };
+    let db = tokio::task::spawn_blocking(move || {
+        Db::connect(target, message_manager::db::MIGRATIONS, &options).expect("migrate")
+    })
+    .await
+    .unwrap();
+    db.run(|conn| -> Result<(), DbError> {
+        let run = |conn: &mut DbConnection, sql: &str| {
+            diesel::sql_query(sql)
+                .execute(conn)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        };
+        let grow = |conn: &mut DbConnection, from: u32, to: u32| {
+            run(
+                conn,
+                &format!(
+                    "INSERT INTO processed_events (id, processed_at) \
+                     SELECT 'event ' || g, now() FROM generate_series({from}, {to}) g"
+                ),
+            );
+            run(
+                conn,
+                &format!(
+                    "INSERT INTO member_chats (id, customer_id, participant_ids, tm_update, tm_delete) \
+                     SELECT 'chat ' || g, 'customer', '[]', now(), '9999-01-01' \
+                     FROM generate_series({from}, {to}) g"
+                ),
+            );
+            run(
+                conn,
+                &format!(
+                    "INSERT INTO member_chatrooms (id, customer_id, chat_id, owner_id, tm_create, \
+                       tm_update, tm_delete) \
+                     SELECT 'room ' || g, 'customer', 'chat ' || g, 'agent', now(), now(), \
+                       '9999-01-01' FROM generate_series({from}, {to}) g"
+                ),
+            );
+        };
+        grow(conn, 1, 2);
+        // Statistics of the tables as they were then: an analyse while they were small (an
+        // operator's, autovacuum's first, or the benchmark's of its own tables) with none
+        // since (autovacuum off, as on this machine).
+        run(conn, "ANALYZE processed_events, member_chats, member_chatrooms");
+
+        // The statements as the service sends them.
+        let sent = record_statements(conn);
+        queries::mark_processed(conn, "event 1")?;
+        queries::member_chat_with_rooms(conn, "chat 1")?;
+        let sent = sent.lock().unwrap().clone();
+        let sql_of = |what: &str| {
+            sent.iter()
+                .map(|s| only_sql(s).to_owned())
+                .find(|s| s.starts_with("SELECT") && s.contains(what))
+                .unwrap_or_else(|| panic!("no statement reading {what}: {sent:?}"))
+        };
+        let statements = [
+            ("processed", sql_of("processed_events"), "'event 1'"),
+            ("membership", sql_of("member_chats"), "'chat 1', 'chat 1', '9999-01-01'"),
+        ];
+
+        // The worst case: one plan for the session's life, made on two rows.
+        run(conn, "SET plan_cache_mode = force_generic_plan");
+        for (name, sql, args) in &statements {
+            prepare_and_run(conn, name, sql, args);
+        }
+        grow(conn, 3, 20_002);
+        for (name, sql, args) in &statements {
+            let plan = explain_prepared(conn, name, args);
+            eprintln!("--- {name}: {sql}\n{plan}\n");
+            assert!(
+                plan.contains("Index") && !plan.contains("Seq Scan"),
+                "{name} on 20,002 rows, planned on 2: {plan}"
+            );
+        }
+        run(conn, "RESET plan_cache_mode");
+
+        let plan = common::db::with_table_scans(conn, |conn| {
+            #[derive(QueryableByName)]
+            struct Line {
+                #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+                line: String,
+            }
+            diesel::sql_query(
+                "EXPLAIN DELETE FROM processed_events WHERE processed_at < now() - interval '7 days'",
+            )
+            .load::<Line>(conn)
+        })?
+        .into_iter()
+        .map(|l| l.line)
+        .collect::<Vec<_>>()
+        .join("\n");
+        eprintln!("--- housekeeping's delete by age\n{plan}\n");
+        assert!(plan.contains("Seq Scan"), "{plan}");
+        Ok(())
+    })
+    .await
+    .unwrap();
     drop(pg);
 }
