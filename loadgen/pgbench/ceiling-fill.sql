@@ -12,7 +12,10 @@ SELECT r.* FROM message_manager.member_chatrooms r JOIN bench_chats b ON b.chat_
 CREATE TABLE template AS
 SELECT events, event_count FROM message_manager.outbox
 WHERE event_count = :participants + 1 ORDER BY seq DESC LIMIT 1;
-ANALYZE;
+-- The ceiling's own tables only: the services' tables keep the statistics they had (an
+-- ANALYZE of the whole database here re-planned the running services' statements on small
+-- tables, for the runs after it).
+ANALYZE bench_chats, member_chats, member_chatrooms, template, chatmessages, outbox;
 SELECT (SELECT count(*) FROM bench_chats) AS chats,
        (SELECT count(*) FROM member_chatrooms) AS chatrooms,
        (SELECT count(*) FROM template) AS templates,
