@@ -182,6 +182,109 @@ async fn duplicate_and_stale_events_on_postgres() {
     drop(db);
 }
 
+/// A consumer's transaction that claims `event_id`, says whether it did, and commits or rolls
+/// back when told (holding the transaction open until then).
+async fn claim_and_wait(
+    db: Db,
+    event_id: &'static str,
+    claimed: tokio::sync::oneshot::Sender<bool>,
+    commit: std::sync::mpsc::Receiver<bool>,
+) -> Result<bool, DbError> {
+    db.run(move |conn| {
+        use diesel::Connection;
+        conn.transaction(|conn| {
+            let applied = queries::mark_processed(conn, event_id)?;
+            claimed.send(applied).unwrap();
+            if commit.recv().unwrap() {
+                Ok(applied)
+            } else {
+                Err(diesel::result::Error::RollbackTransaction)
+            }
+        })
+        .map_err(DbError::from)
+    })
+    .await
+}
+
+/// Two consumers applying the same event at once (a redelivery racing the first delivery):
+/// the second waits for the first's transaction and is told the event is a duplicate; had the
+/// first rolled back, the second would apply it.
+#[tokio::test]
+async fn an_event_applied_concurrently_is_applied_once() {
+    let test = "consumer::an_event_applied_concurrently_is_applied_once";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    let db = Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (first_claimed, claimed) = tokio::sync::oneshot::channel();
+    let (commit, committed) = std::sync::mpsc::channel::<bool>();
+    let first = tokio::spawn(claim_and_wait(
+        db.clone(),
+        "raced",
+        first_claimed,
+        committed,
+    ));
+    assert!(
+        claimed.await.unwrap(),
+        "the first delivery claims the event"
+    );
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.run(|conn| queries::mark_processed(conn, "raced").map_err(DbError::from))
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second waits for the first's transaction"
+    );
+    commit.send(true).unwrap();
+    assert!(first.await.unwrap().unwrap());
+    assert!(
+        !second.await.unwrap().unwrap(),
+        "then it is told the event was applied"
+    );
+
+    // The same race where the first rolls back: the second applies the event.
+    let (first_claimed, claimed) = tokio::sync::oneshot::channel();
+    let (commit, committed) = std::sync::mpsc::channel::<bool>();
+    let first = tokio::spawn(claim_and_wait(
+        db.clone(),
+        "rolled back",
+        first_claimed,
+        committed,
+    ));
+    assert!(claimed.await.unwrap());
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.run(|conn| queries::mark_processed(conn, "rolled back").map_err(DbError::from))
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits here too");
+    commit.send(false).unwrap();
+    assert!(first.await.unwrap().is_err(), "the first rolled back");
+    assert!(
+        second.await.unwrap().unwrap(),
+        "the second applies what the first did not keep"
+    );
+    drop(db);
+}
+
 /// Publishes one raw body to the chat exchange, as chat-manager's relay would.
 async fn publish_raw(
     bus: &common::bus::EventBus,
