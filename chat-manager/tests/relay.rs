@@ -9,7 +9,7 @@ use chat_manager::ChatManager;
 use chat_manager::chats::{self, ChatType, NewChat};
 use common::RequestMeta;
 use common::bus::EventBus;
-use common::db::{Db, DbError, DbOptions, DbTarget};
+use common::db::{Db, DbConnection, DbError, DbOptions, DbTarget};
 use common::outbox::{self, Relay, RelaySignal};
 use testkit::{EventReader, ReceivedEvent, header};
 use tokio::sync::watch;
@@ -583,61 +583,69 @@ async fn a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped(
 /// and at a few thousand sends a second the relay fell behind within seconds.
 #[tokio::test]
 async fn the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbox_held_at_first() {
-    use diesel::{Connection, QueryableByName, RunQueryDsl};
+    use diesel::{QueryableByName, RunQueryDsl};
     let test = "relay::the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbox_held_at_first";
     let Some(pg) = testkit::require_postgres(test).await else {
         return;
     };
     // Creates the schema and its outbox.
-    drop(migrated(&pg).await);
-    let mut conn = diesel::PgConnection::establish(&pg.url).unwrap();
-    let mut run = |sql: &str| {
-        diesel::sql_query(sql)
-            .execute(&mut conn)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    };
-    run(&format!("SET search_path TO \"{}\"", pg.schema));
-    // The session as the relay has it: a service session's settings, then its own.
-    run(common::db::BY_INDEX);
-    for setting in outbox::RELAY_SESSION {
-        run(setting);
-    }
-    // The worst case: one plan for the session's life, made while the outbox is two rows.
-    run("SET plan_cache_mode = force_generic_plan");
-    let fill = |n: u32| {
-        format!(
-            "INSERT INTO outbox (events, event_count, created_at) \
+    let db = migrated(&pg).await;
+    // The session as the relay has it: a service session (`Db::dedicated`, as the relay
+    // opens its own), then the relay's settings.
+    let mut session = db.dedicated().await.expect("a session");
+    session
+        .run(|conn| -> Result<(), DbError> {
+            let DbConnection::Pg(conn) = conn else {
+                unreachable!("a PostgreSQL session")
+            };
+            let mut run = |sql: &str| {
+                diesel::sql_query(sql)
+                    .execute(conn)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            };
+            for setting in outbox::RELAY_SESSION {
+                run(setting);
+            }
+            // The worst case: one plan for the session's life, made while the outbox is two rows.
+            run("SET plan_cache_mode = force_generic_plan");
+            let fill = |n: u32| {
+                format!(
+                    "INSERT INTO outbox (events, event_count, created_at) \
              SELECT 'chat_created' || chr(9) || g || chr(9) || '{{}}', 1, now() \
              FROM generate_series(1, {n}) g"
-        )
-    };
-    run(&fill(2));
-    run("PREPARE rows_by_seq(bigint[]) AS \
+                )
+            };
+            run(&fill(2));
+            run("PREPARE rows_by_seq(bigint[]) AS \
          SELECT seq, events FROM outbox WHERE seq = ANY($1) ORDER BY seq");
-    run("PREPARE pending(bigint[], bigint) AS \
+            run("PREPARE pending(bigint[], bigint) AS \
          SELECT seq, event_count FROM outbox \
          WHERE sent_at IS NULL AND seq NOT IN (SELECT unnest($1)) ORDER BY seq LIMIT $2");
-    run("EXECUTE rows_by_seq('{1,2}')");
-    run("EXECUTE pending('{1}', 500)");
-    run(&fill(20_000));
+            run("EXECUTE rows_by_seq('{1,2}')");
+            run("EXECUTE pending('{1}', 500)");
+            run(&fill(20_000));
 
-    #[derive(QueryableByName)]
-    struct Line {
-        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
-    for statement in ["rows_by_seq('{1,2}')", "pending('{1}', 500)"] {
-        let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {statement}"))
-            .load::<Line>(&mut conn)
-            .unwrap()
-            .into_iter()
-            .map(|l| l.line)
-            .collect();
-        let plan = plan.join("\n");
-        eprintln!("--- {statement}\n{plan}");
-        assert!(
-            plan.contains("Index Scan") && !plan.contains("Seq Scan"),
-            "{statement} on 20,002 rows, planned on 2: {plan}"
-        );
-    }
+            #[derive(QueryableByName)]
+            struct Line {
+                #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+                line: String,
+            }
+            for statement in ["rows_by_seq('{1,2}')", "pending('{1}', 500)"] {
+                let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {statement}"))
+                    .load::<Line>(conn)
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| l.line)
+                    .collect();
+                let plan = plan.join("\n");
+                eprintln!("--- {statement}\n{plan}");
+                assert!(
+                    plan.contains("Index Scan") && !plan.contains("Seq Scan"),
+                    "{statement} on 20,002 rows, planned on 2: {plan}"
+                );
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
 }

@@ -156,25 +156,11 @@ struct Connector {
 /// index's order, but a prepared statement's generic plan, made once while a table was a page
 /// or two, is kept until the table is next analysed: never where autovacuum is off (as on
 /// this project's CI machine), and until its first analyse elsewhere. Measured before this
-/// setting: the send's membership read and the consumer's "already applied?" lookup read
-/// whole tables on every call, millions of rows in a benchmark's few minutes. Housekeeping's
-/// deletes by age, which no index serves, get their scans back (`with_table_scans`).
+/// setting: the send's membership read and the consumer's lookups by event and chat id read
+/// whole tables on every call, millions of rows in a benchmark's few minutes. A statement no
+/// index serves (housekeeping's deletes by age of sent outbox rows and applied event ids) is
+/// still planned as a scan: the setting only makes the planner take an index where one applies.
 pub const BY_INDEX: &str = "SET enable_seqscan = off";
-
-/// Runs `f` in a transaction whose plans may read whole tables: for housekeeping's deletes
-/// by age, which no index serves (`BY_INDEX` would otherwise walk a whole index instead).
-pub fn with_table_scans<T>(
-    conn: &mut DbConnection,
-    f: impl FnOnce(&mut DbConnection) -> QueryResult<T>,
-) -> QueryResult<T> {
-    match conn {
-        DbConnection::Pg(_) => conn.transaction(|conn| {
-            diesel::sql_query("SET LOCAL enable_seqscan = on").execute(conn)?;
-            f(conn)
-        }),
-        DbConnection::Sqlite(_) => f(conn),
-    }
-}
 
 impl ManageConnection for Connector {
     type Connection = DbConnection;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use diesel::QueryResult;
 use tokio::sync::watch;
 
-use crate::db::{Db, DbConnection, DbError, with_table_scans};
+use crate::db::{Db, DbConnection, DbError};
 
 /// A clean-up: a name for the log, and the statement (returns the rows removed).
 pub type Job = (&'static str, fn(&mut DbConnection) -> QueryResult<usize>);
@@ -28,11 +28,7 @@ pub async fn run(db: Db, every: Duration, jobs: Vec<Job>, mut shutdown: watch::R
             _ = shutdown.changed() => return,
         }
         for &(name, job) in &jobs {
-            // Deletes by age: a scan of the table may be the plan (see `BY_INDEX`).
-            match db
-                .run(move |conn| with_table_scans(conn, job).map_err(DbError::from))
-                .await
-            {
+            match db.run(move |conn| job(conn).map_err(DbError::from)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, what = name, "housekeeping"),
                 Err(e) => tracing::warn!(error = %e, what = name, "housekeeping failed"),

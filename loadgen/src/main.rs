@@ -681,6 +681,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         )
     });
     let programs = procs::cpu_by_program(&programs_start, &programs_end);
+    let programs_total: Duration = programs.iter().map(|(_, cpu)| *cpu).sum();
     let machine_busy = match (machine_start, machine_end) {
         (Some(a), Some(b)) => procs::busy_percent(a, b),
         _ => None,
@@ -751,6 +752,15 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         );
     }
     print_cpu_by_program(&programs, completed);
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's busy time per send (what scripts/bench-send measures for pgbench too):
+    // beyond the processes' own time, the kernel's interrupt work, and processes that came or
+    // went during the window.
+    let machine_us_per_send = machine_busy
+        .and_then(|busy| per_send_us(window.mul_f64(busy / 100.0 * cpus as f64), completed));
+    if let Some(us) = machine_us_per_send {
+        println!("the machine's CPU per send (all CPUs' busy time): {us:.0} µs");
+    }
     if let Some(n) = refreshes {
         println!(
             "membership view refreshed from chat-manager (GetChatMembers) during the run: {n} times"
@@ -783,6 +793,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             "loadgen_cpu_percent": self_cpu,
             "machine_cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "machine_busy_percent": machine_busy,
+            "cpu_us_per_send_all_programs": per_send_us(programs_total, completed),
+            "machine_cpu_us_per_send": machine_us_per_send,
             "cpu_us_per_send_by_program": programs
                 .iter()
                 .take(PROGRAMS_SHOWN)

@@ -253,9 +253,10 @@ pub fn render(lines: &[Value]) -> String {
     out
 }
 
-/// The machine's CPU per send by program (loadgen's `cpu_us_per_send_by_program`) beside
-/// pgbench's CPU per transaction: on a saturated machine, throughput is the cores over the CPU
-/// one send takes, so this says where the ratio to the ceiling goes.
+/// The machine's CPU per send (its CPUs' busy time, as measured for pgbench's transactions,
+/// and the processes' own, by program) beside pgbench's CPU per transaction: on a saturated
+/// machine, throughput is the cores over the CPU one send takes, so this says where the ratio
+/// to the ceiling goes.
 fn cpu_per_send_table(lines: &[Value]) -> String {
     let mut rows = String::new();
     for line in lines {
@@ -269,7 +270,7 @@ fn cpu_per_send_table(lines: &[Value]) -> String {
         if s(line, "kind") == "pgbench" {
             if let Some(us) = f(line, "cpu_us_per_tx") {
                 rows.push_str(&format!(
-                    "| {} | pgbench | {} | {} | {} | {us:.0} | PostgreSQL and pgbench |\n",
+                    "| {} | pgbench | {} | {} | {} | {us:.0} | | PostgreSQL and pgbench |\n",
                     s(line, "deployment"),
                     line["participants"],
                     load(line),
@@ -288,15 +289,18 @@ fn cpu_per_send_table(lines: &[Value]) -> String {
         if named.is_empty() {
             continue;
         }
-        let all: f64 = named.iter().map(|(_, us)| us).sum();
+        // Every program's, not only the ones named (older lines: the ones named).
+        let all = f(line, "cpu_us_per_send_all_programs")
+            .unwrap_or_else(|| named.iter().map(|(_, us)| us).sum());
         let by: Vec<String> = named
             .iter()
             .filter(|(_, us)| *us >= 1.0)
             .map(|(name, us)| format!("{name} {us:.0}"))
             .collect();
         rows.push_str(&format!(
-            "{setup} {} | {all:.0} | {} |\n",
+            "{setup} {} | {} | {all:.0} | {} |\n",
             fixed(f(line, "msgs_per_s"), 0),
+            fixed(f(line, "machine_cpu_us_per_send"), 0),
             by.join(", ")
         ));
     }
@@ -304,8 +308,8 @@ fn cpu_per_send_table(lines: &[Value]) -> String {
         return rows;
     }
     format!(
-        "\n| CPU per send, all programs: deployment | mode | participants | concurrency (pace) | msgs/s | µs | by program (µs) |\n\
-         |---|---|---|---|---|---|---|\n{rows}"
+        "\n| CPU per send: deployment | mode | participants | concurrency (pace) | msgs/s | the machine's busy time, µs | the programs', µs | by program (µs) |\n\
+         |---|---|---|---|---|---|---|---|\n{rows}"
     )
 }
 
@@ -330,6 +334,7 @@ mod tests {
         let lines = vec![
             json!({"kind": "loadgen", "deployment": "split", "mode": "chatmessages", "participants": 2,
                    "concurrency": 16, "msgs_per_s": 3000.0, "processes": [],
+                   "machine_cpu_us_per_send": 352.0, "cpu_us_per_send_all_programs": 334.0,
                    "cpu_us_per_send_by_program": [
                        {"program": "postgres", "us": 170.0},
                        {"program": "message-manager", "us": 160.0},
@@ -343,12 +348,12 @@ mod tests {
         let text = render(&lines);
         assert!(
             text.contains(
-                "| split | chatmessages | 2 | 16 | 3000 | 330 | postgres 170, message-manager 160 |"
+                "| split | chatmessages | 2 | 16 | 3000 | 352 | 334 | postgres 170, message-manager 160 |"
             ),
             "{text}"
         );
         assert!(
-            text.contains("| split | pgbench | 2 | 16 | 11000 | 171 | PostgreSQL and pgbench |"),
+            text.contains("| split | pgbench | 2 | 16 | 11000 | 171 | | PostgreSQL and pgbench |"),
             "{text}"
         );
         assert!(!text.contains("| split | pgbench | 100 |"), "{text}");

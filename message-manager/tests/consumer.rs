@@ -182,19 +182,27 @@ async fn duplicate_and_stale_events_on_postgres() {
     drop(db);
 }
 
-/// A consumer's transaction that claims `event_id`, says whether it did, and commits or rolls
-/// back when told (holding the transaction open until then).
+#[derive(diesel::QueryableByName)]
+struct Number {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    n: i32,
+}
+
+/// A consumer's transaction that claims `event_id`, says whether it did (and its session's
+/// pid), and commits or rolls back when told (holding the transaction open until then).
 async fn claim_and_wait(
     db: Db,
     event_id: &'static str,
-    claimed: tokio::sync::oneshot::Sender<bool>,
+    claimed: tokio::sync::oneshot::Sender<(bool, i32)>,
     commit: std::sync::mpsc::Receiver<bool>,
 ) -> Result<bool, DbError> {
     db.run(move |conn| {
-        use diesel::Connection;
+        use diesel::{Connection, RunQueryDsl};
         conn.transaction(|conn| {
             let applied = queries::mark_processed(conn, event_id)?;
-            claimed.send(applied).unwrap();
+            let pid =
+                diesel::sql_query("SELECT pg_backend_pid() AS n").get_result::<Number>(conn)?;
+            claimed.send((applied, pid.n)).unwrap();
             if commit.recv().unwrap() {
                 Ok(applied)
             } else {
@@ -204,6 +212,34 @@ async fn claim_and_wait(
         .map_err(DbError::from)
     })
     .await
+}
+
+/// Waits (up to 10 s) until a session is blocked by the session `pid`: the racing consumer
+/// has reached the first one's uncommitted row.
+async fn wait_until_blocked_by(db: &Db, pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting = db
+            .run(move |conn| {
+                use diesel::RunQueryDsl;
+                diesel::sql_query(format!(
+                    "SELECT count(*)::int AS n FROM pg_stat_activity \
+                     WHERE {pid} = ANY(pg_blocking_pids(pid))"
+                ))
+                .get_result::<Number>(conn)
+                .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        if waiting.n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second consumer never waited for the first's transaction"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Two consumers applying the same event at once (a redelivery racing the first delivery):
@@ -234,10 +270,8 @@ async fn an_event_applied_concurrently_is_applied_once() {
         first_claimed,
         committed,
     ));
-    assert!(
-        claimed.await.unwrap(),
-        "the first delivery claims the event"
-    );
+    let (applied, first_pid) = claimed.await.unwrap();
+    assert!(applied, "the first delivery claims the event");
     let second = tokio::spawn({
         let db = db.clone();
         async move {
@@ -245,7 +279,7 @@ async fn an_event_applied_concurrently_is_applied_once() {
                 .await
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_until_blocked_by(&db, first_pid).await;
     assert!(
         !second.is_finished(),
         "the second waits for the first's transaction"
@@ -266,7 +300,8 @@ async fn an_event_applied_concurrently_is_applied_once() {
         first_claimed,
         committed,
     ));
-    assert!(claimed.await.unwrap());
+    let (applied, first_pid) = claimed.await.unwrap();
+    assert!(applied);
     let second = tokio::spawn({
         let db = db.clone();
         async move {
@@ -274,7 +309,7 @@ async fn an_event_applied_concurrently_is_applied_once() {
                 .await
         }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_until_blocked_by(&db, first_pid).await;
     assert!(!second.is_finished(), "the second waits here too");
     commit.send(false).unwrap();
     assert!(first.await.unwrap().is_err(), "the first rolled back");
