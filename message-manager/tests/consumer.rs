@@ -242,6 +242,39 @@ async fn wait_until_blocked_by(db: &Db, pid: i32) {
     }
 }
 
+/// A first consumer claims `event_id` and holds its transaction open; a second tries to claim
+/// it too and is seen waiting; then the first commits (or rolls back). Both results.
+async fn race(
+    db: &Db,
+    event_id: &'static str,
+    commit_first: bool,
+) -> (Result<bool, DbError>, Result<bool, DbError>) {
+    let (first_claimed, claimed) = tokio::sync::oneshot::channel();
+    let (commit, committed) = std::sync::mpsc::channel::<bool>();
+    let first = tokio::spawn(claim_and_wait(
+        db.clone(),
+        event_id,
+        first_claimed,
+        committed,
+    ));
+    let (applied, first_pid) = claimed.await.unwrap();
+    assert!(applied, "the first delivery claims {event_id}");
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            db.run(move |conn| queries::mark_processed(conn, event_id).map_err(DbError::from))
+                .await
+        }
+    });
+    wait_until_blocked_by(db, first_pid).await;
+    assert!(
+        !second.is_finished(),
+        "the second waits for the first's transaction"
+    );
+    commit.send(commit_first).unwrap();
+    (first.await.unwrap(), second.await.unwrap())
+}
+
 /// Two consumers applying the same event at once (a redelivery racing the first delivery):
 /// the second waits for the first's transaction and is told the event is a duplicate; had the
 /// first rolled back, the second would apply it.
@@ -262,59 +295,15 @@ async fn an_event_applied_concurrently_is_applied_once() {
     )
     .await
     .unwrap();
-    let (first_claimed, claimed) = tokio::sync::oneshot::channel();
-    let (commit, committed) = std::sync::mpsc::channel::<bool>();
-    let first = tokio::spawn(claim_and_wait(
-        db.clone(),
-        "raced",
-        first_claimed,
-        committed,
-    ));
-    let (applied, first_pid) = claimed.await.unwrap();
-    assert!(applied, "the first delivery claims the event");
-    let second = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.run(|conn| queries::mark_processed(conn, "raced").map_err(DbError::from))
-                .await
-        }
-    });
-    wait_until_blocked_by(&db, first_pid).await;
-    assert!(
-        !second.is_finished(),
-        "the second waits for the first's transaction"
-    );
-    commit.send(true).unwrap();
-    assert!(first.await.unwrap().unwrap());
-    assert!(
-        !second.await.unwrap().unwrap(),
-        "then it is told the event was applied"
-    );
+    let (first, second) = race(&db, "raced", true).await;
+    assert!(first.unwrap());
+    assert!(!second.unwrap(), "then it is told the event was applied");
 
     // The same race where the first rolls back: the second applies the event.
-    let (first_claimed, claimed) = tokio::sync::oneshot::channel();
-    let (commit, committed) = std::sync::mpsc::channel::<bool>();
-    let first = tokio::spawn(claim_and_wait(
-        db.clone(),
-        "rolled back",
-        first_claimed,
-        committed,
-    ));
-    let (applied, first_pid) = claimed.await.unwrap();
-    assert!(applied);
-    let second = tokio::spawn({
-        let db = db.clone();
-        async move {
-            db.run(|conn| queries::mark_processed(conn, "rolled back").map_err(DbError::from))
-                .await
-        }
-    });
-    wait_until_blocked_by(&db, first_pid).await;
-    assert!(!second.is_finished(), "the second waits here too");
-    commit.send(false).unwrap();
-    assert!(first.await.unwrap().is_err(), "the first rolled back");
+    let (first, second) = race(&db, "rolled back", false).await;
+    assert!(first.is_err(), "the first rolled back");
     assert!(
-        second.await.unwrap().unwrap(),
+        second.unwrap(),
         "the second applies what the first did not keep"
     );
     drop(db);
