@@ -906,7 +906,7 @@ fn load_rows(
 /// walks the pending index in seq order and stops after a round.
 ///
 /// For the same reason no sequential scans (the setting of every service session,
-/// `db::BY_INDEX`, which the relay's relies on): a plan made while the outbox and
+/// `db::BY_INDEX`, which the relay's session relies on): a plan made while the outbox and
 /// chatmessages were a page or two (a generic plan is kept until the next ANALYZE), or made
 /// without statistics, reads the whole table to find a round's rows by key, every round; at
 /// 3,000 sends a second the relay fell behind within seconds.
