@@ -27,6 +27,21 @@ fn chat(
            "tm_create": "2026-01-01 00:00:00.000000", "tm_update": tm_update, "tm_delete": tm_delete})
 }
 
+/// message-manager's storage in the test's own PostgreSQL schema, migrated.
+async fn migrated(pg: &testkit::PgSchema) -> Db {
+    let target = DbTarget::Postgres {
+        url: pg.url.clone(),
+        schema: pg.schema.clone(),
+    };
+    Db::open(
+        target,
+        message_manager::db::MIGRATIONS,
+        DbOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 const LIVE: &str = "9999-01-01 00:00:00.000000";
 
 async fn scenario(db: Db) {
@@ -167,17 +182,7 @@ async fn duplicate_and_stale_events_on_postgres() {
     else {
         return;
     };
-    let target = DbTarget::Postgres {
-        url: pg.url.clone(),
-        schema: pg.schema.clone(),
-    };
-    let db = Db::open(
-        target,
-        message_manager::db::MIGRATIONS,
-        DbOptions::default(),
-    )
-    .await
-    .unwrap();
+    let db = migrated(&pg).await;
     scenario(db.clone()).await;
     drop(db);
 }
@@ -284,17 +289,7 @@ async fn an_event_applied_concurrently_is_applied_once() {
     let Some(pg) = testkit::require_postgres(test).await else {
         return;
     };
-    let target = DbTarget::Postgres {
-        url: pg.url.clone(),
-        schema: pg.schema.clone(),
-    };
-    let db = Db::open(
-        target,
-        message_manager::db::MIGRATIONS,
-        DbOptions::default(),
-    )
-    .await
-    .unwrap();
+    let db = migrated(&pg).await;
     let (first, second) = race(&db, "raced", true).await;
     assert!(first.unwrap());
     assert!(!second.unwrap(), "then it is told the event was applied");
@@ -338,17 +333,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
     let Some(amqp) = testkit::require_rabbitmq(test).await else {
         return;
     };
-    let target = DbTarget::Postgres {
-        url: pg.url.clone(),
-        schema: pg.schema.clone(),
-    };
-    let db = Db::open(
-        target,
-        message_manager::db::MIGRATIONS,
-        DbOptions::default(),
-    )
-    .await
-    .unwrap();
+    let db = migrated(&pg).await;
     let (exchange, queue) = (amqp.name("chat.events"), amqp.name("chat-events"));
     let dead_letters = amqp.name("chat-events.dead-letter");
     assert_eq!(
