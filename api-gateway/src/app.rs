@@ -1,6 +1,7 @@
 //! The HTTP application: state, router, request ids and the extractors every handler uses.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -35,8 +36,12 @@ pub struct AppParts {
     pub ws: WsSettings,
     /// What `/readyz` checks.
     pub readiness: Readiness,
-    /// Requests per token.
+    /// Requests per caller, failed authentications per client address.
     pub rate_limiter: RateLimiter,
+    /// The header a trusted load balancer puts the client's address in (else the peer's).
+    pub client_ip_header: Option<http::HeaderName>,
+    /// Open WebSockets per caller.
+    pub sockets: crate::ws::SocketCounts,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,6 +62,8 @@ impl AppState {
             ws: WsSettings::default(),
             readiness: Readiness::default(),
             rate_limiter: RateLimiter::new(RateLimit::default()),
+            client_ip_header: None,
+            sockets: crate::ws::SocketCounts::default(),
         }))
     }
 
@@ -67,6 +74,18 @@ impl AppState {
 
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
         self.parts().rate_limiter = RateLimiter::new(limit);
+        self
+    }
+
+    /// Limits per caller and, for failed authentications, per client address.
+    pub fn with_rate_limits(mut self, limit: RateLimit, failures: RateLimit) -> Self {
+        self.parts().rate_limiter = RateLimiter::with_failures(limit, failures);
+        self
+    }
+
+    /// Client addresses from this header (set by a trusted load balancer).
+    pub fn with_client_ip_header(mut self, header: Option<http::HeaderName>) -> Self {
+        self.parts().client_ip_header = header;
         self
     }
 
@@ -89,11 +108,7 @@ pub fn router(state: AppState) -> Router {
             "/v1.0",
             routes::router()
                 .route("/ws", axum::routing::get(crate::ws::upgrade))
-                .route("/openapi.json", axum::routing::get(crate::openapi::serve))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.rate_limiter.clone(),
-                    limit_rate,
-                )),
+                .route("/openapi.json", axum::routing::get(crate::openapi::serve)),
         )
         // Outside /v1.0 and without a token: for probes and load balancers.
         .route("/healthz", axum::routing::get(health::healthz))
@@ -105,24 +120,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(record_metrics))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
-}
-
-/// Refuses a request over its token's rate with 429 before it reaches a service. Requests
-/// without a token pass (they are refused as unauthenticated).
-async fn limit_rate(
-    axum::extract::State(limiter): axum::extract::State<RateLimiter>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let token = crate::auth::raw_token(req.headers(), req.uri().query());
-    if let Some(token) = token
-        && let Err(wait) = limiter.check(&token)
-    {
-        return axum::response::IntoResponse::into_response(ApiError::RateLimited {
-            retry_after_secs: crate::rate_limit::retry_after_secs(wait),
-        });
-    }
-    next.run(req).await
 }
 
 /// Counts and times each request under its route pattern (`/v1.0/chats/{id}`: the raw path
@@ -284,16 +281,67 @@ impl RequestId {
     }
 }
 
-/// Any verified caller.
+/// The address of the client a connection comes from, as the server accepted it (put in each
+/// request's extensions by `crate::serve`).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub IpAddr);
+
+/// The client's address: from the configured header of a trusted load balancer (its last
+/// address, the one the balancer added), else the connection's peer.
+fn client_addr(parts: &Parts, state: &AppState) -> IpAddr {
+    let from_header = state.client_ip_header.as_ref().and_then(|name| {
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        values
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|last| last.trim().parse::<IpAddr>().ok())
+    });
+    from_header
+        .or_else(|| parts.extensions.get::<PeerAddr>().map(|p| p.0))
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+fn rate_limited(wait: std::time::Duration) -> ApiError {
+    ApiError::RateLimited {
+        retry_after_secs: crate::rate_limit::retry_after_secs(wait),
+    }
+}
+
+/// Any verified caller, within its request rate. A token already verified is looked up; a new
+/// one is verified only while its client address has failed authentication less than its
+/// limit (429 before any work otherwise), and a failure counts against the address. The
+/// caller is kept in the request, so a second extractor neither verifies nor counts again.
 pub struct Authenticated(pub Caller);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = state
-            .verifier
-            .caller_from_parts(&parts.headers, parts.uri.query())?;
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(Authenticated(caller.clone()));
+        }
+        let addr = client_addr(parts, state);
+        let limiter = &state.rate_limiter;
+        let verified = match crate::auth::raw_token(&parts.headers, parts.uri.query()) {
+            Ok(token) => match state.verifier.remembered(&token) {
+                Some(caller) => Ok(caller),
+                None => {
+                    limiter.may_fail(addr).map_err(rate_limited)?;
+                    state.verifier.verify(&token)
+                }
+            },
+            Err(e) => {
+                limiter.may_fail(addr).map_err(rate_limited)?;
+                Err(e)
+            }
+        };
+        let caller = verified.inspect_err(|_| limiter.failed(addr))?;
+        limiter.check(&caller).map_err(rate_limited)?;
+        parts.extensions.insert(caller.clone());
         Ok(Authenticated(caller))
     }
 }

@@ -4,7 +4,7 @@
 //! Only HS256 with the configured secret verifies. `alg: none`, every other algorithm (an
 //! RS256/ES256 header over an HMAC made with the secret is the classic "algorithm confusion"
 //! forgery; HS384/HS512 are refused too) and bad signatures fail, and `exp` is required and
-//! enforced with no leeway. The algorithm is checked twice: by a header pre-check here (which
+//! enforced with no leeway, as is `nbf` when present. The algorithm is checked twice: by a header pre-check here (which
 //! also yields a message naming the refused algorithm) and by `jsonwebtoken`, whose
 //! `Validation` lists HS256 only and whose key is an HMAC-family key.
 //!
@@ -29,8 +29,9 @@ pub mod permission {
     pub const CUSTOMER_MANAGER: u64 = 0x0040;
 }
 
-/// Tokens longer than this are refused before any parsing (the seed's are about 1 KB).
-const MAX_TOKEN_LEN: usize = 64 * 1024;
+/// Tokens longer than this are refused before any parsing or lookup (the seed's are about
+/// 1 KB; an agent's with a long name a few KB).
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
 /// Who is calling, from a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,9 @@ impl Caller {
 pub enum AuthError {
     #[error("token: missing; pass it as ?token=... or in an Authorization: Bearer ... header")]
     MissingToken,
+    /// An `Authorization` header without the Bearer scheme, and no `token` parameter.
+    #[error("token: the Authorization header needs the form `Bearer <token>`")]
+    NotBearer,
     #[error("token: expired; get a new token")]
     Expired,
     #[error("token: {0}")]
@@ -85,6 +89,7 @@ pub struct TokenVerifier(std::sync::Arc<VerifierParts>);
 struct VerifierParts {
     key: DecodingKey,
     validation: Validation,
+    max_lifetime: Option<Duration>,
     verified: VerifiedTokens,
 }
 
@@ -135,23 +140,62 @@ impl std::fmt::Debug for TokenVerifier {
     }
 }
 
+/// What a token must satisfy beyond its signature and `exp` (all optional: VoIPbin's tokens
+/// carry no issuer or audience).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenRules {
+    /// The `iss` claim required.
+    pub issuer: Option<String>,
+    /// The `aud` claim required (one of the token's audiences).
+    pub audience: Option<String>,
+    /// The longest a token may live: from its `iat` when it has one, and from now.
+    pub max_lifetime: Option<Duration>,
+}
+
 impl TokenVerifier {
     pub fn new(secret: &[u8]) -> Self {
+        Self::with_rules(secret, TokenRules::default())
+    }
+
+    pub fn with_rules(secret: &[u8], rules: TokenRules) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
         validation.validate_exp = true;
-        // No leeway: jsonwebtoken then refuses `exp < now`; `caller_from_claims` also refuses
-        // `exp == now` (RFC 7519: the current time must be *before* `exp`), so a token is dead
-        // from the second its `exp` names, which is also when a WebSocket using it closes.
+        validation.validate_nbf = true;
+        // No leeway: jsonwebtoken then refuses `exp < now` and `nbf > now`;
+        // `caller_from_claims` also refuses `exp == now` (RFC 7519: the current time must be
+        // *before* `exp`), so a token is dead from the second its `exp` names, which is also
+        // when a WebSocket using it closes.
         validation.leeway = 0;
-        // VoIPbin tokens carry no audience; do not refuse one that does.
-        validation.validate_aud = false;
+        match &rules.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // VoIPbin tokens carry no audience; without a configured one, do not refuse one
+            // that does.
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &rules.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         TokenVerifier(std::sync::Arc::new(VerifierParts {
             key: DecodingKey::from_secret(secret),
             validation,
+            max_lifetime: rules.max_lifetime,
             verified: VerifiedTokens::default(),
         }))
+    }
+
+    /// The caller of an already verified token, without verifying anything (None when it
+    /// was not verified, or has expired since).
+    pub fn remembered(&self, token: &str) -> Option<Caller> {
+        self.0
+            .verified
+            .get(token.trim(), chrono::Utc::now().timestamp())
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
@@ -173,6 +217,9 @@ impl TokenVerifier {
         let data = jsonwebtoken::decode::<Value>(token, &self.0.key, &self.0.validation)
             .map_err(from_jwt_error)?;
         let caller = caller_from_claims(&data.claims, now)?;
+        if let Some(max) = self.0.max_lifetime {
+            check_lifetime(&data.claims, caller.expires_at, now, max)?;
+        }
         self.0.verified.insert(token, &caller);
         Ok(caller)
     }
@@ -185,20 +232,31 @@ impl TokenVerifier {
         headers: &http::HeaderMap,
         query: Option<&str>,
     ) -> Result<Caller, AuthError> {
-        match raw_token(headers, query) {
-            Some(token) => self.verify(&token),
-            None => Err(AuthError::MissingToken),
-        }
+        self.verify(&raw_token(headers, query)?)
     }
 }
 
 /// The token a request presents, unverified (Bearer first, else the `token` query parameter),
-/// as `caller_from_parts` picks it.
-pub fn raw_token(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
-    match bearer_token(headers) {
-        Some(token) => Some(token.to_owned()),
-        None => query.and_then(token_from_query),
+/// as `caller_from_parts` picks it; one over `MAX_TOKEN_LEN` is refused here, before anything
+/// is done with it.
+pub fn raw_token(headers: &http::HeaderMap, query: Option<&str>) -> Result<String, AuthError> {
+    let token = match bearer_token(headers) {
+        Some(token) => token.to_owned(),
+        None => match query.and_then(token_from_query) {
+            Some(token) => token,
+            None if headers.contains_key(http::header::AUTHORIZATION) => {
+                return Err(AuthError::NotBearer);
+            }
+            None => return Err(AuthError::MissingToken),
+        },
+    };
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(invalid(format!(
+            "too long ({} bytes; at most {MAX_TOKEN_LEN})",
+            token.len()
+        )));
     }
+    Ok(token)
 }
 
 fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
@@ -313,9 +371,10 @@ fn check_header(token: &str) -> Result<(), AuthError> {
 fn from_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
     match e.kind() {
         ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::InvalidSignature => {
-            invalid("bad signature (signed with another secret, or altered)")
-        }
+        ErrorKind::InvalidSignature => invalid(
+            "bad signature: signed with another key, or altered (a token for this gateway is \
+             minted with its key: `api-gateway token` run beside it, or with its JWT_SECRET)",
+        ),
         ErrorKind::InvalidAlgorithm
         | ErrorKind::InvalidAlgorithmName
         | ErrorKind::MissingAlgorithm
@@ -325,6 +384,8 @@ fn from_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
             "the `{c}` claim must be a non-negative number of unix seconds"
         )),
         ErrorKind::ImmatureSignature => invalid("not valid yet (`nbf` is in the future)"),
+        ErrorKind::InvalidAudience => invalid("the `aud` claim is not this gateway's audience"),
+        ErrorKind::InvalidIssuer => invalid("the `iss` claim is not this gateway's issuer"),
         ErrorKind::Base64(_)
         | ErrorKind::Json(_)
         | ErrorKind::Utf8(_)
@@ -343,6 +404,20 @@ fn exp_seconds(claims: &Value) -> Option<i64> {
                 .filter(|f| f.is_finite())
                 .map(|f| f.round() as i64)
         })
+}
+
+/// Refuses a token that lives longer than `max`: from its `iat` (when it has one) or from now.
+fn check_lifetime(claims: &Value, exp: i64, now: i64, max: Duration) -> Result<(), AuthError> {
+    let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+    let issued = claims.get("iat").and_then(Value::as_i64);
+    let too_long =
+        exp.saturating_sub(now) > max || issued.is_some_and(|iat| exp.saturating_sub(iat) > max);
+    if too_long {
+        return Err(invalid(format!(
+            "lives longer than this gateway accepts ({max} s at most, JWT_MAX_LIFETIME)"
+        )));
+    }
+    Ok(())
 }
 
 /// A claim that is an object, or a JSON-encoded string of one (as the seed's tokens carry).
@@ -423,6 +498,9 @@ pub struct TokenRequest {
     pub permission: u64,
     /// Whole seconds count; `Duration::ZERO` mints a token that is already expired.
     pub ttl: Duration,
+    /// `iss` and `aud` to put in the token (those the gateway is configured to require).
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
 }
 
 /// Agent shape when `agent_id` is Some:
@@ -431,8 +509,9 @@ pub struct TokenRequest {
 /// Signed with HS256.
 pub fn mint_token(secret: &[u8], req: &TokenRequest) -> Result<String, AuthError> {
     let ttl = i64::try_from(req.ttl.as_secs()).unwrap_or(i64::MAX);
-    let exp = chrono::Utc::now().timestamp().saturating_add(ttl);
-    let claims = match req.agent_id {
+    let now = chrono::Utc::now().timestamp();
+    let exp = now.saturating_add(ttl);
+    let mut claims = match req.agent_id {
         Some(id) => json!({
             "agent": {
                 "id": id,
@@ -448,6 +527,13 @@ pub fn mint_token(secret: &[u8], req: &TokenRequest) -> Result<String, AuthError
             "exp": exp,
         }),
     };
+    claims["iat"] = json!(now);
+    if let Some(issuer) = &req.issuer {
+        claims["iss"] = json!(issuer);
+    }
+    if let Some(audience) = &req.audience {
+        claims["aud"] = json!(audience);
+    }
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -526,6 +612,8 @@ mod tests {
             agent_name: "Alice".into(),
             permission,
             ttl: Duration::from_secs(600),
+            issuer: None,
+            audience: None,
         }
     }
 
@@ -896,14 +984,105 @@ mod tests {
     }
 
     #[test]
-    fn large_tokens_verify() {
+    fn large_tokens_verify_up_to_the_limit_and_longer_ones_are_refused_unread() {
         let (customer, agent) = (Uuid::new_v4(), Uuid::new_v4());
         let mut req = request(customer, Some(agent), 0x20);
-        req.agent_name = "n".repeat(8 * 1024);
+        req.agent_name = "n".repeat(2 * 1024);
         let token = mint_token(SECRET, &req).unwrap();
-        assert!(token.len() > 16 * 1024);
+        assert!(token.len() > 4 * 1024 && token.len() <= MAX_TOKEN_LEN);
         let caller = verifier().verify(&token).unwrap();
-        assert_eq!(caller.agent.unwrap().name.len(), 8 * 1024);
+        assert_eq!(caller.agent.unwrap().name.len(), 2 * 1024);
+
+        // Over the limit: refused by length, in the query or a header, before anything else.
+        let long = "x".repeat(MAX_TOKEN_LEN + 1);
+        let query = format!("token={long}");
+        assert_invalid(
+            raw_token(&http::HeaderMap::new(), Some(&query)).map(|_| unreachable!()),
+            "too long",
+        );
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {long}").parse().unwrap(),
+        );
+        assert_invalid(
+            raw_token(&headers, None).map(|_| unreachable!()),
+            "too long",
+        );
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_refused() {
+        let v = verifier();
+        let mut claims = customer_claims(SEED_CUSTOMER, future());
+        claims["nbf"] = json!(now() + 600);
+        assert_invalid(v.verify(&sign(&claims, Algorithm::HS256)), "not valid yet");
+        claims["nbf"] = json!(now() - 1);
+        assert!(v.verify(&sign(&claims, Algorithm::HS256)).is_ok());
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required() {
+        let rules = TokenRules {
+            issuer: Some("https://auth.example".into()),
+            audience: Some("chat-api".into()),
+            max_lifetime: None,
+        };
+        let v = TokenVerifier::with_rules(SECRET, rules);
+        let with = |iss: Option<&str>, aud: Option<&str>| {
+            let mut claims = customer_claims(SEED_CUSTOMER, future());
+            if let Some(iss) = iss {
+                claims["iss"] = json!(iss);
+            }
+            if let Some(aud) = aud {
+                claims["aud"] = json!(aud);
+            }
+            v.verify(&sign(&claims, Algorithm::HS256))
+        };
+        assert!(with(Some("https://auth.example"), Some("chat-api")).is_ok());
+        assert_invalid(with(None, Some("chat-api")), "`iss` claim is required");
+        assert_invalid(
+            with(Some("https://auth.example"), None),
+            "`aud` claim is required",
+        );
+        assert_invalid(
+            with(Some("https://evil.example"), Some("chat-api")),
+            "issuer",
+        );
+        assert_invalid(
+            with(Some("https://auth.example"), Some("other")),
+            "audience",
+        );
+        // Minted with the rules' claims, a token passes.
+        let mut req = request(Uuid::new_v4(), None, 0);
+        req.issuer = Some("https://auth.example".into());
+        req.audience = Some("chat-api".into());
+        assert!(v.verify(&mint_token(SECRET, &req).unwrap()).is_ok());
+        // Without rules, an audience in a token is not refused (VoIPbin's carry none).
+        let mut claims = customer_claims(SEED_CUSTOMER, future());
+        claims["aud"] = json!("someone-else");
+        assert!(verifier().verify(&sign(&claims, Algorithm::HS256)).is_ok());
+    }
+
+    #[test]
+    fn tokens_living_longer_than_the_maximum_are_refused() {
+        let rules = TokenRules {
+            max_lifetime: Some(Duration::from_secs(3600)),
+            ..TokenRules::default()
+        };
+        let v = TokenVerifier::with_rules(SECRET, rules);
+        // Expires in 30 min: fine; in two hours: too far.
+        let claims = customer_claims(SEED_CUSTOMER, now() + 1800);
+        assert!(v.verify(&sign(&claims, Algorithm::HS256)).is_ok());
+        let claims = customer_claims(SEED_CUSTOMER, now() + 7200);
+        assert_invalid(
+            v.verify(&sign(&claims, Algorithm::HS256)),
+            "JWT_MAX_LIFETIME",
+        );
+        // Issued a day before it expires, even if that is soon: too long.
+        let mut claims = customer_claims(SEED_CUSTOMER, now() + 600);
+        claims["iat"] = json!(now() + 600 - 86_400);
+        assert_invalid(v.verify(&sign(&claims, Algorithm::HS256)), "lives longer");
     }
 
     #[test]
@@ -973,10 +1152,18 @@ mod tests {
                 "{query:?}"
             );
         }
+        // An Authorization header of another scheme, and no query token: say what the header
+        // needs rather than "missing".
         assert_eq!(
             v.caller_from_parts(&bearer("Basic dXNlcjpwYXNz"), None),
-            Err(AuthError::MissingToken)
+            Err(AuthError::NotBearer)
         );
+        assert_eq!(
+            v.caller_from_parts(&bearer(&ta), None),
+            Err(AuthError::NotBearer),
+            "a token without `Bearer `"
+        );
+        assert!(AuthError::NotBearer.to_string().contains("Bearer <token>"));
         assert!(AuthError::MissingToken.to_string().contains("?token="));
     }
 
@@ -1023,6 +1210,16 @@ mod tests {
         ] {
             assert_eq!(caller(bits).is_customer_manager(), manager, "{bits:#x}");
         }
+    }
+
+    #[test]
+    fn minted_tokens_carry_iat() {
+        let token = mint_token(SECRET, &request(Uuid::new_v4(), None, 0)).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(&b64url_decode(payload).unwrap()).unwrap();
+        let iat = claims["iat"].as_i64().unwrap();
+        assert!((iat - now()).abs() <= 2);
+        assert_eq!(claims["exp"].as_i64().unwrap() - iat, 600);
     }
 
     #[test]

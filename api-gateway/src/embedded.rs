@@ -11,8 +11,13 @@ use tokio::task::JoinHandle;
 
 use common::grpc_client::{self, ChatClient, GrpcTransport};
 use common::grpc_server::ObserveLayer;
+use common::service_auth::{
+    CHAT_MANAGER_CALLERS, InternalKey, MESSAGE_MANAGER_CALLERS, ServiceName,
+};
 use tower::Layer;
 
+/// The services in this process. Their clients carry internal tokens and the services check
+/// them, as in the split deployment, with a key made for this run.
 pub struct Embedded {
     pub chat: GrpcTransport,
     pub message: GrpcTransport,
@@ -61,48 +66,142 @@ pub async fn start(
         chat_manager::DEFAULT_EXCHANGE,
         shutdown.clone(),
     );
-    // The same per-call spans and metrics as over a socket.
-    let chat = grpc_client::in_process(ObserveLayer.layer(chat_server));
+    // The same per-call spans, metrics and checks of the caller as over a socket.
+    let key = InternalKey::generate();
+    let chat = grpc_client::in_process(
+        ObserveLayer.layer(
+            key.guard(ServiceName::ChatManager, CHAT_MANAGER_CALLERS)
+                .layer(chat_server),
+        ),
+    );
+    let signed = |transport: &GrpcTransport, me, audience| {
+        grpc_client::signed(transport.clone(), key.credentials(me, audience))
+    };
     let (message_server, mut tasks) = message_manager::service(
         message_db,
         bus.clone(),
         topology,
         subscription,
-        Some(ChatClient::new(chat.clone())),
+        Some(ChatClient::new(signed(
+            &chat,
+            ServiceName::MessageManager,
+            ServiceName::ChatManager,
+        ))),
         shutdown,
     );
     tasks.push(chat_relay);
+    let message = grpc_client::in_process(
+        ObserveLayer.layer(
+            key.guard(ServiceName::MessageManager, MESSAGE_MANAGER_CALLERS)
+                .layer(message_server),
+        ),
+    );
     Ok(Embedded {
-        chat,
-        message: grpc_client::in_process(ObserveLayer.layer(message_server)),
+        chat: signed(&chat, ServiceName::ApiGateway, ServiceName::ChatManager),
+        message: signed(
+            &message,
+            ServiceName::ApiGateway,
+            ServiceName::MessageManager,
+        ),
         bus,
         tasks,
     })
 }
 
-/// The signing key of the embedded default: `JWT_SECRET` when set, else a random key kept in
-/// the data directory, so tokens stay valid across restarts.
-pub fn jwt_secret(configured: Option<&str>, data_dir: &Path) -> std::io::Result<Vec<u8>> {
-    if let Some(secret) = configured {
-        return Ok(secret.as_bytes().to_vec());
-    }
-    let path: PathBuf = data_dir.join("jwt-secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().as_bytes().to_vec()),
-        _ => {
-            std::fs::create_dir_all(data_dir)?;
-            let secret = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            write_private(&path, &secret)?;
-            Ok(secret.into_bytes())
+/// Where the signing key came from (the token command says which it used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `JWT_SECRET`.
+    Environment,
+    /// The embedded default's key file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Environment => f.write_str("JWT_SECRET"),
+            KeySource::File(path) => write!(f, "the key in {}", path.display()),
         }
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Why there is no usable signing key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Weak(common::secrets::WeakSecret),
+    #[error(
+        "JWT_SECRET is required when CHAT_MANAGER_URL is set (the split deployment keeps no key on disk)"
+    )]
+    SplitNeedsSecret,
+    #[error(
+        "no signing key at {}: the embedded default creates it when it first starts. Run this \
+         in the folder where `cargo run -p api-gateway` runs (or pass --data-dir of the running \
+         gateway), or set JWT_SECRET",
+        .0.display()
+    )]
+    NoEmbeddedKey(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The file of the embedded default's key in `data_dir`.
+pub fn key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("jwt-secret")
+}
+
+/// The tokens' signing key: `JWT_SECRET` when set (refused when weak); otherwise, outside the
+/// split deployment, the embedded default's key in `data_dir`, made (random) when `create` and
+/// missing. The token command passes `create: false`: a key it made would sign tokens no
+/// running gateway accepts.
+pub fn signing_key(
+    configured: Option<&str>,
+    data_dir: &Path,
+    split: bool,
+    create: bool,
+) -> Result<(Vec<u8>, KeySource), KeyError> {
+    if let Some(secret) = configured {
+        common::secrets::check("JWT_SECRET", secret).map_err(KeyError::Weak)?;
+        return Ok((secret.as_bytes().to_vec(), KeySource::Environment));
+    }
+    if split {
+        return Err(KeyError::SplitNeedsSecret);
+    }
+    let path = key_file(data_dir);
+    let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = text.trim();
+            common::secrets::check(&format!("the key in {}", shown.display()), key)
+                .map_err(KeyError::Weak)?;
+            Ok((key.as_bytes().to_vec(), KeySource::File(shown)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            std::fs::create_dir_all(data_dir).map_err(|e| KeyError::Io {
+                path: shown.clone(),
+                source: e,
+            })?;
+            let key = common::secrets::generate();
+            write_private(&path, &key).map_err(|e| KeyError::Io {
+                path: shown.clone(),
+                source: e,
+            })?;
+            Ok((key.into_bytes(), KeySource::File(shown)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(KeyError::NoEmbeddedKey(shown)),
+        Err(e) => Err(KeyError::Io {
+            path: shown,
+            source: e,
+        }),
+    }
+}
+
+/// Writes `contents` to `path`, readable by this user only (mode 0600 on Unix).
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -111,5 +210,12 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(contents.as_bytes())
+    let mut file = options.open(path)?;
+    // `mode` applies only when the file is created: an older file keeps its mode otherwise.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())
 }

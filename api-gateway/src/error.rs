@@ -28,9 +28,13 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("{0}")]
     Unavailable(String),
-    /// Over the token's request rate; `Retry-After` says when to come back.
-    #[error("too many requests for this token; retry after {retry_after_secs} s")]
+    /// Over the caller's request rate (or its address's failed authentications);
+    /// `Retry-After` says when to come back.
+    #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// As many WebSockets open as the caller may hold.
+    #[error("{0}")]
+    TooManySockets(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -56,7 +60,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { .. } | ApiError::TooManySockets(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

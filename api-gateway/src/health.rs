@@ -1,6 +1,10 @@
 //! `GET /healthz` (the process serves HTTP), `GET /readyz` (it can serve requests: both
 //! upstreams answer SERVING and, in the split deployment, the event bus is connected), and the
 //! `healthcheck` subcommand's client.
+//!
+//! `/readyz` needs no token, so anyone can ask it: it answers from a state at most
+//! `READY_CACHE` old (one probe of the upstreams at a time, whatever the request rate), and
+//! names what is down without the error's text (addresses, causes), which goes to the log.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -21,6 +25,8 @@ use crate::error::ApiError;
 
 /// How long one readiness probe of an upstream may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How old a readiness state `/readyz` answers from may be.
+pub const READY_CACHE: Duration = Duration::from_secs(1);
 
 /// What `/readyz` checks.
 #[derive(Clone, Default)]
@@ -34,11 +40,12 @@ pub enum Readiness {
 }
 
 /// The services' gRPC health, and the bus feeding the WebSocket.
-#[derive(Clone)]
 pub struct Upstreams {
     chat: HealthClient<GrpcTransport>,
     message: HealthClient<GrpcTransport>,
     bus: Option<EventBus>,
+    /// The last state found, and when.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
 }
 
 impl Readiness {
@@ -47,14 +54,35 @@ impl Readiness {
             chat: HealthClient::new(chat),
             message: HealthClient::new(message),
             bus,
+            last: tokio::sync::Mutex::new(None),
         }))
     }
 
-    /// Ok, or what is not ready (every failing part, for the 503's message).
+    /// Ok, or what is not ready (every failing part, for the 503's message), from a state at
+    /// most `READY_CACHE` old. Callers arriving while a probe runs wait for its outcome.
     pub async fn check(&self) -> Result<(), String> {
         let Readiness::Upstreams(upstreams) = self else {
             return Ok(());
         };
+        let mut last = upstreams.last.lock().await;
+        if let Some((at, state)) = &*last
+            && at.elapsed() < READY_CACHE
+        {
+            return state.clone();
+        }
+        let state = upstreams.probe().await;
+        let changed = last.as_ref().is_none_or(|(_, before)| *before != state);
+        if changed && let Err(why) = &state {
+            tracing::warn!(reason = %why, "not ready");
+        }
+        *last = Some((tokio::time::Instant::now(), state.clone()));
+        state
+    }
+}
+
+impl Upstreams {
+    async fn probe(&self) -> Result<(), String> {
+        let upstreams = self;
         let bus_connected = async {
             match &upstreams.bus {
                 Some(bus) => tokio::time::timeout(PROBE_TIMEOUT, bus.consumer_reachable())
@@ -91,6 +119,8 @@ impl Readiness {
     }
 }
 
+/// Ok, or what `/readyz` may say of the upstream: its name and state, never the error's text
+/// (logged instead).
 async fn serving(
     mut client: HealthClient<GrpcTransport>,
     name: &str,
@@ -101,7 +131,10 @@ async fn serving(
     };
     match tokio::time::timeout(PROBE_TIMEOUT, client.check(request)).await {
         Err(_) => Err(format!("{name}: no answer within {PROBE_TIMEOUT:?}")),
-        Ok(Err(status)) => Err(format!("{name}: {:?}: {}", status.code(), status.message())),
+        Ok(Err(status)) => {
+            tracing::debug!(upstream = name, code = ?status.code(), error = %status.message(), "readiness probe failed");
+            Err(format!("{name}: unreachable"))
+        }
         Ok(Ok(reply)) => match ServingStatus::try_from(reply.into_inner().status) {
             Ok(ServingStatus::Serving) => Ok(()),
             Ok(other) => Err(format!("{name}: {}", other.as_str_name())),

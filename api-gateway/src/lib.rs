@@ -56,9 +56,9 @@ pub async fn serve(
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accept failed");
@@ -70,11 +70,18 @@ pub async fn serve(
         };
         // Small request-response exchanges: no waiting to coalesce writes.
         let _ = stream.set_nodelay(true);
+        // Every request learns the address it came from (failed authentications are
+        // counted per address).
+        let peer = app::PeerAddr(peer.ip());
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        );
         let conn = http
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(router.clone()),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let (mut stopping, open) = (stopping.clone(), open.clone());
         tokio::spawn(async move {

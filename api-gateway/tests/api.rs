@@ -865,14 +865,25 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_writes_nothing() {
     refused.assert_error(429, "rate_limited", "retry after");
     assert_eq!(refused.headers["retry-after"], "1");
 
-    // Another token of the same tenant has its own allowance, and sees no chat written.
-    let other = support::token(
+    // Another token of the same caller shares its allowance: the limit is the caller's, not
+    // the token text's.
+    let same_caller = support::token(
         &customer,
         None,
         api_gateway::auth::permission::CUSTOMER_ADMIN,
         std::time::Duration::from_secs(7200),
     );
-    assert_ne!(other, token);
+    assert_ne!(same_caller, token);
+    stack
+        .get("/chats", &same_caller)
+        .await
+        .assert_error(429, "rate_limited", "retry after");
+    // Another caller of the same tenant (an admin agent) has its own, and sees no chat written.
+    let other = agent_token(
+        &customer,
+        &new_id(),
+        api_gateway::auth::permission::CUSTOMER_ADMIN,
+    );
     let chats = stack.get("/chats", &other).await;
     assert_eq!(chats.ok()["result"].as_array().unwrap().len(), 0);
     // Probes are never limited.

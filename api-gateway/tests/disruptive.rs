@@ -15,14 +15,15 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 
-/// A distinct admin token of `customer` for the `i`th send (tokens minted in the same second
-/// with the same claims are identical, and would share one rate-limit bucket).
+/// An admin token of `customer` for the `i`th send, each of another caller (an agent with
+/// admin rights): the gateway limits each caller's rate, and this is a fault test, not one
+/// client over its limit.
 fn sender_token(customer: &str, i: usize) -> String {
-    support::token(
+    let agent = uuid::Uuid::from_u128(0x5e4d_0000_0000_4000_8000_0000_0000_0000 | i as u128);
+    support::agent_token(
         customer,
-        None,
+        &agent.to_string(),
         api_gateway::auth::permission::CUSTOMER_ADMIN,
-        Duration::from_secs(3600 + i as u64),
     )
 }
 use tokio::sync::Semaphore;

@@ -740,6 +740,8 @@ fn named_agent_token(customer: &str, agent: &str, name: &str) -> String {
             agent_name: name.into(),
             permission: 0x10,
             ttl: Duration::from_secs(600),
+            issuer: None,
+            audience: None,
         },
     )
     .unwrap()

@@ -205,6 +205,16 @@ async fn a_service_answers_at_its_callers_deadline() {
         id: new_id(),
     });
     request.set_timeout(Duration::from_millis(500));
+    let bearer = format!(
+        "Bearer {}",
+        internal_key().token(
+            common::service_auth::ServiceName::ApiGateway,
+            common::service_auth::ServiceName::ChatManager
+        )
+    );
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
     let started = Instant::now();
     let status = client.get_chat(request).await.unwrap_err();
     let took = started.elapsed();
@@ -218,6 +228,9 @@ async fn a_service_answers_at_its_callers_deadline() {
     };
     let mut request = tonic::Request::new(create);
     request.set_timeout(Duration::from_millis(500));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
     let created = client.create_chat(request).await.unwrap_err();
     lock.release();
     println!(
@@ -250,7 +263,7 @@ async fn a_broker_that_stops_answering_does_not_hang_declares_or_subscribes() {
     let (exchange, queue) = (amqp.name("chat.events"), amqp.name("q"));
     let spec = message_manager::events::subscription_spec(&exchange, &queue);
     let first = bus.subscribe(spec.clone()).await.expect("subscribes");
-    bus.declare_queue(&amqp.name("dead"))
+    bus.declare_set_aside(&amqp.name("dead"))
         .await
         .expect("declares");
 
@@ -260,7 +273,7 @@ async fn a_broker_that_stops_answering_does_not_hang_declares_or_subscribes() {
     let other = amqp.name("dead2");
     let (subscribed, declared, depth) = tokio::join!(
         bus.subscribe(spec.clone()),
-        bus.declare_queue(&other),
+        bus.declare_set_aside(&other),
         bus.queue_depth(&queue),
     );
     let took = started.elapsed();

@@ -29,12 +29,20 @@ pub struct ServeConfig {
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "chat_manager")]
     pub database_schema: String,
-    /// RabbitMQ URL the outbox relay publishes to.
-    #[arg(long, env = "AMQP_URL", required = true, hide_env_values = true)]
-    pub amqp_url: Option<String>,
+    /// RabbitMQ, where the outbox relay publishes.
+    #[command(flatten)]
+    pub amqp: common::bus::AmqpArgs,
     /// Topic exchange for chat events.
-    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE)]
-    pub events_exchange: String,
+    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE,
+          alias = "events-exchange")]
+    pub chat_events_exchange: String,
+    /// message-manager's durable queue of chat events: declared here too, so events published
+    /// before message-manager first starts wait for it there.
+    #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = common::topology::CHAT_EVENTS_QUEUE)]
+    pub chat_events_queue: String,
+    /// Internal authentication and reflection.
+    #[command(flatten)]
+    pub grpc: common::grpc_server::GrpcArgs,
     /// gRPC listen address (also where `healthcheck` asks).
     #[arg(
         long,

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 /// CloudEvents `source` of chat-manager's events.
 pub const EVENT_SOURCE: &str = "chat-manager";
 /// The exchange chat-manager publishes to, unless configured otherwise.
-pub const DEFAULT_EXCHANGE: &str = "chat.events";
+pub const DEFAULT_EXCHANGE: &str = common::topology::CHAT_EXCHANGE;
 
 /// The domain entry point: reads, and writes committed with their events (see `Store`).
 pub type ChatManager = Store;

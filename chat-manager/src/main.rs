@@ -2,14 +2,18 @@ use chat_manager::config::{Cli, Command, ServeConfig};
 use clap::Parser;
 use common::bus::EventBus;
 use common::db::Db;
+use common::service_auth::{CHAT_MANAGER_CALLERS, ServiceName};
 use proto::chat::v1::chat_service_server::SERVICE_NAME;
 use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn main() -> Result<(), BoxError> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::service_runtime(cli.serve.db.database_pool_size)?.block_on(run(cli))
+    let result = common::service_runtime(cli.serve.db.database_pool_size)
+        .map_err(BoxError::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    common::exit_code("chat-manager", result)
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
@@ -37,6 +41,10 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    // Refused before anything starts: no key, or a weak one.
+    let security = config
+        .grpc
+        .security(ServiceName::ChatManager, CHAT_MANAGER_CALLERS)?;
     // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
     // service at once and cleanly.
     let stop = common::shutdown_watch();
@@ -53,13 +61,18 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         let _ = metrics_server.await;
         return Ok(());
     };
-    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
+    let bus = EventBus::amqp(config.amqp.endpoint("the outbox relay publishes there")?)
+        .with_subscribers(vec![common::topology::chat_events_subscriber(
+            &config.chat_events_exchange,
+            &config.chat_events_queue,
+        )]);
     let (service, relay) =
-        chat_manager::service(db.clone(), bus, &config.events_exchange, shutdown_rx);
+        chat_manager::service(db.clone(), bus, &config.chat_events_exchange, shutdown_rx);
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "chat-manager listening");
-    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
+    common::grpc_server::serve(listener, service, Some(db), security, common::stopped(stop))
+        .await?;
     let _ = shutdown_tx.send(true);
     let _ = relay.await;
     let _ = metrics_server.await;

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use common::db::{Db, DbOptions, DbTarget};
+use common::service_auth::{InternalKey, ServiceName};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use proto::chat::v1::chat_service_server::SERVICE_NAME;
 use testkit::ops::{free_addr, http_get, reflected_services, sample, spawn, until_healthy};
@@ -51,6 +52,7 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),
             ("LOG_FORMAT", "json".into()),
+            ("GRPC_REFLECTION", "true".into()),
         ],
         &log,
     );
@@ -70,8 +72,14 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
         .await
         .expect("chat.v1.ChatService is SERVING");
 
+    // Reflection, enabled here, answers an internal token only.
+    let token = format!("Bearer {}", internal_token(ServiceName::ApiGateway));
     for v1alpha in [false, true] {
-        let services = reflected_services(listen, v1alpha).await.unwrap();
+        let refused = reflected_services(listen, v1alpha, None).await.unwrap_err();
+        assert!(refused.contains("Unauthenticated"), "{refused}");
+        let services = reflected_services(listen, v1alpha, Some(&token))
+            .await
+            .unwrap();
         for expected in [SERVICE_NAME, "grpc.health.v1.Health"] {
             assert!(
                 services.iter().any(|s| s == expected),
@@ -338,10 +346,13 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     ))
     .await
     .unwrap();
-    let mut request = tonic::Request::new(proto::chat::v1::GetChatRequest {
-        customer_id: uuid::Uuid::new_v4().to_string(),
-        id: uuid::Uuid::new_v4().to_string(),
-    });
+    let mut request = signed(
+        proto::chat::v1::GetChatRequest {
+            customer_id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::new_v4().to_string(),
+        },
+        ServiceName::ApiGateway,
+    );
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
@@ -382,6 +393,23 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
         "exits 0 on SIGTERM, having flushed its spans"
     );
     let _ = std::fs::remove_file(&log);
+}
+
+/// A token of the tests' internal key from `caller` for chat-manager.
+fn internal_token(caller: ServiceName) -> String {
+    InternalKey::from_config(Some(testkit::INTERNAL_AUTH_SECRET))
+        .unwrap()
+        .token(caller, ServiceName::ChatManager)
+}
+
+/// A request carrying `caller`'s internal token.
+fn signed<T>(message: T, caller: ServiceName) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let bearer = format!("Bearer {}", internal_token(caller));
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    request
 }
 
 /// Events recorded in `schema`'s outbox and not yet confirmed by the broker.
@@ -434,12 +462,41 @@ async fn sigterm_flushes_the_outbox_before_exiting() {
     .await
     .expect("serves while the broker is unreachable");
 
+    // Reflection is off unless GRPC_REFLECTION says otherwise.
+    let token = format!("Bearer {}", internal_token(ServiceName::ApiGateway));
+    let off = reflected_services(listen, false, Some(&token))
+        .await
+        .unwrap_err();
+    assert!(off.contains("Unimplemented"), "{off}");
+
     let mut client = proto::chat::v1::chat_service_client::ChatServiceClient::connect(format!(
         "http://{listen}"
     ))
     .await
     .unwrap();
     let customer = uuid::Uuid::new_v4().to_string();
+    // A call without an internal token is refused, and writes nothing (the events counted
+    // below are the signed calls' only).
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let unsigned = client
+        .create_chat(proto::chat::v1::CreateChatRequest {
+            customer_id: customer.clone(),
+            r#type: proto::chat::v1::ChatType::Group as i32,
+            owner_id: a.clone(),
+            participant_ids: vec![a, b],
+            name: "unsigned".into(),
+            detail: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unsigned.code(),
+        tonic::Code::Unauthenticated,
+        "{unsigned:?}"
+    );
     const CHATS: usize = 5;
     for i in 0..CHATS {
         let (a, b) = (
@@ -447,14 +504,17 @@ async fn sigterm_flushes_the_outbox_before_exiting() {
             uuid::Uuid::new_v4().to_string(),
         );
         client
-            .create_chat(proto::chat::v1::CreateChatRequest {
-                customer_id: customer.clone(),
-                r#type: proto::chat::v1::ChatType::Group as i32,
-                owner_id: a.clone(),
-                participant_ids: vec![a, b],
-                name: format!("c{i}"),
-                detail: String::new(),
-            })
+            .create_chat(signed(
+                proto::chat::v1::CreateChatRequest {
+                    customer_id: customer.clone(),
+                    r#type: proto::chat::v1::ChatType::Group as i32,
+                    owner_id: a.clone(),
+                    participant_ids: vec![a, b],
+                    name: format!("c{i}"),
+                    detail: String::new(),
+                },
+                ServiceName::MessageManager,
+            ))
             .await
             .expect("writes succeed while the broker is away");
     }

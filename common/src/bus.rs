@@ -3,8 +3,14 @@
 //!
 //! Delivery is at least once: `publish` returns only once every message is confirmed (publisher
 //! confirms on AMQP, channel capacity in-process), and any error means "retry the whole batch".
+//!
+//! A publisher knows this system's durable subscribers of its exchange (`with_subscribers`):
+//! it declares their queues and bindings before it publishes (on each connection, and again
+//! every `TOPOLOGY_REFRESH`), so a subscriber that starts after the publisher finds every
+//! event waiting in its queue; and it publishes what they bind as `mandatory`, so an event
+//! the broker could route nowhere comes back as an error instead of being dropped.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
@@ -15,6 +21,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
@@ -35,6 +42,82 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 /// AMQP delivery mode 2: the broker writes the message to disk (in durable queues).
 const PERSISTENT: u8 = 2;
+/// How often a publisher declares its subscribers' queues again on a connection that stays
+/// up (one deleted meanwhile is back within this).
+pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(60);
+
+/// Where RabbitMQ is: its URL (`amqp://`, or `amqps://` for TLS) and, for TLS, the CA
+/// certificates to trust besides the system's.
+#[derive(Clone, Default)]
+pub struct AmqpEndpoint {
+    pub url: String,
+    /// PEM certificates (`AMQP_CA_FILE`).
+    pub ca_pem: Option<String>,
+}
+
+impl std::fmt::Debug for AmqpEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL carries the password.
+        f.debug_struct("AmqpEndpoint")
+            .field("url", &crate::db::redact_url(&self.url))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+impl From<&str> for AmqpEndpoint {
+    fn from(url: &str) -> Self {
+        AmqpEndpoint {
+            url: url.to_owned(),
+            ca_pem: None,
+        }
+    }
+}
+
+impl From<String> for AmqpEndpoint {
+    fn from(url: String) -> Self {
+        AmqpEndpoint { url, ca_pem: None }
+    }
+}
+
+impl From<&String> for AmqpEndpoint {
+    fn from(url: &String) -> Self {
+        AmqpEndpoint::from(url.as_str())
+    }
+}
+
+/// The RabbitMQ settings every process takes (flattened into each one's clap config).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AmqpArgs {
+    /// RabbitMQ: `amqp://user:password@host:5672/vhost`, or `amqps://...:5671/...` for TLS
+    /// (the broker's certificate is verified against the system's CAs and AMQP_CA_FILE).
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// A PEM file of CA certificates to trust for `amqps://`, besides the system's.
+    #[arg(long, env = "AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<std::path::PathBuf>,
+}
+
+impl AmqpArgs {
+    /// The configured endpoint (`what` names who needs it, for the error).
+    pub fn endpoint(&self, what: &str) -> Result<AmqpEndpoint, String> {
+        let url = self
+            .amqp_url
+            .clone()
+            .ok_or_else(|| format!("AMQP_URL is required ({what})"))?;
+        let ca_pem = match &self.amqp_ca_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("AMQP_CA_FILE {}: {e}", path.display()))?,
+            ),
+        };
+        if ca_pem.is_some() && !url.starts_with("amqps://") {
+            return Err("AMQP_CA_FILE is set but AMQP_URL is not amqps://".into());
+        }
+        Ok(AmqpEndpoint { url, ca_pem })
+    }
+}
 
 /// One event as published: routing key = event type; message_id = event id (the CloudEvents id).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +147,13 @@ pub enum BusError {
     },
     #[error("broker refused (nacked) message {message_id}")]
     Nacked { message_id: String },
+    /// Published as mandatory and returned: no queue was bound for it, although a
+    /// subscriber of this system binds it (its queue is gone).
+    #[error("broker could route message {message_id} ({routing_key}) to no queue")]
+    Unroutable {
+        message_id: String,
+        routing_key: String,
+    },
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
     /// The channel ended before an ack/nack reached the broker (it will redeliver).
@@ -102,8 +192,22 @@ pub enum EventBus {
 
 impl EventBus {
     /// Lazy: connects on first use, reconnects after any failure.
-    pub fn amqp(url: impl Into<String>) -> Self {
-        EventBus::Amqp(AmqpBus::new(url.into()))
+    pub fn amqp(endpoint: impl Into<AmqpEndpoint>) -> Self {
+        EventBus::Amqp(AmqpBus::new(endpoint.into(), Vec::new()))
+    }
+
+    /// A publisher that declares this system's durable `subscribers` (their queues and
+    /// bindings) before it publishes, and publishes what they bind as mandatory. The
+    /// in-process bus keeps no queues: there, subscribers subscribe before anything is
+    /// published (see the embedded default).
+    pub fn with_subscribers(self, subscribers: Vec<SubscriptionSpec>) -> Self {
+        match self {
+            EventBus::Amqp(bus) => EventBus::Amqp(AmqpBus::new(
+                bus.inner.endpoint.clone(),
+                subscribers.into_iter().filter(|s| !s.exclusive).collect(),
+            )),
+            in_process => in_process,
+        }
     }
 
     pub fn in_process() -> Self {
@@ -129,11 +233,13 @@ impl EventBus {
         }
     }
 
-    /// Declares a durable queue (for events set aside, such as dead letters), reachable by its
-    /// name through the default exchange. The in-process bus has no queues: a no-op.
-    pub async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
+    /// Declares a place to set events aside (dead letters): a durable fanout exchange and a
+    /// durable queue bound to it, both named `name`; publish to the exchange `name` to put an
+    /// event there. (Not the default exchange: publishing there would need the right to
+    /// reach any queue.) The in-process bus has no queues: a no-op.
+    pub async fn declare_set_aside(&self, name: &str) -> Result<(), BusError> {
         match self {
-            EventBus::Amqp(bus) => bus.declare_queue(queue).await,
+            EventBus::Amqp(bus) => bus.declare_set_aside(name).await,
             EventBus::InProcess(_) => Ok(()),
         }
     }
@@ -177,16 +283,33 @@ pub struct AmqpBus {
 }
 
 struct AmqpInner {
-    url: String,
+    endpoint: AmqpEndpoint,
+    /// This system's durable subscribers of what this bus publishes.
+    subscribers: Vec<SubscriptionSpec>,
+    /// Set-aside places declared (`declare_set_aside`): fanout exchanges, not topic ones.
+    set_aside: StdMutex<std::collections::HashSet<String>>,
     publisher: Mutex<Option<Publisher>>,
     consumer_conn: Mutex<Option<Connection>>,
 }
 
-/// A connection with its confirm-mode channel and the exchanges declared on it.
+impl AmqpInner {
+    /// Whether a subscriber of this system binds `routing_key` on `exchange`: then the message
+    /// must reach a queue (mandatory).
+    fn bound(&self, exchange: &str, routing_key: &str) -> bool {
+        self.subscribers.iter().any(|s| {
+            s.bindings
+                .iter()
+                .any(|(ex, pattern)| ex == exchange && topic_matches(pattern, routing_key))
+        })
+    }
+}
+
+/// A connection with its confirm-mode channel, and the exchanges (with their subscribers'
+/// queues) declared on it, with when.
 struct Publisher {
     conn: Connection,
     channel: Channel,
-    declared: HashSet<String>,
+    declared: HashMap<String, std::time::Instant>,
 }
 
 impl Publisher {
@@ -196,10 +319,12 @@ impl Publisher {
 }
 
 impl AmqpBus {
-    fn new(url: String) -> Self {
+    fn new(endpoint: AmqpEndpoint, subscribers: Vec<SubscriptionSpec>) -> Self {
         AmqpBus {
             inner: Arc::new(AmqpInner {
-                url,
+                endpoint,
+                subscribers,
+                set_aside: StdMutex::default(),
                 publisher: Mutex::new(None),
                 consumer_conn: Mutex::new(None),
             }),
@@ -216,18 +341,19 @@ impl AmqpBus {
             return Ok(PendingConfirms(Box::pin(std::future::ready(Ok(())))));
         }
         // Invalid names would fail the same way on every retry: report before touching the broker.
-        let prepared = batch.iter().map(prepare).collect::<Result<Vec<_>, _>>()?;
+        let prepared = batch
+            .iter()
+            .map(|m| prepare(m, self.inner.bound(&m.exchange, &m.routing_key)))
+            .collect::<Result<Vec<_>, _>>()?;
         // One batch at a time on the channel: order must hold across callers.
         let mut slot = self.inner.publisher.lock().await;
-        let sent = match tokio::time::timeout(
-            CONFIRM_TIMEOUT,
-            send_on(&mut slot, &self.inner.url, &prepared),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
-        };
+        let sent =
+            match tokio::time::timeout(CONFIRM_TIMEOUT, send_on(&mut slot, &self.inner, &prepared))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(BusError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+            };
         let confirms = match sent {
             Ok(confirms) => confirms,
             Err(e) => {
@@ -301,7 +427,7 @@ impl AmqpBus {
             let mut slot = self.inner.consumer_conn.lock().await;
             if !slot.as_ref().is_some_and(|c| c.status().connected()) {
                 *slot = None;
-                *slot = Some(connect(&self.inner.url).await?);
+                *slot = Some(connect(&self.inner.endpoint).await?);
             }
             let conn = slot.as_ref().expect("just connected");
             match conn.create_channel().await {
@@ -315,33 +441,14 @@ impl AmqpBus {
         channel
             .basic_qos(spec.prefetch, BasicQosOptions::default())
             .await?;
-        for (exchange, _) in &bindings {
-            declare_exchange(&channel, exchange.clone()).await?;
+        {
+            let slot = self.inner.consumer_conn.lock().await;
+            let conn = slot.as_ref().ok_or(BusError::Closed)?;
+            for (exchange, _) in &bindings {
+                ensure_exchange(conn, exchange.clone()).await?;
+            }
         }
-        let declared = channel
-            .queue_declare(
-                queue,
-                QueueDeclareOptions {
-                    durable: !spec.exclusive,
-                    exclusive: spec.exclusive,
-                    auto_delete: spec.exclusive,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let queue = declared.name().clone();
-        for (exchange, pattern) in bindings {
-            channel
-                .queue_bind(
-                    queue.clone(),
-                    exchange,
-                    pattern,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
+        let queue = declare_queue_and_bind(&channel, queue, &bindings, spec.exclusive).await?;
         let consumer = channel
             .basic_consume(
                 queue,
@@ -376,7 +483,7 @@ impl AmqpBus {
             let mut slot = self.inner.consumer_conn.lock().await;
             if !slot.as_ref().is_some_and(|c| c.status().connected()) {
                 *slot = None;
-                *slot = Some(connect(&self.inner.url).await?);
+                *slot = Some(connect(&self.inner.endpoint).await?);
             }
             slot.as_ref()
                 .expect("just connected")
@@ -408,7 +515,7 @@ impl AmqpBus {
             return true;
         }
         *slot = None;
-        match connect(&self.inner.url).await {
+        match connect(&self.inner.endpoint).await {
             Ok(conn) => {
                 *slot = Some(conn);
                 true
@@ -422,37 +529,36 @@ impl AmqpBus {
 
     /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
     /// the publishing connection is dropped, so the next use starts afresh.
-    async fn declare_queue(&self, queue: &str) -> Result<(), BusError> {
-        let queue = short("queue name", queue)?;
-        // One deadline for waiting for the publisher and for the declare itself.
+    async fn declare_set_aside(&self, name: &str) -> Result<(), BusError> {
+        self.inner
+            .set_aside
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+        let name = short("queue name", name)?;
+        // One deadline for waiting for the publisher and for the declares themselves.
         let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
         let deadline = tokio::time::Instant::now() + limit;
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.publisher.lock()).await
         else {
             return Err(BusError::Timeout {
-                what: "a queue declare (the publisher is busy)",
+                what: "declaring a dead-letter queue (the publisher is busy)",
                 timeout: limit,
             });
         };
         let declared = async {
-            open_publisher(&mut slot, &self.inner.url)
+            let channel = &open_publisher(&mut slot, &self.inner.endpoint)
                 .await?
-                .channel
-                .queue_declare(
-                    queue,
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+                .channel;
+            declare_exchange(channel, name.clone(), ExchangeKind::Fanout).await?;
+            let bindings = [(name.clone(), ShortString::default())];
+            declare_queue_and_bind(channel, name.clone(), &bindings, false).await?;
             Ok::<_, BusError>(())
         };
         let declared = match tokio::time::timeout_at(deadline, declared).await {
             Ok(result) => result,
             Err(_) => Err(BusError::Timeout {
-                what: "a queue declare",
+                what: "declaring a dead-letter queue",
                 timeout: limit,
             }),
         };
@@ -463,20 +569,99 @@ impl AmqpBus {
     }
 }
 
+/// Declares `queue` (durable, or exclusive and auto-deleted) and binds it: the one declaration
+/// a subscriber and a publisher declaring its subscribers both make, so their arguments agree.
+/// Returns the queue's name (the broker's, for `""`).
+async fn declare_queue_and_bind(
+    channel: &Channel,
+    queue: ShortString,
+    bindings: &[(ShortString, ShortString)],
+    exclusive: bool,
+) -> Result<ShortString, BusError> {
+    let declared = channel
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                durable: !exclusive,
+                exclusive,
+                auto_delete: exclusive,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = declared.name().clone();
+    for (exchange, pattern) in bindings {
+        channel
+            .queue_bind(
+                queue.clone(),
+                exchange.clone(),
+                pattern.clone(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(queue)
+}
+
+/// Makes sure `exchange` exists, for a subscriber: a passive declare, which needs no right
+/// to configure it; only if it does not exist yet (its publisher has not started), an active
+/// one (refused where the subscriber's broker user may not create it: then the subscription
+/// fails and is tried again later). Each on a channel of its own: a failed declare closes it.
+async fn ensure_exchange(conn: &Connection, exchange: ShortString) -> Result<(), BusError> {
+    let channel = conn.create_channel().await?;
+    let passive = channel
+        .exchange_declare(
+            exchange.clone(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match passive {
+        Ok(()) => {
+            let _ = channel.close(200, "OK".into()).await;
+            Ok(())
+        }
+        Err(_) => {
+            let channel = conn.create_channel().await?;
+            declare_exchange(&channel, exchange, ExchangeKind::Topic).await?;
+            let _ = channel.close(200, "OK".into()).await;
+            Ok(())
+        }
+    }
+}
+
 /// Connects with a deadline: lapin itself would wait for the OS TCP timeout on a dead address.
-async fn connect(url: &str) -> Result<Connection, BusError> {
+async fn connect(endpoint: &AmqpEndpoint) -> Result<Connection, BusError> {
     let props = ConnectionProperties::default();
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: endpoint.ca_pem.clone(),
+    };
+    let connecting = async {
+        let runtime = lapin::runtime::default_runtime()?;
+        Connection::connect_with_config(&endpoint.url, props, tls, runtime).await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(BusError::ConnectTimeout(CONNECT_TIMEOUT)),
     }
 }
 
-async fn declare_exchange(channel: &Channel, exchange: ShortString) -> Result<(), BusError> {
+async fn declare_exchange(
+    channel: &Channel,
+    exchange: ShortString,
+    kind: ExchangeKind,
+) -> Result<(), BusError> {
     channel
         .exchange_declare(
             exchange,
-            ExchangeKind::Topic,
+            kind,
             ExchangeDeclareOptions {
                 durable: true,
                 ..ExchangeDeclareOptions::default()
@@ -491,10 +676,12 @@ struct Prepared<'a> {
     exchange: ShortString,
     routing_key: ShortString,
     properties: BasicProperties,
+    /// A subscriber of this system binds it: it must reach a queue.
+    mandatory: bool,
     message: &'a EventMessage,
 }
 
-fn prepare(m: &EventMessage) -> Result<Prepared<'_>, BusError> {
+fn prepare(m: &EventMessage, mandatory: bool) -> Result<Prepared<'_>, BusError> {
     let mut properties = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
         .with_content_type(CONTENT_TYPE.into())
@@ -515,6 +702,7 @@ fn prepare(m: &EventMessage) -> Result<Prepared<'_>, BusError> {
         exchange: short("exchange", &m.exchange)?,
         routing_key: short("routing key", &m.routing_key)?,
         properties,
+        mandatory,
         message: m,
     })
 }
@@ -530,11 +718,11 @@ fn short(what: &'static str, s: &str) -> Result<ShortString, BusError> {
 /// The publisher in `slot`, connected (with a confirm-mode channel) if it was not.
 async fn open_publisher<'a>(
     slot: &'a mut Option<Publisher>,
-    url: &str,
+    endpoint: &AmqpEndpoint,
 ) -> Result<&'a mut Publisher, BusError> {
     if !slot.as_ref().is_some_and(Publisher::usable) {
         *slot = None;
-        let conn = connect(url).await?;
+        let conn = connect(endpoint).await?;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -542,7 +730,7 @@ async fn open_publisher<'a>(
         *slot = Some(Publisher {
             conn,
             channel,
-            declared: HashSet::new(),
+            declared: HashMap::new(),
         });
     }
     Ok(slot.as_mut().expect("just connected"))
@@ -567,26 +755,44 @@ enum Sent {
 /// about 11,000 events a second here.
 async fn send_on(
     slot: &mut Option<Publisher>,
-    url: &str,
+    inner: &AmqpInner,
     batch: &[Prepared<'_>],
 ) -> Result<Vec<(String, Sent)>, BusError> {
-    let publisher = open_publisher(slot, url).await?;
+    let publisher = open_publisher(slot, &inner.endpoint).await?;
 
     for p in batch {
         // The default exchange ("") exists and cannot be declared.
-        if !p.exchange.as_str().is_empty() && !publisher.declared.contains(p.exchange.as_str()) {
-            declare_exchange(&publisher.channel, p.exchange.clone()).await?;
-            publisher.declared.insert(p.exchange.to_string());
+        let exchange = p.exchange.as_str();
+        let fresh = publisher
+            .declared
+            .get(exchange)
+            .is_some_and(|at| at.elapsed() < TOPOLOGY_REFRESH);
+        if !exchange.is_empty() && !fresh {
+            let set_aside = inner
+                .set_aside
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(exchange);
+            let kind = match set_aside {
+                true => ExchangeKind::Fanout,
+                false => ExchangeKind::Topic,
+            };
+            declare_exchange(&publisher.channel, p.exchange.clone(), kind).await?;
+            declare_subscribers(&publisher.channel, inner, exchange).await?;
+            publisher
+                .declared
+                .insert(exchange.to_owned(), std::time::Instant::now());
         }
     }
     let mut sent = Vec::with_capacity(batch.len());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for p in batch {
         let channel = publisher.channel.clone();
-        let (exchange, routing_key, properties) = (
+        let (exchange, routing_key, properties, mandatory) = (
             p.exchange.clone(),
             p.routing_key.clone(),
             p.properties.clone(),
+            p.mandatory,
         );
         let payload = p.message.payload.clone();
         let mut publishing: Publishing = Box::pin(async move {
@@ -594,7 +800,10 @@ async fn send_on(
                 .basic_publish(
                     exchange,
                     routing_key,
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..BasicPublishOptions::default()
+                    },
                     &payload,
                     properties,
                 )
@@ -609,6 +818,28 @@ async fn send_on(
     Ok(sent)
 }
 
+/// Declares the queues and bindings of this system's subscribers of `exchange`.
+async fn declare_subscribers(
+    channel: &Channel,
+    inner: &AmqpInner,
+    exchange: &str,
+) -> Result<(), BusError> {
+    for spec in &inner.subscribers {
+        if !spec.bindings.iter().any(|(ex, _)| ex == exchange) {
+            continue;
+        }
+        let bindings = spec
+            .bindings
+            .iter()
+            .filter(|(ex, _)| ex == exchange)
+            .map(|(ex, pattern)| Ok((short("exchange", ex)?, short("binding pattern", pattern)?)))
+            .collect::<Result<Vec<_>, BusError>>()?;
+        declare_queue_and_bind(channel, short("queue name", &spec.queue)?, &bindings, false)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn await_confirms(sent: Vec<(String, Sent)>) -> Result<(), BusError> {
     // Every message written first (in order), then the confirms (the broker confirms in order).
     let mut confirms = Vec::with_capacity(sent.len());
@@ -621,7 +852,14 @@ async fn await_confirms(sent: Vec<(String, Sent)>) -> Result<(), BusError> {
     }
     for (message_id, confirm) in confirms {
         match confirm.await? {
-            Confirmation::Ack(_) => {}
+            Confirmation::Ack(None) => {}
+            // Mandatory, and routed to no queue.
+            Confirmation::Ack(Some(returned)) => {
+                return Err(BusError::Unroutable {
+                    message_id,
+                    routing_key: returned.delivery.routing_key.to_string(),
+                });
+            }
             Confirmation::Nack(_) | Confirmation::NotRequested => {
                 return Err(BusError::Nacked { message_id });
             }
@@ -1054,7 +1292,7 @@ mod tests {
             return;
         };
         let exchange = unique("chat.events");
-        let bus = AmqpBus::new(url.clone());
+        let bus = AmqpBus::new(url.clone().into(), Vec::new());
         let mut sub = EventBus::Amqp(bus.clone())
             .subscribe(SubscriptionSpec {
                 queue: String::new(),

@@ -21,10 +21,51 @@ pub enum DbConnection {
 /// or a plain file path is SQLite. Chosen explicitly: diesel's derived `establish` would try
 /// every backend in turn and silently create a SQLite file named after an unreachable
 /// PostgreSQL URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DbTarget {
     Postgres { url: String, schema: String },
     Sqlite { path: String },
+}
+
+impl std::fmt::Debug for DbTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Postgres { url, schema } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .field("schema", schema)
+                .finish(),
+            DbTarget::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+        }
+    }
+}
+
+/// A URL as it may be logged: the password of its user info and a `password` query
+/// parameter replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?', '#'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i)
+            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
 }
 
 impl DbTarget {
@@ -609,6 +650,28 @@ macro_rules! insert_rows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_show_in_debug_output() {
+        for url in [
+            "postgres://chat:s3cret-pw@db:5432/chat?sslmode=verify-full",
+            "postgresql://chat:s3cret-pw@db/chat",
+            "postgres://chat@db/chat?sslmode=require&password=s3cret-pw",
+        ] {
+            let target = DbTarget::parse(url, "chat_manager");
+            let shown = format!("{target:?}");
+            assert!(!shown.contains("s3cret-pw"), "{shown}");
+            assert!(
+                shown.contains("***") && shown.contains("chat_manager"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            redact_url("amqps://mm:pw@broker:5671/chat"),
+            "amqps://mm:***@broker:5671/chat"
+        );
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+    }
 
     #[derive(Debug, clap::Parser)]
     struct Service {

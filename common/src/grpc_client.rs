@@ -60,6 +60,19 @@ pub fn remote(url: &str) -> Result<GrpcTransport, InvalidUrl> {
     )))
 }
 
+/// `transport` with the caller's internal token on every call (see `service_auth`): what the
+/// services require of everything but health checks.
+pub fn signed(
+    transport: GrpcTransport,
+    credentials: crate::service_auth::Credentials,
+) -> GrpcTransport {
+    BoxCloneSyncService::new(transport.map_request(move |mut req: http::Request<Body>| {
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, credentials.header());
+        req
+    }))
+}
+
 /// A service URL that is not `http://host:port`.
 #[derive(Debug, thiserror::Error)]
 #[error("service url {url:?}: {why}")]

@@ -1,6 +1,7 @@
 //! What every service's gRPC server has around its own service: health checking
-//! (`grpc.health.v1`), server reflection (so `grpcurl` needs no .proto files), and a layer
-//! that gives each call a tracing span (method, request id, trace id) and records its metrics.
+//! (`grpc.health.v1`), the check of its callers' internal tokens (`service_auth`), server
+//! reflection when enabled (so `grpcurl` needs no .proto files), and a layer that gives each
+//! call a tracing span (method, request id, trace id) and records its metrics.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -100,8 +101,50 @@ pub const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the database may take to answer a probe before the service counts as down.
 pub const HEALTH_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Serves `service` with health, reflection and the observing layer on `listener` until
-/// `shutdown` resolves. Health says SERVING from the start (call this once the service's
+/// What guards a service's server, besides its own rules.
+#[derive(Clone, Debug)]
+pub struct ServerSecurity {
+    /// Who may call (every call but a health check needs an internal token).
+    pub guard: crate::service_auth::CallGuard,
+    /// Serve gRPC server reflection (`GRPC_REFLECTION`; off by default: it describes every
+    /// call to whoever asks).
+    pub reflection: bool,
+}
+
+/// The gRPC server settings both services take (flattened into each one's clap config).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcArgs {
+    /// The key internal calls are signed with: at least 32 random bytes, the same in the
+    /// gateway, chat-manager and message-manager (`openssl rand -hex 32`).
+    #[arg(long, env = "INTERNAL_AUTH_SECRET", hide_env_values = true)]
+    pub internal_auth_secret: Option<String>,
+    /// Serve gRPC server reflection (for grpcurl); calls to it need an internal token too.
+    #[arg(long, env = "GRPC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub grpc_reflection: bool,
+}
+
+impl GrpcArgs {
+    /// The shared key (refused when missing or weak).
+    pub fn key(&self) -> Result<crate::service_auth::InternalKey, crate::service_auth::KeyError> {
+        crate::service_auth::InternalKey::from_config(self.internal_auth_secret.as_deref())
+    }
+
+    /// How `me` guards its server: calls from `callers`, signed with the shared key.
+    pub fn security(
+        &self,
+        me: crate::service_auth::ServiceName,
+        callers: &'static [crate::service_auth::ServiceName],
+    ) -> Result<ServerSecurity, crate::service_auth::KeyError> {
+        Ok(ServerSecurity {
+            guard: self.key()?.guard(me, callers),
+            reflection: self.grpc_reflection,
+        })
+    }
+}
+
+/// Serves `service` with health, the callers' check, reflection (when enabled) and the
+/// observing layer on `listener` until `shutdown` resolves. Health says SERVING from the start (call this once the service's
 /// storage is up) and NOT_SERVING from the shutdown signal on. With `db`, the service's own
 /// name follows the database in between: NOT_SERVING while `SELECT 1` fails or takes more
 /// than `HEALTH_PROBE_TIMEOUT`, asked every `HEALTH_PROBE_INTERVAL` (`""` stays SERVING).
@@ -109,6 +152,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     db: Option<Db>,
+    security: ServerSecurity,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -123,7 +167,13 @@ where
     let (health, health_service) = Health::new(S::NAME).await;
     health.serving().await;
     let probe = db.map(|db| tokio::spawn(follow_database(health.clone(), db)));
-    let (reflection_v1, reflection_v1alpha) = reflection(S::NAME);
+    let (reflection_v1, reflection_v1alpha) = match security.reflection {
+        true => {
+            let (v1, v1alpha) = reflection(S::NAME);
+            (Some(v1), Some(v1alpha))
+        }
+        false => (None, None),
+    };
     let shutdown = async move {
         shutdown.await;
         if let Some(probe) = probe {
@@ -132,11 +182,13 @@ where
         health.not_serving().await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Observed outside the guard: refused calls are counted (as Unauthenticated) too.
     tonic::transport::Server::builder()
         .layer(ObserveLayer)
+        .layer(security.guard)
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

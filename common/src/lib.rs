@@ -12,9 +12,12 @@ pub mod metrics;
 pub mod outbox;
 pub mod page;
 pub mod resources;
+pub mod secrets;
+pub mod service_auth;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod topology;
 pub mod validate;
 
 /// gRPC metadata key (and AMQP header) carrying the request id from the gateway to the events.
@@ -51,6 +54,21 @@ impl RequestMeta {
         RequestMeta {
             request_id: request_id(metadata),
             traceparent: traceparent(metadata),
+        }
+    }
+}
+
+/// A binary's exit: 0, or 1 with the error on stderr as one readable line (`main` returning
+/// the error itself would print its Debug form).
+pub fn exit_code(
+    program: &str,
+    result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

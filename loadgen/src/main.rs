@@ -116,6 +116,10 @@ struct RunArgs {
         default_value = "http://127.0.0.1:9002"
     )]
     message_manager_url: String,
+    /// In grpc mode, the services' internal key: calls carry the gateway's internal token,
+    /// as the gateway's own do.
+    #[arg(long, env = "INTERNAL_AUTH_SECRET", hide_env_values = true)]
+    internal_auth_secret: Option<String>,
     /// In grpc mode, one HTTP/2 connection per sender instead of one shared by all (the
     /// gateway itself multiplexes every call over one connection).
     #[arg(long)]
@@ -465,10 +469,15 @@ fn http_client() -> Result<reqwest::Client, BoxError> {
         .build()?)
 }
 
-/// The gateway's own client (`common::grpc_client::remote`): what the gateway adds is then
-/// measured against the same calls over the same client.
-fn grpc_channel(url: &str) -> Result<GrpcTransport, BoxError> {
-    Ok(common::grpc_client::remote(url)?)
+/// The gateway's own client (`common::grpc_client::remote`, with its internal token): what
+/// the gateway adds is then measured against the same calls over the same client.
+fn grpc_channel(args: &RunArgs) -> Result<GrpcTransport, BoxError> {
+    use common::service_auth::{InternalKey, ServiceName};
+    let key = InternalKey::from_config(args.internal_auth_secret.as_deref())?;
+    Ok(common::grpc_client::signed(
+        common::grpc_client::remote(&args.message_manager_url)?,
+        key.credentials(ServiceName::ApiGateway, ServiceName::MessageManager),
+    ))
 }
 
 async fn create_chats(args: &RunArgs, admin: &str, chats: usize) -> Result<Vec<Chat>, BoxError> {
@@ -504,9 +513,7 @@ async fn targets(
     text: &str,
 ) -> Result<Vec<Target>, BoxError> {
     let shared_channel = match args.mode {
-        Mode::Grpc if !args.grpc_channel_per_sender => {
-            Some(grpc_channel(&args.message_manager_url)?)
-        }
+        Mode::Grpc if !args.grpc_channel_per_sender => Some(grpc_channel(args)?),
         _ => None,
     };
     let mut out = Vec::with_capacity(args.concurrency);
@@ -544,7 +551,7 @@ async fn targets(
             Mode::Grpc => {
                 let channel = match &shared_channel {
                     Some(c) => c.clone(),
-                    None => grpc_channel(&args.message_manager_url)?,
+                    None => grpc_channel(args)?,
                 };
                 // Field for field what the gateway's POST /chatmessages route sends.
                 Target::Grpc {

@@ -29,14 +29,15 @@ pub struct ServeConfig {
     /// PostgreSQL schema this service owns (created if missing).
     #[arg(long, env = "DATABASE_SCHEMA", default_value = "message_manager")]
     pub database_schema: String,
-    /// RabbitMQ URL: the relay publishes here, and chat events are consumed from here.
-    #[arg(long, env = "AMQP_URL", required = true, hide_env_values = true)]
-    pub amqp_url: Option<String>,
+    /// RabbitMQ: the relay publishes here, and chat events are consumed from here.
+    #[command(flatten)]
+    pub amqp: common::bus::AmqpArgs,
     /// Topic exchange for message events.
-    #[arg(long, env = "MESSAGE_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE)]
-    pub events_exchange: String,
+    #[arg(long, env = "MESSAGE_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE,
+          alias = "events-exchange")]
+    pub message_events_exchange: String,
     /// chat-manager's exchange, consumed for the membership view.
-    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = "chat.events")]
+    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = common::topology::CHAT_EXCHANGE)]
     pub chat_events_exchange: String,
     /// The durable queue of chat events.
     #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = crate::DEFAULT_CHAT_EVENTS_QUEUE)]
@@ -44,6 +45,9 @@ pub struct ServeConfig {
     /// chat-manager's gRPC URL, asked when the membership view has not caught up.
     #[arg(long, env = "CHAT_MANAGER_URL", required = true)]
     pub chat_manager_url: Option<String>,
+    /// Internal authentication and reflection.
+    #[command(flatten)]
+    pub grpc: common::grpc_server::GrpcArgs,
     /// gRPC listen address (also where `healthcheck` asks).
     #[arg(
         long,

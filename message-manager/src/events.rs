@@ -26,27 +26,11 @@ use crate::db::queries;
 use crate::error::MessageError;
 use crate::membership;
 
-pub const CHAT_EVENT_TYPES: [&str; 6] = [
-    "chat_created",
-    "chat_updated",
-    "chat_deleted",
-    "chatroom_created",
-    "chatroom_updated",
-    "chatroom_deleted",
-];
+pub use common::topology::CHAT_EVENT_TYPES;
 
-/// A durable queue bound to each chat event type (topic `*` matches whole words only, so the
-/// types are bound by name).
+/// The durable queue bound to each chat event type (chat-manager declares it too).
 pub fn subscription_spec(chat_exchange: &str, queue: &str) -> SubscriptionSpec {
-    SubscriptionSpec {
-        queue: queue.to_owned(),
-        bindings: CHAT_EVENT_TYPES
-            .iter()
-            .map(|t| (chat_exchange.to_owned(), (*t).to_owned()))
-            .collect(),
-        exclusive: false,
-        prefetch: 64,
-    }
+    common::topology::chat_events_subscriber(chat_exchange, queue)
 }
 
 /// Attempts an event gets (the first and the retries) before it is dead-lettered.
@@ -54,10 +38,10 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// The wait before the first retry; doubled for each further one.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
-/// Where events that could not be applied are set aside: a durable queue, reached through the
-/// default exchange.
+/// Where events that could not be applied are set aside: a durable queue, reached through an
+/// exchange of the same name.
 pub fn dead_letter_queue(queue: &str) -> String {
-    format!("{queue}.dead-letter")
+    common::topology::dead_letter_name(queue)
 }
 
 pub struct ChatEventConsumer {
@@ -162,15 +146,14 @@ impl ChatEventConsumer {
     /// requeued instead (never dropped).
     async fn dead_letter(&self, delivery: Delivery, why: &str) {
         let aside = EventMessage {
-            exchange: String::new(),
-            routing_key: dead_letter_queue(&self.spec.queue),
+            exchange: dead_letter_queue(&self.spec.queue),
             ..delivery.message.clone()
         };
         match self.bus.publish(std::slice::from_ref(&aside)).await {
             Ok(()) => {
                 common::metrics::count_dead_lettered(&self.spec.queue);
                 tracing::error!(error = %why, id = %delivery.message.message_id,
-                    key = %delivery.message.routing_key, queue = %aside.routing_key,
+                    key = %delivery.message.routing_key, queue = %aside.exchange,
                     "chat event dead-lettered");
                 let _ = delivery.ack().await;
             }
@@ -216,7 +199,8 @@ pub async fn subscribe_with_dead_letters(
     bus: &EventBus,
     spec: SubscriptionSpec,
 ) -> Result<Subscription, common::bus::BusError> {
-    bus.declare_queue(&dead_letter_queue(&spec.queue)).await?;
+    bus.declare_set_aside(&dead_letter_queue(&spec.queue))
+        .await?;
     bus.subscribe(spec).await
 }
 

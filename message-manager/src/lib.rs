@@ -38,9 +38,9 @@ use crate::membership::Members;
 /// CloudEvents `source` of message-manager's events.
 pub const EVENT_SOURCE: &str = "message-manager";
 /// The exchange message-manager publishes to, unless configured otherwise.
-pub const DEFAULT_EXCHANGE: &str = "message.events";
+pub const DEFAULT_EXCHANGE: &str = common::topology::MESSAGE_EXCHANGE;
 /// message-manager's durable queue of chat-manager's events.
-pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = "message-manager.chat-events";
+pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = common::topology::CHAT_EVENTS_QUEUE;
 
 /// The domain entry point: the store, and chat-manager for what the view does not know yet.
 #[derive(Debug, Clone)]
@@ -337,7 +337,7 @@ impl Default for Topology {
     fn default() -> Self {
         Topology {
             exchange: DEFAULT_EXCHANGE.into(),
-            chat_exchange: "chat.events".into(),
+            chat_exchange: common::topology::CHAT_EXCHANGE.into(),
             chat_events_queue: DEFAULT_CHAT_EVENTS_QUEUE.into(),
         }
     }

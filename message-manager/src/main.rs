@@ -2,6 +2,7 @@ use clap::Parser;
 use common::bus::{EventBus, Subscription};
 use common::db::Db;
 use common::grpc_client::{self, ChatClient};
+use common::service_auth::{MESSAGE_MANAGER_CALLERS, ServiceName};
 use message_manager::Topology;
 use message_manager::config::{Cli, Command, ServeConfig};
 use proto::message::v1::message_service_server::SERVICE_NAME;
@@ -9,9 +10,12 @@ use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn main() -> Result<(), BoxError> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::service_runtime(cli.serve.db.database_pool_size)?.block_on(run(cli))
+    let result = common::service_runtime(cli.serve.db.database_pool_size)
+        .map_err(BoxError::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    common::exit_code("message-manager", result)
 }
 
 async fn run(cli: Cli) -> Result<(), BoxError> {
@@ -39,6 +43,11 @@ async fn run(cli: Cli) -> Result<(), BoxError> {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    // Refused before anything starts: no key, or a weak one.
+    let key = config.grpc.key()?;
+    let security = config
+        .grpc
+        .security(ServiceName::MessageManager, MESSAGE_MANAGER_CALLERS)?;
     // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
     // service at once and cleanly.
     let stop = common::shutdown_watch();
@@ -55,15 +64,22 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         let _ = metrics_server.await;
         return Ok(());
     };
-    let bus = EventBus::amqp(config.amqp_url.clone().ok_or("AMQP_URL is required")?);
+    let bus = EventBus::amqp(
+        config
+            .amqp
+            .endpoint("the relay publishes there, chat events come from there")?,
+    );
     let chat_url = config
         .chat_manager_url
         .as_deref()
         .ok_or("CHAT_MANAGER_URL is required")?;
-    let chat = ChatClient::new(grpc_client::remote(chat_url)?);
+    let chat = ChatClient::new(grpc_client::signed(
+        grpc_client::remote(chat_url)?,
+        key.credentials(ServiceName::MessageManager, ServiceName::ChatManager),
+    ));
 
     let topology = Topology {
-        exchange: config.events_exchange.clone(),
+        exchange: config.message_events_exchange.clone(),
         chat_exchange: config.chat_events_exchange.clone(),
         chat_events_queue: config.chat_events_queue.clone(),
     };
@@ -100,7 +116,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
     tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    common::grpc_server::serve(listener, service, Some(db), common::stopped(stop)).await?;
+    common::grpc_server::serve(listener, service, Some(db), security, common::stopped(stop))
+        .await?;
     let _ = shutdown_tx.send(true);
     for task in tasks {
         let _ = task.await;

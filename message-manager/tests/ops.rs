@@ -43,6 +43,7 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
             ("CHAT_MANAGER_URL", format!("http://{}", free_addr())),
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),
+            ("GRPC_REFLECTION", "true".into()),
         ],
         &log,
     );
@@ -64,12 +65,58 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
         .await
         .expect("message.v1.MessageService is SERVING");
 
+    // Reflection, enabled here, answers the gateway's internal token only.
+    let key = common::service_auth::InternalKey::from_config(Some(testkit::INTERNAL_AUTH_SECRET))
+        .unwrap();
+    let bearer = |me, audience| format!("Bearer {}", key.token(me, audience));
+    use common::service_auth::ServiceName::{ApiGateway, ChatManager, MessageManager};
     for v1alpha in [false, true] {
-        let services = reflected_services(listen, v1alpha).await.unwrap();
+        let token = bearer(ApiGateway, MessageManager);
+        let services = reflected_services(listen, v1alpha, Some(&token))
+            .await
+            .unwrap();
         assert!(services.iter().any(|s| s == SERVICE_NAME), "{services:?}");
         assert!(
             !services.iter().any(|s| s.starts_with("chat.")),
             "only this service's API: {services:?}"
+        );
+        let refused = reflected_services(listen, v1alpha, None).await.unwrap_err();
+        assert!(refused.contains("Unauthenticated"), "{refused}");
+    }
+    // The API answers only the gateway: no token, another service's token, a token for
+    // another service, one signed with another key.
+    let other_key = common::service_auth::InternalKey::generate();
+    for (what, authorization) in [
+        ("no token", None),
+        ("chat-manager's", Some(bearer(ChatManager, MessageManager))),
+        ("for chat-manager", Some(bearer(ApiGateway, ChatManager))),
+        (
+            "another key",
+            Some(format!(
+                "Bearer {}",
+                other_key.token(ApiGateway, MessageManager)
+            )),
+        ),
+    ] {
+        let mut client = proto::message::v1::message_service_client::MessageServiceClient::connect(
+            format!("http://{listen}"),
+        )
+        .await
+        .unwrap();
+        let mut request = tonic::Request::new(proto::message::v1::GetChatmessageRequest {
+            customer_id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::new_v4().to_string(),
+        });
+        if let Some(a) = &authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        let status = client.get_chatmessage(request).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{what}: {status:?}"
         );
     }
 

@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The internal key of the services tests start (`INTERNAL_AUTH_SECRET`): for tests only.
+pub const INTERNAL_AUTH_SECRET: &str = "testkit-internal-key-0123456789abcdef0123456789";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// Enough for a local service; an absent one refuses at once or times out here.
@@ -247,7 +249,8 @@ impl Drop for PgSchema {
 // RabbitMQ
 
 /// A unique name prefix for exchanges and queues. Every name handed out by [`AmqpNames::name`]
-/// is deleted (as an exchange and as a queue, best effort) by [`AmqpNames::cleanup`] or on drop.
+/// is deleted (as an exchange and as a queue, best effort) by [`AmqpNames::cleanup`] or on drop,
+/// and so is its `<name>.dead-letter` (where a subscriber sets aside what it cannot apply).
 #[derive(Debug)]
 pub struct AmqpNames {
     pub url: String,
@@ -331,6 +334,10 @@ async fn delete_names(url: &str, names: Vec<String>) {
             return;
         }
     };
+    let names: Vec<String> = names
+        .into_iter()
+        .flat_map(|n| [format!("{n}.dead-letter"), n])
+        .collect();
     for name in &names {
         // A channel per operation: a failed one closes its channel.
         if let Ok(channel) = conn.create_channel().await {

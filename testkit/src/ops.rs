@@ -39,13 +39,26 @@ pub fn sample(page: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-/// The services a gRPC server lists through server reflection (v1, or v1alpha).
-pub async fn reflected_services(addr: SocketAddr, v1alpha: bool) -> Result<Vec<String>, String> {
+/// The services a gRPC server lists through server reflection (v1, or v1alpha), asked with
+/// `authorization` (an internal token's `Bearer ...`) when given.
+pub async fn reflected_services(
+    addr: SocketAddr,
+    v1alpha: bool,
+    authorization: Option<&str>,
+) -> Result<Vec<String>, String> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect()
         .await
         .map_err(|e| e.to_string())?;
+    let authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        authorization.map(|a| a.parse().expect("an ASCII header value"));
+    let with_auth = move |mut req: tonic::Request<()>| {
+        if let Some(a) = &authorization {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        Ok(req)
+    };
     if v1alpha {
         use tonic_reflection::pb::v1alpha::{
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -55,12 +68,16 @@ pub async fn reflected_services(addr: SocketAddr, v1alpha: bool) -> Result<Vec<S
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut replies = ServerReflectionClient::new(channel)
+        let mut replies = ServerReflectionClient::with_interceptor(channel, with_auth)
             .server_reflection_info(futures_util::stream::iter([request]))
             .await
-            .map_err(|s| s.to_string())?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
             .into_inner();
-        match replies.message().await.map_err(|s| s.to_string())? {
+        match replies
+            .message()
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        {
             Some(reply) => match reply.message_response {
                 Some(MessageResponse::ListServicesResponse(list)) => {
                     Ok(list.service.into_iter().map(|s| s.name).collect())
@@ -78,12 +95,16 @@ pub async fn reflected_services(addr: SocketAddr, v1alpha: bool) -> Result<Vec<S
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
         };
-        let mut replies = ServerReflectionClient::new(channel)
+        let mut replies = ServerReflectionClient::with_interceptor(channel, with_auth)
             .server_reflection_info(futures_util::stream::iter([request]))
             .await
-            .map_err(|s| s.to_string())?
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
             .into_inner();
-        match replies.message().await.map_err(|s| s.to_string())? {
+        match replies
+            .message()
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        {
             Some(reply) => match reply.message_response {
                 Some(MessageResponse::ListServicesResponse(list)) => {
                     Ok(list.service.into_iter().map(|s| s.name).collect())
@@ -96,12 +117,14 @@ pub async fn reflected_services(addr: SocketAddr, v1alpha: bool) -> Result<Vec<S
 }
 
 /// Starts `bin` with `args` and exactly `envs` on top of this process's environment (RUST_LOG
-/// set to info), its stderr (the log) written to `log`.
+/// set to info, and the tests' INTERNAL_AUTH_SECRET unless `envs` sets it), its stderr (the
+/// log) written to `log`.
 pub fn spawn(bin: &str, args: &[&str], envs: &[(&str, String)], log: &Path) -> ChildGuard {
     let log = std::fs::File::create(log).expect("create the log file");
     let child = std::process::Command::new(bin)
         .args(args)
         .env("RUST_LOG", "info")
+        .env("INTERNAL_AUTH_SECRET", crate::INTERNAL_AUTH_SECRET)
         .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

@@ -4,7 +4,8 @@
 pub mod hub;
 pub mod topic;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,6 +18,7 @@ use serde_json::json;
 use crate::app::{AppState, Authenticated, RequestId};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rate_limit::CallerKey;
 use hub::{EventHub, HubMessage, Registration};
 use topic::{Refusal, Topic};
 
@@ -32,7 +34,16 @@ pub struct WsSettings {
     /// How long the hub stays subscribed after its last socket closed: a client that
     /// reconnects at once finds the subscription in place.
     pub idle_unsubscribe_after: Duration,
+    /// Sockets one caller (an agent, or a customer-level token) may hold open (0: no limit).
+    pub max_sockets_per_caller: u32,
+    /// Frames a socket may send per second, sustained, and at once: a subscribe frame may ask
+    /// chat-manager about a hundred topics.
+    pub frames_per_second: u32,
+    pub frame_burst: u32,
 }
+
+/// Sockets per caller unless configured: an agent's tabs and devices.
+pub const DEFAULT_MAX_SOCKETS_PER_CALLER: u32 = 20;
 
 /// The default queue per socket. One message in a chat of the most participants is that many
 /// `messagechatroom_created` events and its `messagechat_created`, all at once for an admin
@@ -60,6 +71,9 @@ impl Default for WsSettings {
             send_timeout: Duration::from_secs(10),
             buffer_events: DEFAULT_BUFFER_EVENTS,
             idle_unsubscribe_after: Duration::from_secs(30),
+            max_sockets_per_caller: DEFAULT_MAX_SOCKETS_PER_CALLER,
+            frames_per_second: 10,
+            frame_burst: 50,
         }
     }
 }
@@ -84,6 +98,15 @@ pub async fn upgrade(
             "real-time events are not configured".into(),
         ));
     };
+    let seat = app
+        .sockets
+        .take(CallerKey::of(&caller), app.ws.max_sockets_per_caller)
+        .ok_or_else(|| {
+            ApiError::TooManySockets(format!(
+                "at most {} WebSockets per caller are open at once; close one first",
+                app.ws.max_sockets_per_caller
+            ))
+        })?;
     let connection = Connection {
         customer_id: caller.customer_id.to_string(),
         caller,
@@ -96,7 +119,92 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
-        .on_upgrade(move |socket| connection.serve(socket)))
+        .on_upgrade(move |socket| async move {
+            connection.serve(socket).await;
+            drop(seat);
+        }))
+}
+
+/// The open sockets of each caller, to cap them.
+#[derive(Debug, Clone, Default)]
+pub struct SocketCounts(Arc<Mutex<HashMap<CallerKey, u32>>>);
+
+/// One open socket of a caller; the count goes down when it drops (also if the upgrade never
+/// happens).
+#[derive(Debug)]
+pub struct Seat {
+    counts: SocketCounts,
+    caller: CallerKey,
+}
+
+impl SocketCounts {
+    /// A seat for one more socket of `caller`, unless it holds `max` already (0: no limit).
+    pub fn take(&self, caller: CallerKey, max: u32) -> Option<Seat> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(caller).or_insert(0);
+        if max != 0 && *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Seat {
+            counts: self.clone(),
+            caller,
+        })
+    }
+
+    /// Sockets open for `caller`.
+    pub fn open(&self, caller: CallerKey) -> u32 {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&caller).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = counts.get_mut(&self.caller) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Frames a socket may still send now: a token bucket refilled at `frames_per_second`.
+struct FrameBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+    per_second: f64,
+    burst: f64,
+}
+
+impl FrameBudget {
+    fn new(settings: &WsSettings) -> Self {
+        FrameBudget {
+            tokens: f64::from(settings.frame_burst.max(1)),
+            at: tokio::time::Instant::now(),
+            per_second: f64::from(settings.frames_per_second),
+            burst: f64::from(settings.frame_burst.max(1)),
+        }
+    }
+
+    /// Whether one more frame may be handled now.
+    fn take(&mut self) -> bool {
+        if self.per_second == 0.0 {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        self.tokens =
+            (self.tokens + (now - self.at).as_secs_f64() * self.per_second).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +317,7 @@ impl Connection {
         ping.tick().await;
         let mut heard_since_ping = true;
         let mut unanswered_pings = 0u32;
+        let mut budget = FrameBudget::new(&self.settings);
 
         loop {
             tokio::select! {
@@ -232,6 +341,12 @@ impl Connection {
                     };
                     heard_since_ping = true;
                     match message {
+                        Message::Text(_) if !budget.take() => {
+                            let why = format!("frame: at most {} frames a second (bursts of {}); this one was not handled", self.settings.frames_per_second, self.settings.frame_burst);
+                            if let Err(end) = self.send(socket, error_frame("rate_limited", &why)).await {
+                                return end;
+                            }
+                        }
                         Message::Text(text) => {
                             let replies = self.handle_frame(text.as_str()).await;
                             // Routed, and the hub subscribed, before the answer goes out: every

@@ -70,15 +70,45 @@ use api_gateway::ws::hub::EventHub;
 use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::grpc_client::{self, ChatClient};
+use common::service_auth::{InternalKey, ServiceName};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub const SECRET: &[u8] = b"integration-test-secret";
+/// The gateway's JWT_SECRET in tests (at least 32 bytes: the gateway refuses shorter ones).
+pub const SECRET: &[u8] = b"integration-test-secret-0123456789abcdef";
 /// The seed tutorial's tenant and agents.
 pub const SEED_CUSTOMER: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
 pub const AGENT_1: &str = "eb1ac5c0-ff63-47e2-bcdb-5da9c336eb4b";
 pub const AGENT_2: &str = "47fe0b7c-7333-46cf-8b23-61e14e62490a";
+
+/// A test gateway's limits: per caller, failed authentications per client address, and where
+/// client addresses come from.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub callers: RateLimit,
+    pub failures: RateLimit,
+    pub client_ip_header: Option<http::HeaderName>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            callers: RateLimit::default(),
+            failures: RateLimit::failures(),
+            client_ip_header: None,
+        }
+    }
+}
+
+impl From<RateLimit> for Limits {
+    fn from(callers: RateLimit) -> Self {
+        Limits {
+            callers,
+            ..Limits::default()
+        }
+    }
+}
 
 /// A running gateway and the services behind it; stops them when dropped.
 pub struct Stack {
@@ -190,10 +220,26 @@ async fn connect(
     .expect("connect to PostgreSQL")
 }
 
-/// Serves a gRPC service on an ephemeral port until `shutdown`, its health following `db`.
+/// The internal key of the services tests start (as `testkit::spawn` gives the binaries).
+pub fn internal_key() -> InternalKey {
+    InternalKey::from_config(Some(testkit::INTERNAL_AUTH_SECRET)).expect("the tests' key")
+}
+
+/// A client of the service at `url` calling as the gateway does (its internal token).
+pub fn gateway_client(url: &str, service: ServiceName) -> grpc_client::GrpcTransport {
+    grpc_client::signed(
+        grpc_client::remote(url).unwrap(),
+        internal_key().credentials(ServiceName::ApiGateway, service),
+    )
+}
+
+/// Serves a gRPC service on an ephemeral port until `shutdown`, its health following `db`,
+/// refusing calls without the tests' internal key from other than `callers`.
 async fn serve_grpc<S>(
     service: S,
     db: Db,
+    me: ServiceName,
+    callers: &'static [ServiceName],
     mut shutdown: watch::Receiver<bool>,
 ) -> (SocketAddr, JoinHandle<()>)
 where
@@ -210,9 +256,13 @@ where
 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // As the binaries serve: with health, reflection, per-call spans and metrics.
+    // As the binaries serve: with health, the callers' check, per-call spans and metrics.
+    let security = common::grpc_server::ServerSecurity {
+        guard: internal_key().guard(me, callers),
+        reflection: false,
+    };
     let task = tokio::spawn(async move {
-        let _ = common::grpc_server::serve(listener, service, Some(db), async move {
+        let _ = common::grpc_server::serve(listener, service, Some(db), security, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
         .await;
@@ -248,19 +298,23 @@ impl Stack {
     }
 
     /// The embedded default with the gateway limiting each token to `limit`.
-    pub async fn embedded_limited(data_dir: PathBuf, owns_dir: bool, limit: RateLimit) -> Stack {
-        Self::embedded_configured(data_dir, owns_dir, limit, test_ws_settings()).await
+    pub async fn embedded_limited(
+        data_dir: PathBuf,
+        owns_dir: bool,
+        limit: impl Into<Limits>,
+    ) -> Stack {
+        Self::embedded_configured(data_dir, owns_dir, limit.into(), test_ws_settings()).await
     }
 
     /// The embedded default with WebSocket settings `ws`.
     pub async fn embedded_with_ws(ws: WsSettings) -> Stack {
-        Self::embedded_configured(temp_data_dir(), true, RateLimit::default(), ws).await
+        Self::embedded_configured(temp_data_dir(), true, Limits::default(), ws).await
     }
 
     async fn embedded_configured(
         data_dir: PathBuf,
         owns_dir: bool,
-        limit: RateLimit,
+        limit: Limits,
         ws: WsSettings,
     ) -> Stack {
         let (tx, rx) = watch::channel(false);
@@ -315,11 +369,23 @@ impl Stack {
 
         let (chat_service, chat_relay) = chat_manager::service(
             chat_db.clone(),
-            EventBus::amqp(&env.chat_amqp_url),
+            EventBus::amqp(&env.chat_amqp_url).with_subscribers(vec![
+                common::topology::chat_events_subscriber(
+                    &env.chat_exchange,
+                    &env.chat_events_queue,
+                ),
+            ]),
             &env.chat_exchange,
             rx.clone(),
         );
-        let (chat_addr, chat_server) = serve_grpc(chat_service, chat_db, rx.clone()).await;
+        let (chat_addr, chat_server) = serve_grpc(
+            chat_service,
+            chat_db,
+            ServiceName::ChatManager,
+            common::service_auth::CHAT_MANAGER_CALLERS,
+            rx.clone(),
+        )
+        .await;
         let chat_link = testkit::TcpProxy::start(chat_addr).await;
 
         let bus = EventBus::amqp(&env.amqp_url);
@@ -335,8 +401,10 @@ impl Stack {
         )
         .await
         .expect("subscribe to chat events");
-        let chat_for_messages =
-            ChatClient::new(grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap());
+        let chat_for_messages = ChatClient::new(grpc_client::signed(
+            grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap(),
+            internal_key().credentials(ServiceName::MessageManager, ServiceName::ChatManager),
+        ));
         let (message_service, message_tasks) = message_manager::service(
             message_db.clone(),
             bus,
@@ -345,8 +413,14 @@ impl Stack {
             Some(chat_for_messages),
             rx.clone(),
         );
-        let (message_addr, message_server) =
-            serve_grpc(message_service, message_db, rx.clone()).await;
+        let (message_addr, message_server) = serve_grpc(
+            message_service,
+            message_db,
+            ServiceName::MessageManager,
+            common::service_auth::MESSAGE_MANAGER_CALLERS,
+            rx.clone(),
+        )
+        .await;
 
         let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
@@ -355,8 +429,11 @@ impl Stack {
             env.message_exchange.clone(),
         );
         let (chat, message) = (
-            grpc_client::remote(&format!("http://{chat_addr}")).unwrap(),
-            grpc_client::remote(&format!("http://{message_addr}")).unwrap(),
+            gateway_client(&format!("http://{chat_addr}"), ServiceName::ChatManager),
+            gateway_client(
+                &format!("http://{message_addr}"),
+                ServiceName::MessageManager,
+            ),
         );
         let readiness = Readiness::upstreams(chat.clone(), message.clone(), Some(hub_bus));
         let parts = GatewayParts {
@@ -366,7 +443,7 @@ impl Stack {
             ws,
         };
         let mut stack =
-            Self::with_gateway_configured(parts, readiness, RateLimit::default(), tx, rx).await;
+            Self::with_gateway_configured(parts, readiness, Limits::default(), tx, rx).await;
         stack.chat_addr = Some(chat_addr);
         stack.message_addr = Some(message_addr);
         stack
@@ -386,8 +463,8 @@ impl Stack {
     pub async fn gateway_to(chat_url: &str, message_url: &str) -> Stack {
         let (tx, rx) = watch::channel(false);
         Self::with_gateway(
-            grpc_client::remote(chat_url).unwrap(),
-            grpc_client::remote(message_url).unwrap(),
+            gateway_client(chat_url, ServiceName::ChatManager),
+            gateway_client(message_url, ServiceName::MessageManager),
             None,
             tx,
             rx,
@@ -401,8 +478,8 @@ impl Stack {
     pub async fn gateway_with_hub_to(chat_url: &str, message_url: &str) -> Stack {
         let (tx, rx) = watch::channel(false);
         let parts = GatewayParts {
-            chat: grpc_client::remote(chat_url).unwrap(),
-            message: grpc_client::remote(message_url).unwrap(),
+            chat: gateway_client(chat_url, ServiceName::ChatManager),
+            message: gateway_client(message_url, ServiceName::MessageManager),
             events: Some((
                 EventBus::in_process(),
                 "chat.events".to_owned(),
@@ -410,8 +487,7 @@ impl Stack {
             )),
             ws: test_ws_settings(),
         };
-        Self::with_gateway_configured(parts, Readiness::InProcess, RateLimit::default(), tx, rx)
-            .await
+        Self::with_gateway_configured(parts, Readiness::InProcess, Limits::default(), tx, rx).await
     }
 
     async fn with_gateway(
@@ -461,7 +537,7 @@ impl Stack {
             events,
             ws: test_ws_settings(),
         };
-        Self::with_gateway_configured(parts, readiness, limit, tx, rx).await
+        Self::with_gateway_configured(parts, readiness, limit.into(), tx, rx).await
     }
 
     /// Another gateway on the same services and event source (in the split deployment its
@@ -472,7 +548,7 @@ impl Stack {
         Self::with_gateway_configured(
             self.gateway_parts.clone(),
             Readiness::InProcess,
-            RateLimit::default(),
+            Limits::default(),
             tx,
             rx,
         )
@@ -482,7 +558,7 @@ impl Stack {
     async fn with_gateway_configured(
         parts: GatewayParts,
         readiness: Readiness,
-        limit: RateLimit,
+        limit: Limits,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
@@ -495,7 +571,8 @@ impl Stack {
         } = parts;
         let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET))
             .with_readiness(readiness)
-            .with_rate_limit(limit);
+            .with_rate_limits(limit.callers, limit.failures)
+            .with_client_ip_header(limit.client_ip_header);
         let mut hub_task = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
             // The hub subscribes once a socket opens, and a subscribe frame is answered once
@@ -675,6 +752,8 @@ pub fn token(customer_id: &str, agent_id: Option<&str>, permission: u64, ttl: Du
             agent_name: "Agent".into(),
             permission,
             ttl,
+            issuer: None,
+            audience: None,
         },
     )
     .unwrap()
