@@ -241,3 +241,116 @@ async fn events_written_while_the_broker_is_unreachable_arrive_once_it_is_back()
     );
     stack.stop().await;
 }
+
+/// A subscriber of this system that starts after its publisher gets every event all the same:
+/// chat-manager runs alone and publishes five chats' events; only then does message-manager
+/// start, for the first time, with no chat-manager to ask, and its membership view has every
+/// chat from its queue. (Before, chat-manager's relay published to an exchange no queue was
+/// bound to yet, and the broker dropped them.)
+#[tokio::test]
+async fn a_subscriber_starting_after_the_publisher_gets_every_event() {
+    let test = "events::a_subscriber_starting_after_the_publisher_gets_every_event";
+    let Some((env, _guards)) = split_env(test).await else {
+        return;
+    };
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let chat_db = connect(
+        &env.pg_url,
+        &env.chat_schema,
+        chat_manager::db::MIGRATIONS,
+        2,
+        Default::default(),
+    )
+    .await;
+    let bus = common::bus::EventBus::amqp(&env.amqp_url).with_subscribers(vec![
+        common::topology::chat_events_subscriber(&env.chat_exchange, &env.chat_events_queue),
+    ]);
+    let (chat_service, _relay) =
+        chat_manager::service(chat_db.clone(), bus, &env.chat_exchange, stopped.clone());
+    let mut chat =
+        common::grpc_client::ChatClient::new(common::grpc_client::in_process(chat_service));
+    let customer = new_id();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (a, b) = (new_id(), new_id());
+        let created = chat
+            .create_chat(proto::chat::v1::CreateChatRequest {
+                customer_id: customer.clone(),
+                r#type: proto::chat::v1::ChatType::Group as i32,
+                owner_id: a.clone(),
+                participant_ids: vec![a, b],
+                name: format!("early {i}"),
+                detail: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(created.id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while chat_db
+        .run(|c| common::outbox::backlog(c).map_err(common::db::DbError::from))
+        .await
+        .unwrap()
+        > 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Now message-manager, for the first time.
+    let message_db = connect(
+        &env.pg_url,
+        &env.message_schema,
+        message_manager::db::MIGRATIONS,
+        2,
+        Default::default(),
+    )
+    .await;
+    let message_bus = common::bus::EventBus::amqp(&env.amqp_url);
+    let topology = message_manager::Topology {
+        exchange: env.message_exchange.clone(),
+        chat_exchange: env.chat_exchange.clone(),
+        chat_events_queue: env.chat_events_queue.clone(),
+    };
+    let subscription = message_manager::subscribe_chat_events(
+        &message_bus,
+        &topology.chat_exchange,
+        &topology.chat_events_queue,
+    )
+    .await
+    .unwrap();
+    let (_service, _tasks) = message_manager::service(
+        message_db.clone(),
+        message_bus,
+        topology,
+        subscription,
+        None,
+        stopped,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (customer, wanted) = (customer.clone(), ids.clone());
+        let known = message_db
+            .run(move |c| {
+                let mut known = 0;
+                for id in &wanted {
+                    let members = message_manager::membership::load(c, &customer, id)
+                        .map_err(|e| common::db::DbError::Unavailable(e.to_string()))?;
+                    known += usize::from(members.is_some_and(|m| m.rooms.len() == 2));
+                }
+                Ok::<_, common::db::DbError>(known)
+            })
+            .await
+            .unwrap();
+        if known == ids.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message-manager's view has {known} of the {} chats",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

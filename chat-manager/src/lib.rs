@@ -31,6 +31,7 @@ pub type ChatManager = Store;
 /// `events::ChatroomEventExpander`).
 pub fn relay(db: Db, bus: EventBus, exchange: &str, signal: RelaySignal) -> Relay {
     Relay::new(db, bus, exchange, signal)
+        .named(EVENT_SOURCE)
         .with_expander(std::sync::Arc::new(events::ChatroomEventExpander))
 }
 

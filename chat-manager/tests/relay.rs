@@ -577,6 +577,65 @@ async fn a_record_of_an_unknown_kind_holds_the_outbox_rather_than_being_skipped(
     env.amqp.cleanup().await;
 }
 
+/// Rows the relay cannot publish (a line that does not parse; a record that cannot be
+/// expanded) are never marked sent with their events missing: they stay unsent, counted in
+/// `outbox_held_rows`, and the rows after them go out. (Before, both were marked sent: their
+/// events were lost without a trace but a log line.)
+#[tokio::test]
+async fn rows_that_cannot_be_published_are_held_unsent_counted_and_the_rest_go_out() {
+    let test = "relay::rows_that_cannot_be_published_are_held_unsent_counted_and_the_rest_go_out";
+    let Some(env) = env(test).await else {
+        return;
+    };
+    let mut reader = EventReader::bind(&env.url, &env.exchange).await;
+    let manager = manager(&env);
+    create_chats(&manager, 1).await;
+    env.db
+        .run(|c| {
+            use diesel::prelude::*;
+            let now = common::time::now();
+            diesel::insert_into(outbox::outbox::table)
+                .values((
+                    outbox::outbox::events.eq("a line that is not an event"),
+                    outbox::outbox::event_count.eq(1),
+                    outbox::outbox::created_at.eq(now),
+                ))
+                .execute(c)?;
+            let broken = outbox::DomainEvent::compact("chatrooms", "{not json".into(), 2);
+            outbox::record(c, "chat-manager", &RequestMeta::default(), &[broken])?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+    create_chats(&manager, 1).await;
+    assert_eq!(backlog(&env.db).await, 3 + 1 + 2 + 3);
+
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(eager_relay(&env).run(stopped));
+    let events = drain(&mut reader, 6).await;
+    assert_eq!(events.len(), 6, "the rows before and after are published");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while backlog(&env.db).await > 3 {
+        assert!(tokio::time::Instant::now() < deadline, "never marked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        backlog(&env.db).await,
+        1 + 2,
+        "the two rows that cannot be published stay unsent"
+    );
+    let page = common::metrics::metrics().encode();
+    assert_eq!(
+        testkit::ops::sample(&page, r#"outbox_held_rows{service="chat-manager"}"#),
+        Some(2.0),
+        "{page}"
+    );
+    stop.send(true).unwrap();
+    relay.await.unwrap();
+    env.amqp.cleanup().await;
+}
+
 /// The relay's session finds a round's rows by key through an index even when its plan was
 /// made while the outbox held two rows and the table has no statistics (autovacuum off, as on
 /// this machine, or not run yet): a sequential scan there reads the whole outbox every round,

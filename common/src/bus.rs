@@ -1342,6 +1342,61 @@ mod tests {
         delete_exchange(&url, &exchange).await;
     }
 
+    /// A publisher declares its system subscribers' queue before publishing (so what it
+    /// publishes waits there for a subscriber that has never run), and what they bind is
+    /// mandatory: with the queue deleted under a live connection, the broker returns the
+    /// message and the publish fails (to be retried, which declares the queue again) rather
+    /// than succeeding with the event dropped.
+    #[tokio::test]
+    async fn amqp_declares_its_subscribers_and_what_they_bind_must_reach_a_queue() {
+        let Some(url) = require_rabbitmq("bus::amqp_declares_its_subscribers").await else {
+            return;
+        };
+        let exchange = unique("chat.events");
+        let queue = unique("subscriber");
+        let spec = SubscriptionSpec {
+            queue: queue.clone(),
+            bindings: vec![(exchange.clone(), "chat_created".into())],
+            exclusive: false,
+            prefetch: 10,
+        };
+        let bus = EventBus::amqp(url.clone()).with_subscribers(vec![spec.clone()]);
+        bus.publish(&[message(&exchange, "chat_created", 1)])
+            .await
+            .expect("publish");
+        assert_eq!(
+            bus.queue_depth(&queue).await.unwrap(),
+            Some(1),
+            "it waits there"
+        );
+
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        let lost = bus.publish(&[message(&exchange, "chat_created", 2)]).await;
+        assert!(matches!(lost, Err(BusError::Unroutable { .. })), "{lost:?}");
+        // Sent again (as the relay does), on a fresh connection that declares the queue again.
+        bus.publish(&[message(&exchange, "chat_created", 2)])
+            .await
+            .expect("publish again");
+        assert_eq!(bus.queue_depth(&queue).await.unwrap(), Some(1));
+        // What no subscriber of this system binds is not mandatory.
+        bus.publish(&[message(&exchange, "chatroom_created", 3)])
+            .await
+            .expect("an event nobody binds");
+
+        let _ = channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+        let _ = conn.close(200, "OK".into()).await;
+        delete_exchange(&url, &exchange).await;
+    }
+
     #[tokio::test]
     async fn amqp_unreachable_broker_fails_fast() {
         let bus = EventBus::amqp("amqp://guest:guest@127.0.0.1:1/%2f");

@@ -92,6 +92,7 @@ pub struct Metrics {
     pub grpc_request_duration: LatencyFamily<GrpcMethodLabels>,
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_unsent_age: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
+    pub outbox_held_rows: Family<ServiceLabels, Gauge>,
     pub consumer_queue_depth: Family<QueueLabels, Gauge>,
     pub consumer_dead_lettered: Family<QueueLabels, Counter>,
     pub websocket_connections: Gauge,
@@ -145,6 +146,12 @@ impl Metrics {
             "Age of the oldest event not yet confirmed by the broker (0 when none)",
             outbox_oldest_unsent_age.clone(),
         );
+        let outbox_held_rows = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "outbox_held_rows",
+            "Outbox rows the relay cannot publish (held unsent until a release that can)",
+            outbox_held_rows.clone(),
+        );
         let consumer_queue_depth = Family::<QueueLabels, Gauge>::default();
         registry.register(
             "consumer_queue_depth",
@@ -171,6 +178,7 @@ impl Metrics {
             grpc_request_duration,
             outbox_backlog,
             outbox_oldest_unsent_age,
+            outbox_held_rows,
             consumer_queue_depth,
             consumer_dead_lettered,
             websocket_connections,
@@ -318,6 +326,16 @@ pub fn watch_queue(bus: EventBus, queue: &str, shutdown: watch::Receiver<bool>) 
             }
         })
     });
+}
+
+/// How many of `service`'s outbox rows its relay holds unsent because it cannot publish them.
+pub fn set_held_rows(service: &str, rows: usize) {
+    metrics()
+        .outbox_held_rows
+        .get_or_create(&ServiceLabels {
+            service: service.to_owned(),
+        })
+        .set(i64::try_from(rows).unwrap_or(i64::MAX));
 }
 
 /// Counts one event of `queue` given up on (set aside in its dead-letter queue).

@@ -145,8 +145,9 @@ pub trait Expander: Send + Sync + 'static {
     fn kinds(&self) -> &'static [&'static str];
 
     /// The events of each record, in order. `None` for a record that cannot be expanded (it
-    /// names something that does not exist): logged and skipped, so one bad row never holds
-    /// up the outbox. An `Err` (the database failing) retries the round.
+    /// names something that does not exist): its row is held, unsent (logged and counted),
+    /// and the rows after it are published, so one bad row never holds up the outbox. An
+    /// `Err` (the database failing) retries the round.
     fn expand(
         &self,
         conn: &mut DbConnection,
@@ -370,7 +371,17 @@ pub struct Relay {
     in_flight: FuturesOrdered<BoxFuture<'static, ConfirmedRound>>,
     /// Turns the service's compact records into events (none: every row is rendered).
     expander: Option<Arc<dyn Expander>>,
+    /// Rows that cannot be published (a line that does not parse, a record that cannot be
+    /// expanded): left unsent and skipped, counted in `outbox_held_rows`, and tried again when
+    /// this process starts over (a release that fixes them publishes them).
+    held: Vec<i64>,
+    /// The `service` label of its metrics.
+    service: String,
 }
+
+/// Rows held at most: beyond it, the relay publishes nothing more (something is badly wrong,
+/// and the held rows' seqs would otherwise grow without bound).
+pub const MAX_HELD_ROWS: usize = 1000;
 
 /// A sent round's rows, and whether the broker confirmed all of its events.
 type ConfirmedRound = (Vec<i64>, Result<(), BusError>);
@@ -405,7 +416,16 @@ impl Relay {
             loaded: VecDeque::new(),
             in_flight: FuturesOrdered::new(),
             expander: None,
+            held: Vec::new(),
+            service: String::new(),
         }
+    }
+
+    /// The `service` label of the relay's metrics (`outbox_held_rows`).
+    pub fn named(mut self, service: &str) -> Self {
+        self.service = service.to_owned();
+        crate::metrics::set_held_rows(service, 0);
+        self
     }
 
     /// Publishes the service's compact records through `expander`.
@@ -567,13 +587,16 @@ impl Relay {
         let limit = self.batch_size;
         let mut skip = self.unconfirmed.clone();
         skip.extend(self.loaded.iter().map(|r| r.seq));
+        skip.extend_from_slice(&self.held);
+        let holding_too_many = self.held.len() >= MAX_HELD_ROWS;
         let mut loaded = std::mem::take(&mut self.loaded);
         let expander = self.expander.clone();
         let exchange = self.exchange.clone();
         let load = move |conn: &mut DbConnection| {
             let mut round = RoundBatch::new(exchange, limit);
+            let mut held = Vec::new();
             round.take_from(&mut loaded);
-            if loaded.is_empty() && !round.is_full() {
+            if loaded.is_empty() && !round.is_full() && !holding_too_many {
                 // Whole rows in commit order, up to the round's remaining events and bytes (at
                 // least one row). Sizes first, then the chosen rows: a row can be large (a
                 // 1,000-person chat's events), and loading hundreds of them to send a few
@@ -597,22 +620,36 @@ impl Relay {
                         .order(outbox::seq.asc())
                         .select(PendingRow::as_select())
                         .load(conn)?;
-                    loaded.extend(load_rows(conn, rows, expander.as_deref())?);
+                    let (rows, unpublishable) = load_rows(conn, rows, expander.as_deref())?;
+                    loaded.extend(rows);
+                    held = unpublishable;
                     round.take_from(&mut loaded);
                 }
             }
-            Ok::<_, DbError>((round, loaded))
+            Ok::<_, DbError>((round, loaded, held))
         };
-        let (round, loaded) = match &mut self.leader {
+        let (round, loaded, held) = match &mut self.leader {
             Some(conn) => conn.run(load).await?,
             None => self.db.run(load).await?,
         };
         self.loaded = loaded;
+        if holding_too_many {
+            tracing::error!(
+                held = self.held.len(),
+                "relay: {MAX_HELD_ROWS} or more outbox rows cannot be published; publishing \
+                 nothing more until this process starts over"
+            );
+        }
+        let held_now = held.len();
+        if held_now > 0 {
+            self.held.extend(held);
+            crate::metrics::set_held_rows(&self.service, self.held.len());
+        }
         let RoundBatch {
             messages, finished, ..
         } = round;
         if messages.is_empty() && finished.is_empty() {
-            return Ok(0);
+            return Ok(held_now);
         }
         let pending = self
             .bus
@@ -624,7 +661,7 @@ impl Relay {
             async move { (finished, pending.confirmed().await) },
         ));
         tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
-        Ok(messages.len())
+        Ok(messages.len() + held_now)
     }
 }
 
@@ -807,12 +844,14 @@ impl diesel::query_builder::Query for PendingSizes<'_> {
 impl RunQueryDsl<diesel::pg::PgConnection> for PendingSizes<'_> {}
 
 /// `rows` ready to publish: rendered lines as stored, compact records through the expander
-/// (one call for all of them). What cannot be read is logged and skipped.
+/// (one call for all of them); and the seqs of rows that cannot be published (a line that
+/// does not parse, a record that cannot be expanded), which are logged and left unsent: never
+/// marked sent with an event missing.
 fn load_rows(
     conn: &mut DbConnection,
     rows: Vec<PendingRow>,
     expander: Option<&dyn Expander>,
-) -> Result<Vec<LoadedRow>, DbError> {
+) -> Result<(Vec<LoadedRow>, Vec<i64>), DbError> {
     enum Line {
         Rendered(std::ops::Range<usize>),
         /// Index into the records.
@@ -823,6 +862,7 @@ fn load_rows(
     // of a kind this release does not read ends the rows taken (in order: the rest wait too).
     let mut lines: Vec<Vec<Line>> = Vec::with_capacity(rows.len());
     let mut records = Vec::new();
+    let mut unpublishable: Vec<i64> = Vec::new();
     'rows: for r in &rows {
         let (mut row_lines, mut row_records) = (Vec::new(), Vec::new());
         let mut start = 0;
@@ -849,7 +889,11 @@ fn load_rows(
             } else if parse_line(line).is_some() {
                 row_lines.push(Line::Rendered(range));
             } else {
-                tracing::error!(seq = r.seq, "relay: malformed outbox line skipped");
+                tracing::error!(
+                    seq = r.seq,
+                    "relay: an outbox line that does not parse; the row is held, unsent"
+                );
+                unpublishable.push(r.seq);
             }
         }
         records.append(&mut row_records);
@@ -864,7 +908,10 @@ fn load_rows(
     drop(records);
     // Rows after one that ended the scan are left out (`lines` stops there).
     let mut loaded = Vec::with_capacity(rows.len());
-    for (r, row_lines) in rows.into_iter().zip(lines) {
+    'loaded: for (r, row_lines) in rows.into_iter().zip(lines) {
+        if unpublishable.contains(&r.seq) {
+            continue;
+        }
         let mut events = VecDeque::with_capacity(row_lines.len());
         for line in row_lines {
             match line {
@@ -877,11 +924,15 @@ fn load_rows(
                             events.push_back(LineEvents::Expanded(record));
                         }
                     }
-                    None => tracing::error!(
-                        seq = r.seq,
-                        kind = kinds[n],
-                        "relay: outbox record that cannot be expanded skipped"
-                    ),
+                    None => {
+                        tracing::error!(
+                            seq = r.seq,
+                            kind = kinds[n],
+                            "relay: an outbox record that cannot be expanded; the row is held, unsent"
+                        );
+                        unpublishable.push(r.seq);
+                        continue 'loaded;
+                    }
                 },
             }
         }
@@ -893,7 +944,7 @@ fn load_rows(
             lines: events,
         });
     }
-    Ok(loaded)
+    Ok((loaded, unpublishable))
 }
 
 /// The relay's session settings (the session holds the relay lock and runs only the relay's

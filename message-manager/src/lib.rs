@@ -356,6 +356,7 @@ pub fn service(
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
     let signal = RelaySignal::default();
     let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone())
+        .named(EVENT_SOURCE)
         .with_expander(Arc::new(events::MessageEventExpander));
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());

@@ -196,7 +196,7 @@ pub async fn split_env(
     ))
 }
 
-async fn connect(
+pub async fn connect(
     url: &str,
     schema: &str,
     migrations: common::db::Migrations,
