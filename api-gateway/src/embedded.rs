@@ -82,11 +82,14 @@ pub async fn start(
         bus.clone(),
         topology,
         subscription,
-        Some(ChatClient::new(signed(
-            &chat,
-            ServiceName::MessageManager,
-            ServiceName::ChatManager,
-        ))),
+        Some((
+            ChatClient::new(signed(
+                &chat,
+                ServiceName::MessageManager,
+                ServiceName::ChatManager,
+            )),
+            message_manager::membership::MAX_AGE,
+        )),
         shutdown,
     );
     tasks.push(chat_relay);

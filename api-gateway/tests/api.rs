@@ -760,6 +760,15 @@ async fn pages_return_every_chat_exactly_once(s: &Stack) {
     s.get("/chats?page_token=yesterday", &token)
         .await
         .assert_error(400, "invalid_argument", "page_token");
+    // Years outside the contract's are refused here, on both backends, before any query.
+    for year in ["0000", "10000", "%2B10000", "-0001"] {
+        let token_param = urlencode(&format!("{year}-01-01 00:00:00.000000"));
+        for path in ["/chats", "/chatrooms"] {
+            s.get(&format!("{path}?page_token={token_param}"), &token)
+                .await
+                .assert_error(400, "invalid_argument", "page_token");
+        }
+    }
 }
 
 fn urlencode(s: &str) -> String {

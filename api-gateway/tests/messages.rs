@@ -1260,3 +1260,121 @@ async fn a_send_publishes_message_events() {
         assert_eq!(body["data"], served);
     }
 }
+
+/// A participant is removed while chat-manager's events never reach message-manager (its
+/// queue unbound from them, as if they were lost or dead-lettered). Once the view's
+/// confirmation age has passed, the next send asks chat-manager: the removed agent's room
+/// gets no copy and no event of it, and listing that room shows it deleted (an empty list),
+/// not the new message. (Before, the view kept the room live until its event came, for ever if
+/// it never did, and a refresh never retired rooms missing from chat-manager's answer.)
+#[tokio::test]
+async fn a_removed_participants_room_stops_receiving_copies_when_its_event_is_lost() {
+    let test =
+        "messages::a_removed_participants_room_stops_receiving_copies_when_its_event_is_lost";
+    let Some((mut env, guards)) = split_env(test).await else {
+        return;
+    };
+    env.membership_max_age = Duration::from_secs(1);
+    let mut s = Stack::split(&env).await;
+    s.keep(guards);
+    let customer = new_id();
+    let admin = customer_token(&customer);
+    // A WebSocket's queue takes chat events too: what chat-manager publishes is routed
+    // somewhere, so the broker returns nothing (which would make chat-manager declare
+    // message-manager's bindings again) and only message-manager misses them.
+    let mut socket = s.ws(&admin).await;
+    socket
+        .subscribe(&[format!("customer_id:{customer}:chat")])
+        .await;
+    let (a, b, c) = (new_id(), new_id(), new_id());
+    let chat = s
+        .post(
+            "/chats",
+            &admin,
+            &chat_body("group", &a, &[&a, &b, &c], "lost"),
+        )
+        .await
+        .ok()
+        .clone();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let send = |text: &str| {
+        json!({"chat_id": chat_id, "source": {"type": "agent", "target": a}, "text": text})
+            .to_string()
+    };
+    let first = s
+        .post("/chatmessages", &admin, &send("before"))
+        .await
+        .ok()
+        .clone();
+    let (room_b, room_c) = (
+        room_of(&s, &admin, &chat_id, &b).await,
+        room_of(&s, &admin, &chat_id, &c).await,
+    );
+    let messages = |copies: Vec<Value>| -> Vec<String> {
+        copies
+            .iter()
+            .map(|c| c["messagechat_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        messages(copies_in(&s, &admin, &room_c).await),
+        [first["id"].as_str().unwrap()]
+    );
+
+    // From here on no chat event reaches message-manager.
+    let conn = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for event_type in message_manager::events::CHAT_EVENT_TYPES {
+        channel
+            .queue_unbind(
+                env.chat_events_queue.as_str().into(),
+                env.chat_exchange.as_str().into(),
+                event_type.into(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    s.delete(&format!("/chats/{chat_id}/participant_ids/{c}"), &admin)
+        .await
+        .ok();
+    let updated = socket
+        .collect("chat_updated", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(updated.len(), 1, "the removal was published");
+    tokio::time::sleep(env.membership_max_age + Duration::from_millis(300)).await;
+
+    let mut reader = testkit::EventReader::bind(&env.amqp_url, &env.message_exchange).await;
+    let second = s
+        .post("/chatmessages", &admin, &send("after"))
+        .await
+        .ok()
+        .clone();
+    let events = take(3, &mut reader).await;
+    let extra = reader.collect_for(Duration::from_millis(500)).await;
+    let owners: Vec<String> = events
+        .iter()
+        .chain(&extra)
+        .filter(|(kind, _, _)| kind == "messagechatroom_created")
+        .map(|(_, _, body)| body["ownerid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(owners.len(), 2, "one copy each for a and b: {owners:?}");
+    assert!(
+        !owners.contains(&c),
+        "no copy, no event for the removed agent"
+    );
+    assert_eq!(
+        messages(copies_in(&s, &admin, &room_b).await),
+        [
+            second["id"].as_str().unwrap(),
+            first["id"].as_str().unwrap()
+        ]
+    );
+    assert!(
+        copies_in(&s, &admin, &room_c).await.is_empty(),
+        "the removed agent's room is deleted: it lists nothing"
+    );
+    let _ = conn.close(200, "OK".into()).await;
+}

@@ -86,6 +86,11 @@ fn parse_token(token: &str) -> Result<Cursor, PageError> {
         None => (token, None),
     };
     let tm_create = time::parse(tm.trim()).ok_or(PageError::BadToken)?;
+    // No resource was made outside the contract's years; a token naming one was not ours, and
+    // PostgreSQL and SQLite would each read it their own way.
+    if !(1..=9999).contains(&chrono::Datelike::year(&tm_create)) {
+        return Err(PageError::BadToken);
+    }
     Ok(Cursor { tm_create, id })
 }
 
@@ -154,6 +159,21 @@ mod tests {
         let p = Page::new(10, &format!("2022-09-22 02:41:44.884828,{id}")).unwrap();
         assert_eq!(p.after.unwrap().id.as_deref(), Some(id));
         assert_eq!(Page::new(10, "junk"), Err(PageError::BadToken));
+        for outside in [
+            "0000-12-31 23:59:59.000000",
+            "-0001-01-01 00:00:00",
+            "10000-01-01 00:00:00",
+            "+10000-01-01 00:00:00",
+            "262143-01-01 00:00:00",
+        ] {
+            assert_eq!(
+                Page::new(10, outside),
+                Err(PageError::BadToken),
+                "{outside}"
+            );
+        }
+        assert!(Page::new(10, "0001-01-01 00:00:00").is_ok());
+        assert!(Page::new(10, "9999-12-31 23:59:59.999999").is_ok());
         assert_eq!(
             Page::new(10, "2022-09-22 02:41:44.884828,notauuid"),
             Err(PageError::BadToken)

@@ -105,6 +105,7 @@ async fn run() {
         participant_ids: serde_json::to_string(std::slice::from_ref(&customer)).unwrap(),
         tm_update: common::time::now(),
         tm_delete: common::time::live(),
+        tm_checked: common::time::now(),
     };
     db.run(move |c| queries::upsert_member_chat(c, &member).map_err(DbError::from))
         .await
@@ -222,12 +223,12 @@ async fn run() {
         }
         let mut query = Vec::with_capacity(calls);
         for i in 0..WARM_UP + calls {
-            let chat_id = chat.clone();
+            let (customer_id, chat_id) = (customer.clone(), chat.clone());
             let (elapsed, rows) = db
                 .run(move |c| {
                     let page = Page::new(10, "").expect("page");
                     let started = Instant::now();
-                    let rows = queries::list_messages(c, &chat_id, &page)?;
+                    let rows = queries::list_messages(c, &customer_id, &chat_id, &page)?;
                     Ok::<_, DbError>((started.elapsed(), rows.len()))
                 })
                 .await
@@ -274,7 +275,7 @@ async fn run() {
         println!("\nchatmessages at {stored} rows: {size} (table and indexes)");
         for (what, token) in [("newest page", String::new()), ("second page", token)] {
             let page = Page::new(10, &token).expect("page");
-            let query = queries::list_messages_pg(&chat_id, &page);
+            let query = queries::list_messages_pg(&customer, &chat_id, &page);
             println!(
                 "\nEXPLAIN ANALYZE, {what} at {stored} messages:\n{}",
                 diesel::debug_query::<Pg, _>(&query)

@@ -213,7 +213,7 @@ pub fn list(
     if !members.is_live() {
         return Ok((Vec::new(), String::new()));
     }
-    let rows = queries::list_messages(conn, &members.chat.id, page)?;
+    let rows = queries::list_messages(conn, &members.chat.customer_id, &members.chat.id, page)?;
     Ok(page.finish(rows, |r| (r.tm_create, r.id.clone())))
 }
 

@@ -45,6 +45,12 @@ pub struct ServeConfig {
     /// chat-manager's gRPC URL, asked when the membership view has not caught up.
     #[arg(long, env = "CHAT_MANAGER_URL", required = true)]
     pub chat_manager_url: Option<String>,
+    /// How long the membership view vouches for a chat it has not confirmed with chat-manager
+    /// (or seen a chat event of): a room deleted without its event arriving stops getting
+    /// copies within this. `60s`, `2m`.
+    #[arg(long, env = "MEMBERSHIP_MAX_AGE", default_value = "60s",
+          value_parser = common::db::parse_timeout)]
+    pub membership_max_age: std::time::Duration,
     /// Internal authentication and reflection.
     #[command(flatten)]
     pub grpc: common::grpc_server::GrpcArgs,

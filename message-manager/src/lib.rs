@@ -42,26 +42,39 @@ pub const DEFAULT_EXCHANGE: &str = common::topology::MESSAGE_EXCHANGE;
 /// message-manager's durable queue of chat-manager's events.
 pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = common::topology::CHAT_EVENTS_QUEUE;
 
-/// The domain entry point: the store, and chat-manager for what the view does not know yet.
+/// The domain entry point: the store, and chat-manager for what the view does not know yet
+/// (or has not confirmed for `membership_max_age`).
 #[derive(Debug, Clone)]
 pub struct MessageManager {
     store: Store,
     chat: Option<ChatClient>,
+    membership_max_age: std::time::Duration,
 }
 
 impl MessageManager {
     pub fn new(store: Store, chat: Option<ChatClient>) -> Self {
-        MessageManager { store, chat }
+        MessageManager {
+            store,
+            chat,
+            membership_max_age: membership::MAX_AGE,
+        }
+    }
+
+    /// How long the membership view vouches for a chat it has not confirmed.
+    pub fn with_membership_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.membership_max_age = max_age;
+        self
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// The chat and its live chatrooms. The view answers when it knows the chat fully; a miss,
-    /// or a participant without a live chatroom (its event may still be on the way), asks
-    /// chat-manager and fills the view. With chat-manager unreachable, what the view knows is
-    /// used: messages to known chats are still accepted.
+    /// The chat and its live chatrooms. The view answers when it knows the chat fully and
+    /// confirmed it within `membership_max_age`; a miss, a participant without a live chatroom
+    /// (its event may still be on the way) or an unconfirmed chat asks chat-manager and fills
+    /// the view. With chat-manager unreachable, what the view knows is used: messages to known
+    /// chats are still accepted.
     pub async fn members(
         &self,
         customer_id: &str,
@@ -88,7 +101,8 @@ impl MessageManager {
             .await?;
         if let Some(m) = &known
             && !refresh
-            && (!m.is_live() || m.is_complete())
+            && (!m.is_live()
+                || (m.is_complete() && !m.is_stale(common::time::now(), self.membership_max_age)))
         {
             return Ok(known.expect("checked"));
         }
@@ -96,21 +110,74 @@ impl MessageManager {
             customer_id: customer_id.to_owned(),
             id: chat_id.to_owned(),
         };
-        match self.ask_chat_manager(req, request_id).await {
-            Ok(answer) => {
-                let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
-                self.store
-                    .read(move |conn| {
-                        conn.transaction(|conn| {
-                            membership::fill(conn, &answer)?;
-                            membership::load(conn, &c, &id)
-                        })
-                    })
-                    .await?
-                    .ok_or_else(|| MessageError::not_found("chat"))
+        let answer = match self.ask_chat_manager(req, request_id).await {
+            Ok(answer) => answer,
+            Err(MessageError::Unavailable(why)) => {
+                return known.ok_or(MessageError::Unavailable(why));
             }
-            Err(MessageError::Unavailable(why)) => known.ok_or(MessageError::Unavailable(why)),
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
+        };
+        // Rooms the view has live that chat-manager no longer lists: their deletion did not
+        // arrive (yet). Each is asked for, for the time it ended.
+        let listed: std::collections::HashSet<&str> =
+            answer.chatrooms.iter().map(|r| r.id.as_str()).collect();
+        let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
+        let live_in_view = self
+            .store
+            .read(move |conn| membership::live_room_ids(conn, &c, &id))
+            .await?;
+        let mut retired = Vec::new();
+        for room in live_in_view {
+            if !listed.contains(room.as_str()) {
+                match self.chatroom(customer_id, &room, request_id).await {
+                    Ok(ended) => retired.push(ended),
+                    Err(MessageError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !retired.is_empty() {
+            tracing::info!(chat = %chat_id, rooms = retired.len(), "membership view: chatrooms retired whose deletion had not arrived");
+        }
+        let (c, id) = (customer_id.to_owned(), chat_id.to_owned());
+        self.store
+            .read(move |conn| {
+                conn.transaction(|conn| {
+                    membership::fill(conn, &answer, &retired)?;
+                    membership::load(conn, &c, &id)
+                })
+            })
+            .await?
+            .ok_or_else(|| MessageError::not_found("chat"))
+    }
+
+    /// chat-manager's chatroom of the tenant (live or deleted).
+    async fn chatroom(
+        &self,
+        customer_id: &str,
+        room_id: &str,
+        request_id: Option<&str>,
+    ) -> Result<chat_pb::Chatroom, MessageError> {
+        let Some(client) = &self.chat else {
+            return Err(MessageError::Unavailable(
+                "no chat-manager configured".into(),
+            ));
+        };
+        let mut request = tonic::Request::new(chat_pb::GetChatroomRequest {
+            customer_id: customer_id.to_owned(),
+            id: room_id.to_owned(),
+            owner_id: None,
+        });
+        if let Some(v) = request_id.and_then(|r| r.parse().ok()) {
+            request.metadata_mut().insert(common::REQUEST_ID_HEADER, v);
+        }
+        match client.clone().get_chatroom(request).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(MessageError::not_found("chatroom")),
+            Err(s) => Err(MessageError::Unavailable(format!(
+                "chat-manager: {}",
+                s.message()
+            ))),
         }
     }
 
@@ -182,13 +249,14 @@ impl MessageManager {
     {
         let reply = Arc::new(reply);
         let (n, r) = (new.clone(), reply.clone());
+        let max_age = self.membership_max_age;
         let fast = match &key {
             // No key to claim: the view is read, then the message and its outbox row are
             // written in one statement.
             None => {
                 self.store
                     .write_statement(meta.clone(), move |c, outbox_row| {
-                        let members = membership::vouching_for(c, &n)?;
+                        let members = membership::vouching_for(c, &n, max_age)?;
                         let (message, _) = with_fresh_id(&members, &n, |message, events| {
                             let row = outbox_row(events);
                             db::queries::insert_message_and_outbox(c, message, &row)
@@ -200,7 +268,7 @@ impl MessageManager {
             Some(_) => {
                 self.store
                     .create(meta.clone(), key.clone(), move |c| {
-                        let members = membership::vouching_for(c, &n)?;
+                        let members = membership::vouching_for(c, &n, max_age)?;
                         let (message, events) = create_with_fresh_id(c, &members, &n)?;
                         Ok((r(&message, &members)?, events))
                     })
@@ -221,7 +289,9 @@ impl MessageManager {
             .await
     }
 
-    /// The chatroom of the tenant, from the view or, on a miss, from chat-manager.
+    /// The chatroom of the tenant, from the view or, on a miss, from chat-manager. A live room
+    /// of a chat the view has not confirmed within `membership_max_age` is checked first (the
+    /// chat's members are refreshed: the room may have been deleted without the view hearing).
     pub async fn room(
         &self,
         customer_id: &str,
@@ -234,30 +304,19 @@ impl MessageManager {
             .read(move |conn| membership::load_room(conn, &c, &id))
             .await?;
         if let Some(room) = known {
-            return Ok(room);
+            if room.tm_delete != common::time::live() {
+                return Ok(room);
+            }
+            // Refreshes the chat when it is stale (otherwise answers from the view).
+            self.members(customer_id, &room.chat_id, request_id).await?;
+            let (c, id) = (customer_id.to_owned(), room_id.to_owned());
+            return self
+                .store
+                .read(move |conn| membership::load_room(conn, &c, &id))
+                .await?
+                .ok_or_else(|| MessageError::not_found("chatroom"));
         }
-        let Some(client) = &self.chat else {
-            return Err(MessageError::Unavailable(
-                "no chat-manager configured".into(),
-            ));
-        };
-        let req = chat_pb::GetChatroomRequest {
-            customer_id: customer_id.to_owned(),
-            id: room_id.to_owned(),
-            owner_id: None,
-        };
-        let room = match client.clone().get_chatroom(req).await {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                return Err(MessageError::not_found("chatroom"));
-            }
-            Err(s) => {
-                return Err(MessageError::Unavailable(format!(
-                    "chat-manager: {}",
-                    s.message()
-                )));
-            }
-        };
+        let room = self.chatroom(customer_id, room_id, request_id).await?;
         // Learn the whole chat, then store this room (it may be a deleted one, which the
         // chat's live list leaves out).
         let row = membership::member_room_from_proto(&room)?;
@@ -265,7 +324,7 @@ impl MessageManager {
         self.store
             .read(move |conn| {
                 db::queries::upsert_member_room(conn, &row)?;
-                db::queries::member_room(conn, &row.id)?
+                db::queries::tenant_room(conn, &row.customer_id, &row.id)?
                     .ok_or_else(|| MessageError::Internal("chatroom not stored".into()))
             })
             .await
@@ -345,13 +404,14 @@ impl Default for Topology {
 
 /// The gRPC service over `db`, its relay, and the consumer of chat-manager's events
 /// (`subscription`, made by `subscribe_chat_events`; `None`: the consumer subscribes in the
-/// background, with backoff), until `shutdown` turns true.
+/// background, with backoff), until `shutdown` turns true. `chat` is asked what the
+/// membership view does not know, or has not confirmed within `membership_max_age`.
 pub fn service(
     db: Db,
     bus: EventBus,
     topology: Topology,
     subscription: impl Into<Option<Subscription>>,
-    chat: Option<ChatClient>,
+    chat: Option<(ChatClient, std::time::Duration)>,
     shutdown: watch::Receiver<bool>,
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
     let signal = RelaySignal::default();
@@ -375,7 +435,13 @@ pub fn service(
         jobs,
         shutdown,
     ));
-    let manager = MessageManager::new(Store::new(db, signal, EVENT_SOURCE), chat);
+    let store = Store::new(db, signal, EVENT_SOURCE);
+    let manager = match chat {
+        Some((client, max_age)) => {
+            MessageManager::new(store, Some(client)).with_membership_max_age(max_age)
+        }
+        None => MessageManager::new(store, None),
+    };
     (
         MessageServiceServer::new(grpc::MessageGrpc::new(manager)),
         vec![relay_task, consumer_task],
@@ -396,6 +462,7 @@ mod tests {
             participant_ids: format!("[\"{agent}\"]"),
             tm_update: now,
             tm_delete: common::time::live(),
+            tm_checked: now,
         };
         let new = NewMessage {
             customer_id: chat.customer_id.clone(),

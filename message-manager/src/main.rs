@@ -110,7 +110,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         bus,
         topology,
         subscription,
-        Some(chat),
+        Some((chat, config.membership_max_age)),
         shutdown_rx,
     );
 

@@ -333,7 +333,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
             .expect("search_path");
         let sent = record_statements(&mut service);
         let first = Page::new(PAGE_SIZE, "").unwrap();
-        let rows = queries::list_messages(&mut service, &chat, &first).expect("list");
+        let rows = queries::list_messages(&mut service, &customer, &chat, &first).expect("list");
         assert_eq!(rows.len(), PAGE_SIZE as usize + 1, "a page and one more");
         let (rows, token) = first.finish(rows, |r| (r.tm_create, r.id.clone()));
         assert!(
@@ -346,7 +346,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
             "the data makes the first page end in a tie: {token}"
         );
         let second = Page::new(PAGE_SIZE, &token).unwrap();
-        let next = queries::list_messages(&mut service, &chat, &second).expect("list");
+        let next = queries::list_messages(&mut service, &customer, &chat, &second).expect("list");
         assert!(next[0].tm_create <= rows[PAGE_SIZE as usize - 1].tm_create);
         let room = queries::member_room(&mut service, &room)
             .expect("read the chatroom")
@@ -367,8 +367,10 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
             .filter(|s| s.starts_with("SELECT") && !s.contains("\"member_chatrooms\""))
             .collect();
         let built = [
-            diesel::debug_query::<Pg, _>(&queries::list_messages_pg(&chat, &first)).to_string(),
-            diesel::debug_query::<Pg, _>(&queries::list_messages_pg(&chat, &second)).to_string(),
+            diesel::debug_query::<Pg, _>(&queries::list_messages_pg(&customer, &chat, &first))
+                .to_string(),
+            diesel::debug_query::<Pg, _>(&queries::list_messages_pg(&customer, &chat, &second))
+                .to_string(),
             diesel::debug_query::<Pg, _>(&queries::list_copies_pg(&room, &first)).to_string(),
             diesel::debug_query::<Pg, _>(&queries::list_copies_pg(&room, &copies_second))
                 .to_string(),
@@ -390,7 +392,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
         for (what, page) in pages {
             let what_m = format!("chatmessages, {what}");
             let plan = check_page(&mut pg, &what_m, "chatmessages_list", || {
-                queries::list_messages_pg(&chat, page)
+                queries::list_messages_pg(&customer, &chat, page)
             });
             let (returned, removed, buffers) = scan_figures(&plan, "chatmessages_list");
             assert_eq!(returned, f64::from(PAGE_SIZE + 1), "{what_m}: rows read");
@@ -403,7 +405,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
                 &mut pg,
                 &what_m,
                 "chatmessages_list",
-                queries::list_messages_pg(&chat, page),
+                queries::list_messages_pg(&customer, &chat, page),
             );
         }
         for (what, page) in [
@@ -433,7 +435,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
         // `paginate!`) instead of stepping over every newer entry, so depth costs nothing.
         let what = format!("chatmessages, a page {} rows deep", MINE * 9 / 10);
         let plan = check_page(&mut pg, &what, "chatmessages_list", || {
-            queries::list_messages_pg(&chat, &deep)
+            queries::list_messages_pg(&customer, &chat, &deep)
         });
         let (returned, removed, buffers) = scan_figures(&plan, "chatmessages_list");
         eprintln!(
@@ -484,7 +486,7 @@ async fn service_sessions_read_by_key_through_an_index_whatever_the_tables_held_
         let sent = record_statements(conn);
         assert!(queries::mark_processed(conn, "an event")?, "a new event");
         assert!(!queries::mark_processed(conn, "an event")?, "a duplicate");
-        queries::member_chat_with_rooms(conn, "chat 1")?;
+        queries::member_chat_with_rooms(conn, "customer", "chat 1")?;
         queries::member_chat(conn, "chat 1")?;
         let sent = sent.lock().unwrap().clone();
         let sql_of = |what: &str| {
@@ -504,7 +506,7 @@ async fn service_sessions_read_by_key_through_an_index_whatever_the_tables_held_
             (
                 "membership",
                 sql_of("UNION ALL"),
-                "'chat 1', 'chat 1', '9999-01-01'",
+                "'chat 1', 'customer', 'chat 1', 'customer', '9999-01-01'",
                 ["member_chats_pkey", "member_chatrooms_chat"].as_slice(),
             ),
             (

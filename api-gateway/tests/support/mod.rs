@@ -167,6 +167,8 @@ pub struct SplitEnv {
     pub db_pool_size: u32,
     /// The services' PostgreSQL timeouts (the services' defaults unless a test shortens them).
     pub db_timeouts: DbTimeouts,
+    /// How long message-manager's view vouches for a chat it has not confirmed.
+    pub membership_max_age: Duration,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -189,6 +191,7 @@ pub async fn split_env(
         hub_amqp_url: amqp.url.clone(),
         db_pool_size: 4,
         db_timeouts: DbTimeouts::default(),
+        membership_max_age: message_manager::membership::MAX_AGE,
     };
     Some((
         env,
@@ -410,7 +413,7 @@ impl Stack {
             bus,
             topology,
             subscription,
-            Some(chat_for_messages),
+            Some((chat_for_messages, env.membership_max_age)),
             rx.clone(),
         );
         let (message_addr, message_server) = serve_grpc(

@@ -32,6 +32,9 @@ pub struct MemberChat {
     pub participant_ids: String,
     pub tm_update: NaiveDateTime,
     pub tm_delete: NaiveDateTime,
+    /// When the view last confirmed this chat's state: from chat-manager's answer, or from a
+    /// chat event (which carries the whole participant list).
+    pub tm_checked: NaiveDateTime,
 }
 
 impl MemberChat {

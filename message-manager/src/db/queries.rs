@@ -154,9 +154,10 @@ fn copy_cursor(id: &str) -> Option<i64> {
 /// A page of the chat's live messages, newest first, boxed for the backend `$db`: the one
 /// builder behind `list_messages` and `list_messages_pg`.
 macro_rules! messages_page {
-    ($db:ty, $chat_id:expr, $page:expr) => {{
+    ($db:ty, $customer_id:expr, $chat_id:expr, $page:expr) => {{
         let query = chatmessages::table
             .filter(chatmessages::chat_id.eq($chat_id))
+            .filter(chatmessages::customer_id.eq($customer_id))
             .filter(chatmessages::tm_delete.eq(time::live()))
             .select(ChatmessageRow::as_select())
             .into_boxed::<$db>();
@@ -172,19 +173,21 @@ macro_rules! messages_page {
 
 pub fn list_messages(
     conn: &mut DbConnection,
+    customer_id: &str,
     chat_id: &str,
     page: &Page,
 ) -> QueryResult<Vec<ChatmessageRow>> {
-    messages_page!(MultiBackend, chat_id, page).load(conn)
+    messages_page!(MultiBackend, customer_id, chat_id, page).load(conn)
 }
 
 /// The statement `list_messages` runs, built for PostgreSQL alone: to show and check its plan
 /// (`debug_query`, `EXPLAIN`; see tests/list_plan.rs).
 pub fn list_messages_pg<'a>(
+    customer_id: &'a str,
     chat_id: &'a str,
     page: &Page,
 ) -> impl QueryFragment<Pg> + QueryId + Send + 'a {
-    messages_page!(Pg, chat_id, page)
+    messages_page!(Pg, customer_id, chat_id, page)
 }
 
 /// Where a copy id points: its chatroom's and its message's numbers. Copies written before
@@ -229,6 +232,7 @@ macro_rules! copies_page {
             .filter(chatroommessage_deletions::message_no.eq(chatmessages::no));
         let query = chatmessages::table
             .filter(chatmessages::chat_id.eq(room.chat_id.as_str()))
+            .filter(chatmessages::customer_id.eq(room.customer_id.as_str()))
             .filter(chatmessages::tm_delete.eq(time::live()))
             .filter(chatmessages::tm_create.ge(room.tm_create))
             .filter(chatmessages::tm_create.lt(room.tm_delete))
@@ -303,6 +307,7 @@ pub fn rooms_with_live_copy(
 ) -> QueryResult<Vec<MemberChatroom>> {
     let rooms: Vec<MemberChatroom> = member_chatrooms::table
         .filter(member_chatrooms::chat_id.eq(&message.chat_id))
+        .filter(member_chatrooms::customer_id.eq(&message.customer_id))
         .filter(member_chatrooms::tm_delete.eq(time::live()))
         .filter(member_chatrooms::tm_create.le(message.tm_create))
         .order(member_chatrooms::no.asc())
@@ -337,6 +342,28 @@ pub fn member_room(conn: &mut DbConnection, id: &str) -> QueryResult<Option<Memb
         .optional()
 }
 
+/// The tenant's chatroom.
+pub fn tenant_room(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+) -> QueryResult<Option<MemberChatroom>> {
+    member_chatrooms::table
+        .find(id)
+        .filter(member_chatrooms::customer_id.eq(customer_id))
+        .select(MemberChatroom::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Notes that the view confirmed the chat's state now.
+pub fn mark_checked(conn: &mut DbConnection, id: &str, at: NaiveDateTime) -> QueryResult<()> {
+    diesel::update(member_chats::table.find(id))
+        .set(member_chats::tm_checked.eq(at))
+        .execute(conn)
+        .map(|_| ())
+}
+
 /// Rooms by their numbers (copy ids carry them).
 pub fn rooms_by_no(conn: &mut DbConnection, nos: &[i64]) -> QueryResult<Vec<MemberChatroom>> {
     member_chatrooms::table
@@ -345,11 +372,12 @@ pub fn rooms_by_no(conn: &mut DbConnection, nos: &[i64]) -> QueryResult<Vec<Memb
         .load(conn)
 }
 
-/// The chat and its live chatrooms (ordered by id), in one statement: the chat's row, then
-/// one row per room (a join would repeat the chat's participant list on every room's row:
-/// 40 KB times a thousand rooms for a 1,000-person chat).
+/// The tenant's chat and its live chatrooms (ordered by id), in one statement: the chat's row,
+/// then one row per room (a join would repeat the chat's participant list on every room's
+/// row: 40 KB times a thousand rooms for a 1,000-person chat).
 pub fn member_chat_with_rooms(
     conn: &mut DbConnection,
+    customer_id: &str,
     id: &str,
 ) -> QueryResult<Option<(MemberChat, Vec<MemberChatroom>)>> {
     use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
@@ -369,6 +397,7 @@ pub fn member_chat_with_rooms(
         text: String,
         #[diesel(sql_type = Nullable<Text>)]
         owner_id: Option<String>,
+        /// The chat: when it was confirmed; a room: its creation.
         #[diesel(sql_type = Nullable<Timestamp>)]
         tm_create: Option<NaiveDateTime>,
         #[diesel(sql_type = Timestamp)]
@@ -377,6 +406,7 @@ pub fn member_chat_with_rooms(
         tm_delete: NaiveDateTime,
     }
     let query = MembershipQuery {
+        customer_id,
         chat_id: id,
         live: time::live(),
     };
@@ -394,6 +424,7 @@ pub fn member_chat_with_rooms(
         participant_ids: chat.text,
         tm_update: chat.tm_update,
         tm_delete: chat.tm_delete,
+        tm_checked: chat.tm_create.unwrap_or_default(),
     };
     let rooms = rows
         .map(|r| MemberChatroom {
@@ -412,6 +443,7 @@ pub fn member_chat_with_rooms(
 
 /// `member_chat_with_rooms`' statement, kept prepared like `SendStatement` (both backends).
 struct MembershipQuery<'a> {
+    customer_id: &'a str,
     chat_id: &'a str,
     live: NaiveDateTime,
 }
@@ -431,11 +463,13 @@ where
         use diesel::sql_types::{Text, Timestamp};
         out.push_sql(
             "SELECT CAST(0 AS BIGINT) AS part, CAST(NULL AS BIGINT) AS no, id, customer_id, \
-                    participant_ids AS text, NULL AS owner_id, NULL AS tm_create, tm_update, \
-                    tm_delete \
+                    participant_ids AS text, NULL AS owner_id, tm_checked AS tm_create, \
+                    tm_update, tm_delete \
                FROM member_chats WHERE id = ",
         );
         out.push_bind_param::<Text, _>(self.chat_id)?;
+        out.push_sql(" AND customer_id = ");
+        out.push_bind_param::<Text, _>(self.customer_id)?;
         out.push_sql(
             " UNION ALL \
              SELECT CAST(1 AS BIGINT) AS part, no, id, customer_id, chat_id AS text, owner_id, \
@@ -443,6 +477,8 @@ where
                FROM member_chatrooms WHERE chat_id = ",
         );
         out.push_bind_param::<Text, _>(self.chat_id)?;
+        out.push_sql(" AND customer_id = ");
+        out.push_bind_param::<Text, _>(self.customer_id)?;
         out.push_sql(" AND tm_delete = ");
         out.push_bind_param::<Timestamp, _>(&self.live)?;
         out.push_sql(" ORDER BY part, id");

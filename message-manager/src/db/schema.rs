@@ -38,12 +38,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// `tm_checked`: when the view last confirmed the chat (see `membership`).
     member_chats (id) {
         id -> Text,
         customer_id -> Text,
         participant_ids -> Text,
         tm_update -> Timestamp,
         tm_delete -> Timestamp,
+        tm_checked -> Timestamp,
     }
 }
 

@@ -1,0 +1,1 @@
+ALTER TABLE member_chats DROP COLUMN tm_checked;
