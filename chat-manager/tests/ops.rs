@@ -583,3 +583,105 @@ async fn sigterm_while_waiting_for_postgres_exits_promptly() {
     assert_eq!(code, Some(0), "{logs}");
     assert!(took < Duration::from_secs(3), "promptly: {took:?}");
 }
+
+/// The binary as deployed with TLS on both sides: PostgreSQL with `sslmode=verify-full` and
+/// RabbitMQ over `amqps://` with AMQP_CA_FILE (each behind a TLS proxy with a test CA's
+/// certificate for `localhost`): it serves (its health follows the database) and publishes.
+// Multi-threaded: the proxies run on this runtime while the test waits on the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_and_publishes_over_tls_to_postgres_and_rabbitmq() {
+    let test = "ops::serves_and_publishes_over_tls_to_postgres_and_rabbitmq";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let Some(amqp) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let ca = testkit::tls::TestCa::new();
+    let pg_tls = testkit::tls::TlsProxy::postgres(&ca, pg.addr()).await;
+    let amqp_tls = testkit::tls::TlsProxy::start(&ca, amqp.addr()).await;
+    let database = pg.url.rsplit('/').next().unwrap().to_owned();
+    let exchange = amqp.name("chat.events");
+    let mut events = testkit::EventReader::bind(&amqp.url, &exchange).await;
+    let (listen, metrics) = (free_addr(), free_addr());
+    let log = log_path();
+    let mut child = spawn(
+        BIN,
+        &[],
+        &[
+            (
+                "DATABASE_URL",
+                format!(
+                    "postgres://postgres@localhost:{}/{database}?sslmode=verify-full&sslrootcert={}",
+                    pg_tls.addr().port(),
+                    ca.ca_file().display()
+                ),
+            ),
+            ("DATABASE_SCHEMA", pg.schema.clone()),
+            (
+                "AMQP_URL",
+                format!(
+                    "amqps://guest:guest@localhost:{}/%2f",
+                    amqp_tls.addr().port()
+                ),
+            ),
+            ("AMQP_CA_FILE", ca.ca_file().display().to_string()),
+            ("CHAT_EVENTS_EXCHANGE", exchange.clone()),
+            (
+                "CHAT_EVENTS_QUEUE",
+                amqp.name("message-manager.chat-events"),
+            ),
+            ("LISTEN_ADDR", listen.to_string()),
+            ("METRICS_ADDR", metrics.to_string()),
+        ],
+        &log,
+    );
+    until_healthy(
+        BIN,
+        &[("LISTEN_ADDR", listen.to_string())],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|out| {
+        panic!(
+            "not healthy over TLS: {out}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    let mut client = proto::chat::v1::chat_service_client::ChatServiceClient::connect(format!(
+        "http://{listen}"
+    ))
+    .await
+    .unwrap();
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    client
+        .create_chat(signed(
+            proto::chat::v1::CreateChatRequest {
+                customer_id: uuid::Uuid::new_v4().to_string(),
+                r#type: proto::chat::v1::ChatType::Group as i32,
+                owner_id: a.clone(),
+                participant_ids: vec![a, b],
+                name: "over TLS".into(),
+                detail: String::new(),
+            },
+            ServiceName::ApiGateway,
+        ))
+        .await
+        .expect("written over TLS");
+    let first = events
+        .next_within(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "nothing published over TLS\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    assert_eq!(first.0, "chat_created");
+    assert_eq!(child.terminate(Duration::from_secs(20)), Some(0));
+    let _ = std::fs::remove_file(&log);
+    amqp.cleanup().await;
+}

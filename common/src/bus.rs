@@ -233,6 +233,16 @@ impl EventBus {
         }
     }
 
+    /// Declares `exchange` and this system's subscribers of it (their queues and bindings)
+    /// now, rather than at the first publish: subscribers can bind as soon as the publisher
+    /// runs. The in-process bus has nothing to declare.
+    pub async fn prepare(&self, exchange: &str) -> Result<(), BusError> {
+        match self {
+            EventBus::Amqp(bus) => bus.prepare(exchange).await,
+            EventBus::InProcess(_) => Ok(()),
+        }
+    }
+
     /// Declares a place to set events aside (dead letters): a durable fanout exchange and a
     /// durable queue bound to it, both named `name`; publish to the exchange `name` to put an
     /// event there. (Not the default exchange: publishing there would need the right to
@@ -525,6 +535,34 @@ impl AmqpBus {
                 false
             }
         }
+    }
+
+    /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
+    /// the publishing connection is dropped, so the next use starts afresh.
+    async fn prepare(&self, exchange: &str) -> Result<(), BusError> {
+        let name = short("exchange", exchange)?;
+        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
+        let mut slot = self.inner.publisher.lock().await;
+        let declared = async {
+            let publisher = open_publisher(&mut slot, &self.inner.endpoint).await?;
+            declare_exchange(&publisher.channel, name, ExchangeKind::Topic).await?;
+            declare_subscribers(&publisher.channel, &self.inner, exchange).await?;
+            publisher
+                .declared
+                .insert(exchange.to_owned(), std::time::Instant::now());
+            Ok::<_, BusError>(())
+        };
+        let declared = match tokio::time::timeout(limit, declared).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Timeout {
+                what: "declaring the exchange and its subscribers",
+                timeout: limit,
+            }),
+        };
+        if declared.is_err() {
+            *slot = None;
+        }
+        declared
     }
 
     /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
@@ -1395,6 +1433,65 @@ mod tests {
             .await;
         let _ = conn.close(200, "OK".into()).await;
         delete_exchange(&url, &exchange).await;
+    }
+
+    /// amqps://: the broker's certificate is verified against the CA given (AMQP_CA_FILE) and
+    /// the host name; events then flow over TLS. Without the CA, or by an address the
+    /// certificate does not name, nothing connects.
+    #[tokio::test]
+    async fn amqps_verifies_the_broker_and_carries_events() {
+        let Some(amqp) = testkit::require_rabbitmq("bus::amqps_verifies_the_broker").await else {
+            return;
+        };
+        let ca = testkit::tls::TestCa::new();
+        let proxy = testkit::tls::TlsProxy::start(&ca, amqp.addr()).await;
+        let port = proxy.addr().port();
+        let args = AmqpArgs {
+            amqp_url: Some(format!("amqps://guest:guest@localhost:{port}/%2f")),
+            amqp_ca_file: Some(ca.ca_file().to_owned()),
+        };
+        let bus = EventBus::amqp(args.endpoint("the test").unwrap());
+        let exchange = amqp.name("tls.events");
+        let mut sub = bus
+            .subscribe(SubscriptionSpec {
+                queue: String::new(),
+                bindings: vec![(exchange.clone(), "#".into())],
+                exclusive: true,
+                prefetch: 10,
+            })
+            .await
+            .expect("subscribe over TLS");
+        let sent = message(&exchange, "chat_created", 1);
+        bus.publish(std::slice::from_ref(&sent))
+            .await
+            .expect("publish over TLS");
+        assert_eq!(sub.next().await.expect("delivery").message, sent);
+
+        let refused = [
+            (
+                "no CA",
+                format!("amqps://guest:guest@localhost:{port}/%2f"),
+                None,
+            ),
+            (
+                "another name",
+                format!("amqps://guest:guest@127.0.0.1:{port}/%2f"),
+                Some(ca.ca_pem.clone()),
+            ),
+        ];
+        for (what, url, ca_pem) in refused {
+            let bus = EventBus::amqp(AmqpEndpoint { url, ca_pem });
+            let result = bus.publish(&[message(&exchange, "chat_created", 2)]).await;
+            assert!(result.is_err(), "{what}: connected");
+        }
+        // A CA file with a plain amqp:// URL is a mistake, said at start.
+        let plain = AmqpArgs {
+            amqp_url: Some("amqp://guest:guest@localhost:5672/%2f".into()),
+            amqp_ca_file: Some(ca.ca_file().to_owned()),
+        };
+        assert!(plain.endpoint("x").unwrap_err().contains("not amqps://"));
+        drop(sub);
+        amqp.cleanup().await;
     }
 
     #[tokio::test]

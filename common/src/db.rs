@@ -651,6 +651,76 @@ macro_rules! insert_rows {
 mod tests {
     use super::*;
 
+    /// `sslmode=verify-full`: the server's certificate is checked against `sslrootcert` and
+    /// the host name, and the services' pool works over it; a wrong CA or a name the
+    /// certificate does not carry is refused.
+    #[tokio::test]
+    async fn postgres_over_tls_with_verify_full() {
+        let Some(pg) = testkit::require_postgres("db::postgres_over_tls_with_verify_full").await
+        else {
+            return;
+        };
+        let ca = testkit::tls::TestCa::new();
+        let proxy = testkit::tls::TlsProxy::postgres(&ca, pg.addr()).await;
+        let port = proxy.addr().port();
+        let database = pg
+            .url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap();
+        let url = |host: &str, root: &std::path::Path| {
+            format!(
+                "postgres://postgres@{host}:{port}/{database}?sslmode=verify-full&sslrootcert={}",
+                root.display()
+            )
+        };
+        let db = Db::open(
+            DbTarget::parse(&url("localhost", ca.ca_file()), &pg.schema),
+            Migrations {
+                postgres: &NO_MIGRATIONS,
+                sqlite: &NO_MIGRATIONS,
+            },
+            DbOptions::default(),
+        )
+        .await
+        .expect("connects over TLS, the certificate verified");
+        db.run(|conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .expect("a statement over TLS");
+
+        let other = testkit::tls::TestCa::new();
+        for (what, target) in [
+            ("another CA", url("localhost", other.ca_file())),
+            (
+                "a name not in the certificate",
+                url("127.0.0.1", ca.ca_file()),
+            ),
+        ] {
+            let result = Db::open(
+                DbTarget::parse(&target, &pg.schema),
+                Migrations {
+                    postgres: &NO_MIGRATIONS,
+                    sqlite: &NO_MIGRATIONS,
+                },
+                DbOptions {
+                    acquire_timeout: Duration::from_secs(2),
+                    ..DbOptions::default()
+                },
+            )
+            .await;
+            assert!(result.is_err(), "{what}: connected");
+        }
+    }
+
+    static NO_MIGRATIONS: EmbeddedMigrations = EmbeddedMigrations::new(&[]);
+
     #[test]
     fn passwords_never_show_in_debug_output() {
         for url in [

@@ -436,6 +436,11 @@ impl Relay {
 
     /// Publishes until `shutdown` turns true, then makes one last attempt to flush.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // The exchange and its subscribers' queues exist from the start, so subscribers can
+        // bind before anything is published (a failure here is tried again by publishing).
+        if let Err(e) = self.bus.prepare(&self.exchange).await {
+            tracing::warn!(error = %e, exchange = %self.exchange, "relay: could not declare the exchange yet");
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             if *shutdown.borrow() {

@@ -9,6 +9,7 @@
 //! tests run in parallel and leave nothing behind.
 
 pub mod ops;
+pub mod tls;
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
@@ -318,6 +319,134 @@ impl Drop for AmqpNames {
         .join();
         if cleaned.is_err() {
             eprintln!("testkit: AMQP cleanup panicked");
+        }
+    }
+}
+
+/// A virtual host of its own with the three processes' broker users, made by the project's
+/// `deploy/rabbitmq/create-users` (so the permissions tested are the ones deployed); the
+/// vhost (with everything in it) and the users are deleted on drop. Needs `rabbitmqctl` on
+/// this machine.
+#[derive(Debug)]
+pub struct BrokerUsers {
+    pub vhost: String,
+    pub chat_manager_url: String,
+    pub message_manager_url: String,
+    pub api_gateway_url: String,
+    /// guest, with every right on the vhost: for the test's own readers and clean-up.
+    pub admin_url: String,
+    users: Vec<String>,
+}
+
+/// The exchange and queue names the users' rights cover.
+#[derive(Debug, Clone)]
+pub struct BrokerNames<'a> {
+    pub chat_exchange: &'a str,
+    pub message_exchange: &'a str,
+    pub chat_events_queue: &'a str,
+}
+
+/// Per-process broker users on a fresh vhost (None, and the test skipped, without RabbitMQ or
+/// `rabbitmqctl`).
+pub async fn broker_users(test: &str, names: BrokerNames<'_>) -> Option<BrokerUsers> {
+    let amqp = require_rabbitmq(test).await?;
+    if !require_tool(test, "rabbitmqctl") {
+        return None;
+    }
+    let id = unique_id();
+    let vhost = format!("test-{id}");
+    let prefix = format!("t{id}.");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/create-users");
+    let password = |who: &str| format!("{who}-{}", unique_id());
+    let passwords = [
+        ("chat-manager", password("cm")),
+        ("message-manager", password("mm")),
+        ("api-gateway", password("gw")),
+    ];
+    let out = tokio::process::Command::new(&script)
+        .env("AMQP_VHOST", &vhost)
+        .env("AMQP_USER_PREFIX", &prefix)
+        .env("CHAT_MANAGER_AMQP_PASSWORD", &passwords[0].1)
+        .env("MESSAGE_MANAGER_AMQP_PASSWORD", &passwords[1].1)
+        .env("API_GATEWAY_AMQP_PASSWORD", &passwords[2].1)
+        .env("CHAT_EVENTS_EXCHANGE", names.chat_exchange)
+        .env("MESSAGE_EVENTS_EXCHANGE", names.message_exchange)
+        .env("CHAT_EVENTS_QUEUE", names.chat_events_queue)
+        .output()
+        .await
+        .expect("run deploy/rabbitmq/create-users");
+    let users: Vec<String> = passwords
+        .iter()
+        .map(|(who, _)| format!("{prefix}{who}"))
+        .collect();
+    let broker = BrokerUsers {
+        admin_url: vhost_url(&amqp.url, "guest", "guest", &vhost),
+        chat_manager_url: vhost_url(&amqp.url, &users[0], &passwords[0].1, &vhost),
+        message_manager_url: vhost_url(&amqp.url, &users[1], &passwords[1].1, &vhost),
+        api_gateway_url: vhost_url(&amqp.url, &users[2], &passwords[2].1, &vhost),
+        vhost,
+        users,
+    };
+    assert!(
+        out.status.success(),
+        "create-users failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rabbitmqctl(&[
+        "set_permissions",
+        "-p",
+        &broker.vhost,
+        "guest",
+        ".*",
+        ".*",
+        ".*",
+    ]);
+    Some(broker)
+}
+
+/// `url` (guest's, to the default vhost) for `user` on `vhost`.
+fn vhost_url(url: &str, user: &str, password: &str, vhost: &str) -> String {
+    let (scheme, authority, _) = split_authority(url);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    format!(
+        "{scheme}{}:{}@{host}/{}",
+        enc(user),
+        enc(password),
+        enc(vhost)
+    )
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => eprintln!(
+            "testkit: rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("testkit: rabbitmqctl {args:?}: {e}"),
+    }
+}
+
+impl Drop for BrokerUsers {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.vhost]);
+        for user in &self.users {
+            rabbitmqctl(&["delete_user", user]);
         }
     }
 }

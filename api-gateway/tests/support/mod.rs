@@ -397,13 +397,25 @@ impl Stack {
             chat_exchange: env.chat_exchange.clone(),
             chat_events_queue: env.chat_events_queue.clone(),
         };
-        let subscription = message_manager::subscribe_chat_events(
-            &bus,
-            &topology.chat_exchange,
-            &topology.chat_events_queue,
-        )
-        .await
-        .expect("subscribe to chat events");
+        // As the binary does in the background: tried until chat-manager's relay has declared
+        // its exchange (a subscriber may not create it under its own broker user).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let subscription = loop {
+            match message_manager::subscribe_chat_events(
+                &bus,
+                &topology.chat_exchange,
+                &topology.chat_events_queue,
+            )
+            .await
+            {
+                Ok(subscription) => break subscription,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "subscribing to chat events");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("subscribe to chat events: {e}"),
+            }
+        };
         let chat_for_messages = ChatClient::new(grpc_client::signed(
             grpc_client::remote(&format!("http://{}", chat_link.addr())).unwrap(),
             internal_key().credentials(ServiceName::MessageManager, ServiceName::ChatManager),
