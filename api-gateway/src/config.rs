@@ -35,6 +35,42 @@ pub enum Command {
     /// Mint a short-lived token for calling chat-manager or message-manager directly (with
     /// grpcurl, say), signed with INTERNAL_AUTH_SECRET.
     InternalToken(InternalTokenArgs),
+    /// Subscribe to a running gateway's WebSocket and print each frame as a JSON line.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// A topic to subscribe to (repeat for more). Default: every chat and chatmessage event of
+    /// the seed tutorial's customer.
+    #[arg(long = "topic")]
+    pub topic: Vec<String>,
+    /// The gateway's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/v1.0")]
+    pub url: String,
+    /// The token to connect with. Default: the embedded default's admin token, in
+    /// DATA_DIR/admin-token.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Where the embedded default keeps its admin token.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Stop after this many events (default: until the socket closes or Ctrl-C).
+    #[arg(long)]
+    pub count: Option<usize>,
+}
+
+impl WatchArgs {
+    pub fn topics(&self) -> Vec<String> {
+        if self.topic.is_empty() {
+            ["chat", "messagechat"]
+                .iter()
+                .map(|resource| format!("customer_id:{SEED_CUSTOMER_ID}:{resource}"))
+                .collect()
+        } else {
+            self.topic.clone()
+        }
+    }
 }
 
 /// How tokens are signed and which ones the gateway accepts: shared by serving and minting.

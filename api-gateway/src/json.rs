@@ -120,7 +120,11 @@ where
             None => Err(ApiError::invalid("body: required (a JSON object)")),
             Some(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
                 Ok(_) => Err(ApiError::invalid("body: must be a JSON object")),
-                Err(e) => Err(ApiError::invalid(format!("body: malformed JSON: {e}"))),
+                // Form fields (`curl -d name=x`), say: read as JSON whatever the content type.
+                Err(e) => Err(ApiError::invalid(format!(
+                    "body: must be JSON (an object such as {{\"name\": \"x\"}}), whatever \
+                     the Content-Type says; this is not JSON ({e})"
+                ))),
             },
         }
     }

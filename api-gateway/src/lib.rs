@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod rate_limit;
 mod routes;
 pub mod ws;
+pub mod ws_client;
 
 use std::future::Future;
 use std::time::Duration;

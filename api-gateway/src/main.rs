@@ -38,6 +38,7 @@ async fn main() -> std::process::ExitCode {
         },
         Some(Command::Token(args)) => token(&args),
         Some(Command::InternalToken(args)) => internal_token(&args),
+        Some(Command::Watch(args)) => api_gateway::ws_client::run(&args).await,
         None => serve(cli.serve).await,
     };
     telemetry.shutdown().await;

@@ -120,6 +120,7 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
             ("DATABASE_SCHEMA".into(), env.chat_schema.clone()),
             ("AMQP_URL".into(), env.amqp_url.clone()),
             ("CHAT_EVENTS_EXCHANGE".into(), env.chat_exchange.clone()),
+            ("CHAT_EVENTS_QUEUE".into(), env.chat_events_queue.clone()),
         ],
         chat_addr,
     )

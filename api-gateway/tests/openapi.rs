@@ -531,7 +531,16 @@ async fn a_body_that_is_not_an_object_is_refused() {
     }
     s.post("/chats", &admin, "[1,")
         .await
-        .assert_error(400, "invalid_argument", "malformed JSON");
+        .assert_error(400, "invalid_argument", "this is not JSON");
+    s.post("/chats", &admin, "{\"type\": ").await.assert_error(
+        400,
+        "invalid_argument",
+        "malformed JSON",
+    );
+    // Form fields (what `curl -d type=group` sends): the message says the body must be JSON.
+    s.post("/chats", &admin, "type=group&name=x")
+        .await
+        .assert_error(400, "invalid_argument", "body: must be JSON");
     let list = s.get("/chats", &admin).await;
     assert_eq!(list.ok()["result"], json!([]), "nothing was written");
 }

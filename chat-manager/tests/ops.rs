@@ -49,6 +49,11 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
             ("DATABASE_SCHEMA", pg.schema.clone()),
             ("AMQP_URL", amqp.url.clone()),
             ("CHAT_EVENTS_EXCHANGE", amqp.name("chat.events")),
+            // message-manager's queue, which chat-manager declares: a name of this test's.
+            (
+                "CHAT_EVENTS_QUEUE",
+                amqp.name("message-manager.chat-events"),
+            ),
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),
             ("LOG_FORMAT", "json".into()),
@@ -320,6 +325,11 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
             ("DATABASE_SCHEMA", pg.schema.clone()),
             ("AMQP_URL", amqp.url.clone()),
             ("CHAT_EVENTS_EXCHANGE", amqp.name("chat.events")),
+            // message-manager's queue, which chat-manager declares: a name of this test's.
+            (
+                "CHAT_EVENTS_QUEUE",
+                amqp.name("message-manager.chat-events"),
+            ),
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),
             (
@@ -449,6 +459,10 @@ async fn sigterm_flushes_the_outbox_before_exiting() {
             ("DATABASE_SCHEMA", pg.schema.clone()),
             ("AMQP_URL", amqp.url_via(&broker)),
             ("CHAT_EVENTS_EXCHANGE", exchange.clone()),
+            (
+                "CHAT_EVENTS_QUEUE",
+                amqp.name("message-manager.chat-events"),
+            ),
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),
         ],
