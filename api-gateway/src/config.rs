@@ -45,9 +45,13 @@ pub struct WatchArgs {
     /// the seed tutorial's customer.
     #[arg(long = "topic")]
     pub topic: Vec<String>,
-    /// The gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080/v1.0")]
-    pub url: String,
+    /// The gateway's base URL. Default: the gateway at LISTEN_ADDR (on loopback when that is
+    /// an unspecified address), as `healthcheck` asks it.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Where the gateway listens, when --url is not given.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
     /// The token to connect with. Default: the embedded default's admin token, in
     /// DATA_DIR/admin-token.
     #[arg(long)]

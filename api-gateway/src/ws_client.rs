@@ -27,7 +27,13 @@ pub async fn run(args: &WatchArgs) -> Result<(), BoxError> {
                 .to_owned()
         }
     };
-    let base = args.url.trim_end_matches('/');
+    let base = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!(
+            "http://{}/v1.0",
+            common::grpc_server::loopback_if_unspecified(args.listen_addr)
+        ),
+    };
     let ws = match base.split_once("://") {
         Some(("http", rest)) => format!("ws://{rest}/ws"),
         Some(("https", _)) => {
