@@ -405,6 +405,22 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// A group chat of two new participants of `customer`.
+fn new_group(customer: &str, name: &str) -> proto::chat::v1::CreateChatRequest {
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    proto::chat::v1::CreateChatRequest {
+        customer_id: customer.to_owned(),
+        r#type: proto::chat::v1::ChatType::Group as i32,
+        owner_id: a.clone(),
+        participant_ids: vec![a, b],
+        name: name.to_owned(),
+        detail: String::new(),
+    }
+}
+
 /// A token of the tests' internal key from `caller` for chat-manager.
 fn internal_token(caller: ServiceName) -> String {
     InternalKey::from_config(Some(testkit::INTERNAL_AUTH_SECRET))
@@ -491,19 +507,8 @@ async fn sigterm_flushes_the_outbox_before_exiting() {
     let customer = uuid::Uuid::new_v4().to_string();
     // A call without an internal token is refused, and writes nothing (the events counted
     // below are the signed calls' only).
-    let (a, b) = (
-        uuid::Uuid::new_v4().to_string(),
-        uuid::Uuid::new_v4().to_string(),
-    );
     let unsigned = client
-        .create_chat(proto::chat::v1::CreateChatRequest {
-            customer_id: customer.clone(),
-            r#type: proto::chat::v1::ChatType::Group as i32,
-            owner_id: a.clone(),
-            participant_ids: vec![a, b],
-            name: "unsigned".into(),
-            detail: String::new(),
-        })
+        .create_chat(new_group(&customer, "unsigned"))
         .await
         .unwrap_err();
     assert_eq!(
@@ -513,20 +518,9 @@ async fn sigterm_flushes_the_outbox_before_exiting() {
     );
     const CHATS: usize = 5;
     for i in 0..CHATS {
-        let (a, b) = (
-            uuid::Uuid::new_v4().to_string(),
-            uuid::Uuid::new_v4().to_string(),
-        );
         client
             .create_chat(signed(
-                proto::chat::v1::CreateChatRequest {
-                    customer_id: customer.clone(),
-                    r#type: proto::chat::v1::ChatType::Group as i32,
-                    owner_id: a.clone(),
-                    participant_ids: vec![a, b],
-                    name: format!("c{i}"),
-                    detail: String::new(),
-                },
+                new_group(&customer, &format!("c{i}")),
                 ServiceName::MessageManager,
             ))
             .await
@@ -667,20 +661,9 @@ async fn serves_and_publishes_over_tls_to_postgres_and_rabbitmq() {
     ))
     .await
     .unwrap();
-    let (a, b) = (
-        uuid::Uuid::new_v4().to_string(),
-        uuid::Uuid::new_v4().to_string(),
-    );
     client
         .create_chat(signed(
-            proto::chat::v1::CreateChatRequest {
-                customer_id: uuid::Uuid::new_v4().to_string(),
-                r#type: proto::chat::v1::ChatType::Group as i32,
-                owner_id: a.clone(),
-                participant_ids: vec![a, b],
-                name: "over TLS".into(),
-                detail: String::new(),
-            },
+            new_group(&uuid::Uuid::new_v4().to_string(), "over TLS"),
             ServiceName::ApiGateway,
         ))
         .await

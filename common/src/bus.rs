@@ -537,36 +537,54 @@ impl AmqpBus {
         }
     }
 
-    /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
-    /// the publishing connection is dropped, so the next use starts afresh.
-    async fn prepare(&self, exchange: &str) -> Result<(), BusError> {
-        let name = short("exchange", exchange)?;
+    /// `work` on the publishing connection (connected first if need be), all within
+    /// `CONNECT_TIMEOUT` + `OPERATION_TIMEOUT`, waiting for the publisher included; on any
+    /// failure the connection is dropped, so the next use starts afresh.
+    async fn on_publisher<T>(
+        &self,
+        what: &'static str,
+        work: impl AsyncFnOnce(&mut Publisher) -> Result<T, BusError>,
+    ) -> Result<T, BusError> {
         let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
-        let mut slot = self.inner.publisher.lock().await;
-        let declared = async {
+        let deadline = tokio::time::Instant::now() + limit;
+        let timed_out = || BusError::Timeout {
+            what,
+            timeout: limit,
+        };
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.publisher.lock()).await
+        else {
+            return Err(timed_out());
+        };
+        let done = async {
             let publisher = open_publisher(&mut slot, &self.inner.endpoint).await?;
-            declare_exchange(&publisher.channel, name, ExchangeKind::Topic).await?;
-            declare_subscribers(&publisher.channel, &self.inner, exchange).await?;
-            publisher
-                .declared
-                .insert(exchange.to_owned(), std::time::Instant::now());
-            Ok::<_, BusError>(())
+            work(publisher).await
         };
-        let declared = match tokio::time::timeout(limit, declared).await {
-            Ok(result) => result,
-            Err(_) => Err(BusError::Timeout {
-                what: "declaring the exchange and its subscribers",
-                timeout: limit,
-            }),
-        };
-        if declared.is_err() {
+        let result = tokio::time::timeout_at(deadline, done)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        if result.is_err() {
             *slot = None;
         }
-        declared
+        result
     }
 
-    /// Within `CONNECT_TIMEOUT` (if it must connect) and `OPERATION_TIMEOUT`; on any failure
-    /// the publishing connection is dropped, so the next use starts afresh.
+    async fn prepare(&self, exchange: &str) -> Result<(), BusError> {
+        let name = short("exchange", exchange)?;
+        let inner = self.inner.clone();
+        self.on_publisher(
+            "declaring the exchange and its subscribers",
+            async move |publisher: &mut Publisher| {
+                declare_exchange(&publisher.channel, name, ExchangeKind::Topic).await?;
+                declare_subscribers(&publisher.channel, &inner, exchange).await?;
+                publisher
+                    .declared
+                    .insert(exchange.to_owned(), std::time::Instant::now());
+                Ok(())
+            },
+        )
+        .await
+    }
+
     async fn declare_set_aside(&self, name: &str) -> Result<(), BusError> {
         self.inner
             .set_aside
@@ -574,36 +592,17 @@ impl AmqpBus {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned());
         let name = short("queue name", name)?;
-        // One deadline for waiting for the publisher and for the declares themselves.
-        let limit = CONNECT_TIMEOUT + OPERATION_TIMEOUT;
-        let deadline = tokio::time::Instant::now() + limit;
-        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.publisher.lock()).await
-        else {
-            return Err(BusError::Timeout {
-                what: "declaring a dead-letter queue (the publisher is busy)",
-                timeout: limit,
-            });
-        };
-        let declared = async {
-            let channel = &open_publisher(&mut slot, &self.inner.endpoint)
-                .await?
-                .channel;
-            declare_exchange(channel, name.clone(), ExchangeKind::Fanout).await?;
-            let bindings = [(name.clone(), ShortString::default())];
-            declare_queue_and_bind(channel, name.clone(), &bindings, false).await?;
-            Ok::<_, BusError>(())
-        };
-        let declared = match tokio::time::timeout_at(deadline, declared).await {
-            Ok(result) => result,
-            Err(_) => Err(BusError::Timeout {
-                what: "declaring a dead-letter queue",
-                timeout: limit,
-            }),
-        };
-        if declared.is_err() {
-            *slot = None;
-        }
-        declared
+        self.on_publisher(
+            "declaring a dead-letter queue",
+            async move |publisher: &mut Publisher| {
+                let channel = &publisher.channel;
+                declare_exchange(channel, name.clone(), ExchangeKind::Fanout).await?;
+                let bindings = [(name.clone(), ShortString::default())];
+                declare_queue_and_bind(channel, name, &bindings, false).await?;
+                Ok(())
+            },
+        )
+        .await
     }
 }
 
