@@ -93,6 +93,8 @@ pub struct Metrics {
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_unsent_age: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
     pub outbox_held_rows: Family<ServiceLabels, Gauge>,
+    pub events_published: Family<ServiceLabels, Counter>,
+    pub event_bytes_published: Family<ServiceLabels, Counter>,
     pub consumer_queue_depth: Family<QueueLabels, Gauge>,
     pub consumer_dead_lettered: Family<QueueLabels, Counter>,
     pub websocket_connections: Gauge,
@@ -158,6 +160,18 @@ impl Metrics {
             "Messages ready in a durable queue this process consumes",
             consumer_queue_depth.clone(),
         );
+        let events_published = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events the relay published and the broker confirmed (AMQP messages)",
+            events_published.clone(),
+        );
+        let event_bytes_published = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "event_bytes_published",
+            "Bytes of the bodies of the events the relay published and the broker confirmed",
+            event_bytes_published.clone(),
+        );
         let consumer_dead_lettered = Family::<QueueLabels, Counter>::default();
         registry.register(
             "consumer_dead_lettered",
@@ -179,6 +193,8 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_unsent_age,
             outbox_held_rows,
+            events_published,
+            event_bytes_published,
             consumer_queue_depth,
             consumer_dead_lettered,
             websocket_connections,
@@ -336,6 +352,16 @@ pub fn set_held_rows(service: &str, rows: usize) {
             service: service.to_owned(),
         })
         .set(i64::try_from(rows).unwrap_or(i64::MAX));
+}
+
+/// Counts events of `service` the broker confirmed, and their bodies' bytes.
+pub fn count_published(service: &str, events: u64, bytes: u64) {
+    let labels = ServiceLabels {
+        service: service.to_owned(),
+    };
+    let m = metrics();
+    m.events_published.get_or_create(&labels).inc_by(events);
+    m.event_bytes_published.get_or_create(&labels).inc_by(bytes);
 }
 
 /// Counts one event of `queue` given up on (set aside in its dead-letter queue).

@@ -383,8 +383,9 @@ pub struct Relay {
 /// and the held rows' seqs would otherwise grow without bound).
 pub const MAX_HELD_ROWS: usize = 1000;
 
-/// A sent round's rows, and whether the broker confirmed all of its events.
-type ConfirmedRound = (Vec<i64>, Result<(), BusError>);
+/// A sent round's rows, its events and their bytes, and whether the broker confirmed all of
+/// its events.
+type ConfirmedRound = (Vec<i64>, (u64, u64), Result<(), BusError>);
 
 /// The outcome of a publishing round.
 enum Round {
@@ -395,7 +396,7 @@ enum Round {
 
 /// What the relay waits for between rounds.
 enum Wake {
-    Confirmed(Vec<i64>, Result<(), BusError>),
+    Confirmed(Vec<i64>, (u64, u64), Result<(), BusError>),
     Commit,
     Tick,
 }
@@ -470,8 +471,8 @@ impl Relay {
                 }
             }
             let wake = tokio::select! {
-                Some((seqs, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    Wake::Confirmed(seqs, result)
+                Some((seqs, sent, result)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    Wake::Confirmed(seqs, sent, result)
                 }
                 _ = std::future::ready(()), if more && room => Wake::Tick,
                 _ = self.signal.0.notified(), if room => Wake::Commit,
@@ -479,10 +480,12 @@ impl Relay {
                 _ = shutdown.changed() => Wake::Tick,
             };
             match wake {
-                Wake::Confirmed(seqs, result) => match self.settle(seqs, result).await {
-                    Ok(()) => backoff = Duration::from_millis(100),
-                    Err(e) => self.retry_after(e, &mut backoff, &mut shutdown).await,
-                },
+                Wake::Confirmed(seqs, sent, result) => {
+                    match self.settle(seqs, sent, result).await {
+                        Ok(()) => backoff = Duration::from_millis(100),
+                        Err(e) => self.retry_after(e, &mut backoff, &mut shutdown).await,
+                    }
+                }
                 // Let concurrent commits join this round: one query and one confirm wait for
                 // many events instead of one each.
                 Wake::Commit => tokio::time::sleep(self.linger).await,
@@ -514,8 +517,8 @@ impl Relay {
         // stopping process alive for ever (what is left goes out at the next start).
         let deadline = tokio::time::Instant::now() + FLUSH_LIMIT;
         loop {
-            while let Some((seqs, result)) = self.in_flight.next().await {
-                self.settle(seqs, result).await?;
+            while let Some((seqs, sent, result)) = self.in_flight.next().await {
+                self.settle(seqs, sent, result).await?;
             }
             let sent = match self.round().await? {
                 Round::Sent(n) => n,
@@ -525,8 +528,8 @@ impl Relay {
                 break;
             }
         }
-        while let Some((seqs, result)) = self.in_flight.next().await {
-            self.settle(seqs, result).await?;
+        while let Some((seqs, sent, result)) = self.in_flight.next().await {
+            self.settle(seqs, sent, result).await?;
         }
         Ok(())
     }
@@ -535,9 +538,11 @@ impl Relay {
     async fn settle(
         &mut self,
         seqs: Vec<i64>,
+        (events, bytes): (u64, u64),
         confirmed: Result<(), BusError>,
     ) -> Result<(), RelayError> {
         confirmed.map_err(|e| RelayError::Bus(e.to_string()))?;
+        crate::metrics::count_published(&self.service, events, bytes);
         if seqs.is_empty() {
             // A round of one large row's middle events: the row is marked after its last.
             return Ok(());
@@ -651,7 +656,10 @@ impl Relay {
             crate::metrics::set_held_rows(&self.service, self.held.len());
         }
         let RoundBatch {
-            messages, finished, ..
+            messages,
+            finished,
+            bytes,
+            ..
         } = round;
         if messages.is_empty() && finished.is_empty() {
             return Ok(held_now);
@@ -662,9 +670,10 @@ impl Relay {
             .await
             .map_err(|e| RelayError::Bus(e.to_string()))?;
         self.unconfirmed.extend_from_slice(&finished);
-        self.in_flight.push_back(Box::pin(
-            async move { (finished, pending.confirmed().await) },
-        ));
+        let sent = (messages.len() as u64, bytes as u64);
+        self.in_flight.push_back(Box::pin(async move {
+            (finished, sent, pending.confirmed().await)
+        }));
         tracing::debug!(count = messages.len(), exchange = %self.exchange, "relay: sent");
         Ok(messages.len() + held_now)
     }

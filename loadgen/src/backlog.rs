@@ -46,6 +46,55 @@ pub fn counter_in(exposition: &str, metric: &str, label_part: &str) -> f64 {
         .sum()
 }
 
+/// The events the services' relays have published (and the broker confirmed) so far, and
+/// their bodies' bytes, summed over every metrics URL (`events_published_total`,
+/// `event_bytes_published_total`).
+pub async fn published(client: &reqwest::Client, urls: &[String]) -> Option<(f64, f64)> {
+    let (mut events, mut bytes) = (0.0, 0.0);
+    for url in urls {
+        let text = client.get(url).send().await.ok()?.text().await.ok()?;
+        events += counter_in(&text, "events_published_total", "");
+        bytes += counter_in(&text, "event_bytes_published_total", "");
+    }
+    Some((events, bytes))
+}
+
+/// Reads the backlog every `every` until `stop`, returning the readings in order.
+pub fn sample(
+    urls: Vec<String>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut readings = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => break,
+            }
+            if let Some(b) = backlog(&client, &urls).await {
+                readings.push(b);
+            }
+        }
+        readings
+    })
+}
+
+/// How long until the backlog reads zero (polled every 20 ms), at most `timeout`; `None` if it
+/// did not.
+pub async fn drain_time(urls: &[String], timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let client = reqwest::Client::new();
+    while started.elapsed() < timeout {
+        if backlog(&client, urls).await == Some(0) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 /// How often message-manager had to ask chat-manager for a chat's members (its membership view
 /// could not vouch for a send), summed over every metrics URL.
 pub async fn membership_refreshes(client: &reqwest::Client, urls: &[String]) -> Option<u64> {

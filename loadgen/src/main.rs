@@ -625,6 +625,15 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         .take(args.text_len)
         .collect();
     let targets = targets(&args, &secret, customer, &chats, &text).await?;
+    // A sender of its own for the probe after the run (events and bytes per send).
+    let one = RunArgs {
+        concurrency: 1,
+        ..args.clone()
+    };
+    let mut probe = self::targets(&one, &secret, customer, &chats, &text)
+        .await?
+        .pop()
+        .ok_or("no sender")?;
 
     let begin = Instant::now();
     let measure_from = begin + Duration::from_secs_f64(args.warmup);
@@ -647,6 +656,12 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         .collect();
 
     tokio::time::sleep_until(measure_from.into()).await;
+    let (sampling_tx, sampling_rx) = tokio::sync::watch::channel(false);
+    let backlog_readings = backlog::sample(
+        args.settle_metrics.clone(),
+        Duration::from_secs(1),
+        sampling_rx,
+    );
     let cpu_pids: Vec<String> = args
         .watch
         .iter()
@@ -676,6 +691,20 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         rec.merge(r);
         last = last.max(l.unwrap_or(measure_from));
     }
+    let sending_ended = Instant::now();
+    let _ = sampling_tx.send(true);
+    let backlog_readings = backlog_readings.await?;
+    // From the last send's answer until every event is published and applied.
+    let drained_after = if args.settle_metrics.is_empty() {
+        None
+    } else {
+        backlog::drain_time(
+            &args.settle_metrics,
+            Duration::from_secs_f64(args.settle_timeout),
+        )
+        .await
+        .map(|_| sending_ended.elapsed())
+    };
     let (window, completed) = match plan.stop {
         Stop::At(at) => (at - measure_from, rec.completed_in_window),
         Stop::Count(..) => (last - measure_from, rec.latencies_us.len() as u64),
@@ -715,6 +744,14 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
                 .zip(refreshes_before)
                 .map(|(a, b)| a.saturating_sub(b)),
         )
+    };
+
+    // Events and bytes on the broker per send: a few sends more, one after another, once the
+    // run's events are out, and what the relays published for them.
+    let per_send = if args.settle_metrics.is_empty() {
+        None
+    } else {
+        probe_events_per_send(&mut probe, &args, &metrics_client).await
     };
 
     let summary = stats::summarize(&rec, completed, window);
@@ -776,6 +813,29 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     if let Some(b) = backlog_end {
         println!("events committed but not yet published or applied at the end: {b}");
     }
+    if !backlog_readings.is_empty() {
+        println!(
+            "event backlog each second of the window: {}",
+            backlog_readings
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    match drained_after {
+        Some(d) => println!(
+            "event backlog drained {:.2} s after the last send",
+            d.as_secs_f64()
+        ),
+        None if !args.settle_metrics.is_empty() => {
+            println!("event backlog NOT drained within {} s", args.settle_timeout)
+        }
+        None => {}
+    }
+    if let Some((events, bytes)) = per_send {
+        println!("on the broker per send: {events:.1} messages, {bytes:.0} bytes of bodies");
+    }
     if args.json {
         let line = json!({
             "kind": "loadgen",
@@ -811,10 +871,46 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             "settle_s": settle.as_secs_f64(),
             "backlog_end": backlog_end,
             "membership_refreshes": refreshes,
+            "backlog_each_second": backlog_readings,
+            "backlog_max": backlog_readings.iter().max(),
+            "drained_after_s": drained_after.map(|d| d.as_secs_f64()),
+            "broker_messages_per_send": per_send.map(|p| p.0),
+            "broker_bytes_per_send": per_send.map(|p| p.1),
         });
         println!("{line}");
     }
     Ok(())
+}
+
+/// Sends this many messages one after another to count what a send puts on the broker.
+const PROBE_SENDS: u32 = 20;
+
+/// The relays' published events and bytes per send, over `PROBE_SENDS` sends after the
+/// backlog drained (None if the metrics cannot be read or a send failed).
+async fn probe_events_per_send(
+    target: &mut Target,
+    args: &RunArgs,
+    client: &reqwest::Client,
+) -> Option<(f64, f64)> {
+    let timeout = Duration::from_secs_f64(args.settle_timeout);
+    backlog::drain_time(&args.settle_metrics, timeout).await?;
+    let before = backlog::published(client, &args.settle_metrics).await?;
+    for _ in 0..PROBE_SENDS {
+        target.send().await.ok()?;
+    }
+    // The relays mark events published once confirmed: wait for the counters to settle.
+    backlog::drain_time(&args.settle_metrics, timeout).await?;
+    let mut after = backlog::published(client, &args.settle_metrics).await?;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = backlog::published(client, &args.settle_metrics).await?;
+        if now == after {
+            break;
+        }
+        after = now;
+    }
+    let n = f64::from(PROBE_SENDS);
+    Some(((after.0 - before.0) / n, (after.1 - before.1) / n))
 }
 
 /// How many programs the CPU breakdown names (the rest are the machine's idle daemons).

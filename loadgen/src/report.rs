@@ -211,6 +211,7 @@ pub fn render(lines: &[Value]) -> String {
         out.push_str(&overhead);
     }
 
+    out.push_str(&events_table(&runs));
     out.push_str(&cpu_per_send_table(lines));
 
     let with_processes: Vec<&&Value> = runs
@@ -250,6 +251,58 @@ pub fn render(lines: &[Value]) -> String {
             }
         }
     }
+    out
+}
+
+/// The event pipeline under each run: the backlog (events committed but not yet published
+/// or applied) each second of the window, how long after the last send it drained, and what
+/// one send put on the broker.
+fn events_table(runs: &[&Value]) -> String {
+    let mut rows = String::new();
+    for run in runs {
+        let readings: Vec<u64> = run["backlog_each_second"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        if readings.is_empty() && run.get("broker_messages_per_send").is_none() {
+            continue;
+        }
+        let third = |i: usize| {
+            readings
+                .get((readings.len() * i / 3).min(readings.len().saturating_sub(1)))
+                .map_or("-".into(), u64::to_string)
+        };
+        rows.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |\n",
+            s(run, "deployment"),
+            s(run, "mode"),
+            run["participants"],
+            load(run),
+            fixed(f(run, "msgs_per_s"), 0),
+            third(0),
+            third(1),
+            readings.last().map_or("-".into(), u64::to_string),
+            readings.iter().max().map_or("-".into(), u64::to_string),
+            fixed(f(run, "drained_after_s"), 2),
+            match (
+                f(run, "broker_messages_per_send"),
+                f(run, "broker_bytes_per_send")
+            ) {
+                (Some(m), Some(b)) => format!("{m:.1} / {b:.0}"),
+                _ => "-".into(),
+            },
+        ));
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    let mut out = String::from(
+        "\n| deployment | mode | participants | concurrency (pace) | msgs/s | event backlog at the window's start / middle / end | its max | drained after the last send (s) | broker messages / bytes per send |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(&rows);
     out
 }
 

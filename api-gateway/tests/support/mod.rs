@@ -169,6 +169,8 @@ pub struct SplitEnv {
     pub db_timeouts: DbTimeouts,
     /// How long message-manager's view vouches for a chat it has not confirmed.
     pub membership_max_age: Duration,
+    /// The gateway's rate limits (benchmarks turn them off).
+    pub limits: Limits,
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -192,6 +194,7 @@ pub async fn split_env(
         db_pool_size: 4,
         db_timeouts: DbTimeouts::default(),
         membership_max_age: message_manager::membership::MAX_AGE,
+        limits: Limits::default(),
     };
     Some((
         env,
@@ -458,7 +461,7 @@ impl Stack {
             ws,
         };
         let mut stack =
-            Self::with_gateway_configured(parts, readiness, Limits::default(), tx, rx).await;
+            Self::with_gateway_configured(parts, readiness, env.limits.clone(), tx, rx).await;
         stack.chat_addr = Some(chat_addr);
         stack.message_addr = Some(message_addr);
         stack
