@@ -126,7 +126,7 @@ pub struct ServeConfig {
     #[arg(long, env = "INTERNAL_AUTH_SECRET", hide_env_values = true)]
     pub internal_auth_secret: Option<String>,
     #[command(flatten)]
-    pub amqp: common::bus::AmqpArgs,
+    pub amqp: pipeline::bus::AmqpArgs,
     /// chat-manager's events exchange.
     #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = "chat.events")]
     pub chat_events_exchange: String,

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
+use pipeline::bus::EventBus;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

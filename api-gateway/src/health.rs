@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
-use common::bus::EventBus;
 use common::grpc_client::GrpcTransport;
 use http::StatusCode;
+use pipeline::bus::EventBus;
 use serde_json::json;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -14,9 +14,9 @@ use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
 use clap::Parser;
-use common::bus::EventBus;
 use common::grpc_client;
 use common::service_auth::{InternalKey, ServiceName};
+use pipeline::bus::EventBus;
 use tokio::sync::watch;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

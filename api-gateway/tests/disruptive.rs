@@ -292,7 +292,7 @@ async fn rabbitmq_stopped_during_sends_every_event_is_delivered() {
             .collect();
         assert_eq!(ids, [late_id.as_str()], "a copy in room {room}");
     }
-    let bus = common::bus::EventBus::amqp(&env.amqp_url);
+    let bus = pipeline::bus::EventBus::amqp(&env.amqp_url);
     let mut depth = None;
     for _ in 0..100 {
         depth = bus.queue_depth(&env.chat_events_queue).await.ok().flatten();
@@ -411,7 +411,7 @@ async fn postgres_stopped_briefly_requests_fail_cleanly_and_recover() {
         let Some((key, _, body)) = events.next_within(Duration::from_secs(30)).await else {
             break;
         };
-        if key == "messagechat_created" {
+        if key.starts_with("messagechat_created.") {
             announced.insert(body["data"]["id"].as_str().unwrap().to_owned());
         }
     }

@@ -259,7 +259,7 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
         let Some((key, _, body)) = events.next_within(Duration::from_secs(15)).await else {
             break;
         };
-        if key == "messagechat_created" {
+        if key.starts_with("messagechat_created.") {
             announced.insert(body["data"]["id"].as_str().unwrap().to_owned());
         }
     }

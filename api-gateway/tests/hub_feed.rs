@@ -7,22 +7,38 @@ use std::time::Duration;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::{EventHub, HubMessage, Registration};
 use api_gateway::ws::topic::Topic;
-use common::bus::{EventBus, EventMessage};
+use pipeline::bus::{EventBus, EventMessage};
+use pipeline::contract::{ChatEventData, EventData, EventType};
 use tokio::sync::watch;
 
 const LINGER: Duration = Duration::from_millis(300);
 
+/// A `chat_created` of `customer`, as chat-manager's relay publishes it.
 fn chat_created(exchange: &str, customer: &str, name: &str) -> EventMessage {
-    let id = uuid::Uuid::new_v4().to_string();
-    let payload = serde_json::json!({
-        "specversion": "1.0", "id": id, "type": "chat_created", "customerid": customer,
-        "data": {"id": id, "customer_id": customer, "name": name},
+    let owner = uuid::Uuid::new_v4().to_string();
+    let chat = common::resources::ChatJson {
+        id: uuid::Uuid::new_v4().to_string(),
+        customer_id: customer.to_owned(),
+        chat_type: "group".into(),
+        owner_id: owner.clone(),
+        participant_ids: vec![owner],
+        name: name.to_owned(),
+        detail: String::new(),
+        tm_create: "2026-01-01 00:00:00.000000".into(),
+        tm_update: "2026-01-01 00:00:00.000000".into(),
+        tm_delete: common::time::LIVE.into(),
+    };
+    let data = EventData::Chat(ChatEventData {
+        chat,
+        chatrooms: Default::default(),
     });
+    let event = pipeline::Event::new(EventType::CHAT_CREATED, &data);
+    let payload = event.to_cloudevent("chat-manager", common::time::now());
     EventMessage {
         exchange: exchange.to_owned(),
-        routing_key: "chat_created".to_owned(),
-        message_id: id,
-        payload: Arc::from(payload.to_string().into_bytes()),
+        routing_key: event.routing_key(),
+        message_id: event.id.to_string(),
+        payload: Arc::from(payload.into_bytes()),
         request_id: None,
         traceparent: None,
     }
@@ -58,10 +74,11 @@ async fn next_chat_name(registration: &mut Registration) -> String {
         .await
         .expect("an event within 10 s")
         .expect("the hub is running");
-    let HubMessage::Event(event) = message else {
+    let HubMessage::Event { event, items } = message else {
         panic!("expected an event, got {message:?}");
     };
-    let frame: serde_json::Value = serde_json::from_str(&event.frame).unwrap();
+    let frame = event.item_frame(items[0] as usize).unwrap();
+    let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
     frame["data"]["name"].as_str().unwrap().to_owned()
 }
 
@@ -127,6 +144,109 @@ async fn rabbitmq_hub_subscribes_only_while_sockets_are_open() {
     };
     let (chat_ex, message_ex) = (names.name("chat.events"), names.name("message.events"));
     subscribes_only_while_sockets_are_open(
+        EventBus::amqp(names.url.clone()),
+        &chat_ex,
+        &message_ex,
+    )
+    .await;
+    names.cleanup().await;
+}
+
+/// Waits until the hub has received `n` events from the broker.
+async fn received(hub: &EventHub, n: u64) -> (u64, u64) {
+    wait_until(&format!("the hub receives {n} events"), || {
+        hub.stats().received().0 >= n
+    })
+    .await;
+    // Anything more (there should be nothing) would arrive right behind.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.stats().received()
+}
+
+/// Two gateway replicas, each with sockets of one tenant: each one's queue is bound to its own
+/// sockets' tenants only, so neither receives the other tenant's events from the broker; and a
+/// tenant's binding goes with its last socket.
+async fn each_hub_receives_only_the_tenants_of_its_sockets(
+    bus: EventBus,
+    chat_ex: &str,
+    message_ex: &str,
+) {
+    let settings = WsSettings {
+        idle_unsubscribe_after: LINGER,
+        ..WsSettings::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let (one, one_task) = EventHub::start(
+        bus.clone(),
+        chat_ex,
+        message_ex,
+        &settings,
+        shutdown.clone(),
+    );
+    let (two, two_task) = EventHub::start(bus.clone(), chat_ex, message_ex, &settings, shutdown);
+    let (a, b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let mut socket_a = open_socket(&one, &a).await;
+    let mut socket_b = open_socket(&two, &b).await;
+
+    for n in 0..3 {
+        publish_chat(&bus, chat_ex, &a, &format!("a{n}")).await;
+    }
+    for n in 0..5 {
+        publish_chat(&bus, chat_ex, &b, &format!("b{n}")).await;
+    }
+    for n in 0..3 {
+        assert_eq!(next_chat_name(&mut socket_a).await, format!("a{n}"));
+    }
+    for n in 0..5 {
+        assert_eq!(next_chat_name(&mut socket_b).await, format!("b{n}"));
+    }
+    let (one_got, two_got) = (received(&one, 3).await, received(&two, 5).await);
+    println!(
+        "tenant A: 3 events, tenant B: 5; the replica with A's socket received {one_got:?}, \
+         the one with B's {two_got:?} (events, of which for no socket there)"
+    );
+    assert_eq!(one_got, (3, 0), "replica one: A's events only");
+    assert_eq!(two_got, (5, 0), "replica two: B's events only");
+
+    // Replica one gets a socket of B and loses its socket of A: it is bound to B now, not A.
+    let mut socket_b_on_one = open_socket(&one, &b).await;
+    drop(socket_a);
+    wait_until("A unbound from replica one", || !one.is_bound(&a)).await;
+    assert!(one.is_bound(&b));
+    publish_chat(&bus, chat_ex, &a, "a after").await;
+    publish_chat(&bus, chat_ex, &b, "b after").await;
+    assert_eq!(next_chat_name(&mut socket_b_on_one).await, "b after");
+    assert_eq!(next_chat_name(&mut socket_b).await, "b after");
+    let one_got = received(&one, 4).await;
+    assert_eq!(one_got, (4, 0), "replica one: B's event, not A's");
+
+    drop((socket_b, socket_b_on_one));
+    stop.send(true).unwrap();
+    for task in [one_task, two_task] {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the hub stops")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_hubs_receive_only_the_tenants_of_their_sockets() {
+    each_hub_receives_only_the_tenants_of_its_sockets(EventBus::in_process(), "chat", "message")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_hubs_receive_only_the_tenants_of_their_sockets() {
+    let test = "hub_feed::rabbitmq_hubs_receive_only_the_tenants_of_their_sockets";
+    let Some(names) = testkit::require_rabbitmq(test).await else {
+        return;
+    };
+    let (chat_ex, message_ex) = (names.name("chat.events"), names.name("message.events"));
+    each_hub_receives_only_the_tenants_of_its_sockets(
         EventBus::amqp(names.url.clone()),
         &chat_ex,
         &message_ex,

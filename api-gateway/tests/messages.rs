@@ -1141,10 +1141,11 @@ async fn take(n: usize, reader: &mut testkit::EventReader) -> Vec<testkit::Recei
     events
 }
 
-/// message-manager publishes its events: one messagechat_created and one
-/// messagechatroom_created per chatroom (rendered by the relay from one compact outbox record),
-/// as CloudEvents on its exchange, each carrying the resource exactly as the REST API returns
-/// it, the room's owner in `ownerid`, and an id of its own (also the AMQP message id).
+/// message-manager publishes one event per change: a send is one `messagechat_created`
+/// naming the copy in every chatroom, as a CloudEvent on its exchange under
+/// `<type>.<customer id>`, carrying the message exactly as the REST API returns it. Each copy
+/// it names, expanded as a subscriber would, is the copy the REST API serves, field for field
+/// and in order, its owner the chatroom's.
 #[tokio::test]
 async fn a_send_publishes_message_events() {
     let test = "messages::a_send_publishes_message_events";
@@ -1154,7 +1155,8 @@ async fn a_send_publishes_message_events() {
     let mut s = Stack::split(&env).await;
     s.keep(guards);
     let mut reader = testkit::EventReader::bind(&env.amqp_url, &env.message_exchange).await;
-    let admin = customer_token(&new_id());
+    let customer = new_id();
+    let admin = customer_token(&customer);
     let agents: Vec<String> = (0..5).map(|_| new_id()).collect();
     let refs: Vec<&str> = agents.iter().map(String::as_str).collect();
     let chat = s
@@ -1176,30 +1178,44 @@ async fn a_send_publishes_message_events() {
         .await
         .ok()
         .clone();
-    let events = take(1 + agents.len(), &mut reader).await;
-    let types: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
-    let mut expected = vec!["messagechat_created"];
-    expected.extend(std::iter::repeat_n("messagechatroom_created", agents.len()));
-    assert_eq!(types, expected);
-    assert_eq!(events[0].2["source"], "message-manager");
-    assert_eq!(events[0].2["data"], message);
-    let mut ids = std::collections::HashSet::new();
-    for (_, props, body) in &events {
-        let id = body["id"].as_str().unwrap();
-        assert!(ids.insert(id.to_owned()), "event ids are distinct: {id}");
-        assert_eq!(props.message_id().as_ref().map(|m| m.as_str()), Some(id));
-        assert_eq!(body["customerid"], message["customer_id"]);
-    }
+    let mut events = take(1, &mut reader).await;
+    events.extend(reader.collect_for(Duration::from_millis(300)).await);
+    let keys: Vec<&str> = events.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [format!("messagechat_created.{customer}")],
+        "one event"
+    );
+    let (_, props, body) = &events[0];
+    assert_eq!(body["source"], "message-manager");
+    assert_eq!(
+        props.message_id().as_ref().map(|m| m.as_str()),
+        body["id"].as_str()
+    );
+    assert_eq!(body["customerid"], message["customer_id"]);
+    let mut data = body["data"].clone();
+    let copies = data
+        .as_object_mut()
+        .unwrap()
+        .remove("chatroommessages")
+        .unwrap();
+    assert_eq!(data, message, "the message as the API returned it");
+    assert_eq!(
+        copies.as_array().unwrap().len(),
+        agents.len(),
+        "a copy per room"
+    );
+    let event = pipeline::cloudevent::parse(body.to_string().as_bytes()).unwrap();
     let mut rooms_seen = std::collections::HashSet::new();
-    for (_, _, body) in &events[1..] {
-        let copy = &body["data"];
+    let mut first_copy = String::new();
+    for (n, item) in event.items().enumerate().skip(1) {
+        assert_eq!(item.event_type.as_str(), "messagechatroom_created");
+        let copy: serde_json::Value = serde_json::from_str(&event.item_json(n).unwrap()).unwrap();
         let room = copy["chatroom_id"].as_str().unwrap().to_owned();
-        assert_eq!(
-            body["ownerid"].as_str(),
-            room_owner.get(&room).map(String::as_str)
-        );
+        assert_eq!(item.owner_id, room_owner.get(&room).map(String::as_str));
         assert!(rooms_seen.insert(room.clone()), "one copy per room");
-        // The event's copy is the copy the REST API serves, field for field and in order.
+        // The copy the event names is the copy the REST API serves, field for field and in
+        // order.
         let served = s
             .get(
                 &format!("/chatroommessages/{}", copy["id"].as_str().unwrap()),
@@ -1208,18 +1224,20 @@ async fn a_send_publishes_message_events() {
             .await
             .ok()
             .clone();
-        assert_eq!(copy, &served);
         assert_eq!(
-            serde_json::to_string(copy).unwrap(),
+            event.item_json(n).unwrap(),
             serde_json::to_string(&served).unwrap()
         );
         assert_eq!(copy["messagechat_id"], message["id"]);
         assert_eq!(copy["text"], "evented");
+        if first_copy.is_empty() {
+            first_copy = copy["id"].as_str().unwrap().to_owned();
+        }
     }
     assert_eq!(rooms_seen.len(), agents.len());
 
-    // One copy deleted on its own first: the message's deletion then deletes the other four.
-    let first_copy = events[1].2["data"]["id"].as_str().unwrap().to_owned();
+    // One copy deleted on its own first (its own event), then the message: one event naming
+    // the other four copies.
     let own = s
         .delete(&format!("/chatroommessages/{first_copy}"), &admin)
         .await
@@ -1227,7 +1245,10 @@ async fn a_send_publishes_message_events() {
         .clone();
     assert_ne!(own["tm_delete"], "9999-01-01 00:00:00.000000");
     let deleted_copy = take(1, &mut reader).await;
-    assert_eq!(deleted_copy[0].0, "messagechatroom_deleted");
+    assert_eq!(
+        deleted_copy[0].0,
+        format!("messagechatroom_deleted.{customer}")
+    );
     assert_eq!(deleted_copy[0].2["data"], own);
     let gone = s
         .delete(
@@ -1237,27 +1258,30 @@ async fn a_send_publishes_message_events() {
         .await
         .ok()
         .clone();
-    let deleted = take(agents.len(), &mut reader).await;
-    let kinds: Vec<&str> = deleted.iter().map(|(k, _, _)| k.as_str()).collect();
-    let mut expected = vec!["messagechat_deleted"];
-    expected.extend(std::iter::repeat_n(
-        "messagechatroom_deleted",
-        agents.len() - 1,
-    ));
-    assert_eq!(kinds, expected);
-    assert_eq!(deleted[0].2["data"], gone);
-    for (_, _, body) in &deleted[1..] {
-        assert_ne!(body["data"]["id"], first_copy.as_str());
-        assert_eq!(body["data"]["tm_delete"], gone["tm_delete"]);
+    let deleted = take(1, &mut reader).await;
+    assert_eq!(deleted[0].0, format!("messagechat_deleted.{customer}"));
+    let event = pipeline::cloudevent::parse(deleted[0].2.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        event.len(),
+        agents.len(),
+        "the message and its four live copies"
+    );
+    let mut data = deleted[0].2["data"].clone();
+    data.as_object_mut().unwrap().remove("chatroommessages");
+    assert_eq!(data, gone);
+    for n in 1..event.len() {
+        let copy: serde_json::Value = serde_json::from_str(&event.item_json(n).unwrap()).unwrap();
+        assert_ne!(copy["id"], first_copy.as_str());
+        assert_eq!(copy["tm_delete"], gone["tm_delete"]);
         let served = s
             .get(
-                &format!("/chatroommessages/{}", body["data"]["id"].as_str().unwrap()),
+                &format!("/chatroommessages/{}", copy["id"].as_str().unwrap()),
                 &admin,
             )
             .await
             .ok()
             .clone();
-        assert_eq!(body["data"], served);
+        assert_eq!(copy, served);
     }
 }
 
@@ -1326,12 +1350,12 @@ async fn a_removed_participants_room_stops_receiving_copies_when_its_event_is_lo
         .await
         .unwrap();
     let channel = conn.create_channel().await.unwrap();
-    for event_type in message_manager::events::CHAT_EVENT_TYPES {
+    for event_type in pipeline::topology::chat_event_types() {
         channel
             .queue_unbind(
                 env.chat_events_queue.as_str().into(),
                 env.chat_exchange.as_str().into(),
-                event_type.into(),
+                event_type.any_tenant().as_str().into(),
                 Default::default(),
             )
             .await
@@ -1352,13 +1376,14 @@ async fn a_removed_participants_room_stops_receiving_copies_when_its_event_is_lo
         .await
         .ok()
         .clone();
-    let events = take(3, &mut reader).await;
+    let events = take(1, &mut reader).await;
     let extra = reader.collect_for(Duration::from_millis(500)).await;
-    let owners: Vec<String> = events
+    assert!(extra.is_empty(), "one event for the send: {extra:?}");
+    let owners: Vec<String> = events[0].2["data"]["chatroommessages"]
+        .as_array()
+        .unwrap()
         .iter()
-        .chain(&extra)
-        .filter(|(kind, _, _)| kind == "messagechatroom_created")
-        .map(|(_, _, body)| body["ownerid"].as_str().unwrap().to_owned())
+        .map(|copy| copy[2].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(owners.len(), 2, "one copy each for a and b: {owners:?}");
     assert!(

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api_gateway::health::Readiness;
-use common::bus::EventBus;
 use common::grpc_client;
 use common::grpc_server::Health;
 use common::telemetry::LogFormat;
+use pipeline::bus::EventBus;
 use support::*;
 use testkit::ops::{free_addr, sample};
 use tokio::sync::watch;

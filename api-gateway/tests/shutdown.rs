@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget};
+use pipeline::bus::EventBus;
 use support::*;
 use testkit::ops::{free_addr, http_get, spawn};
 

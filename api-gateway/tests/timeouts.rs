@@ -8,12 +8,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use common::bus::{BusError, EventBus};
 use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::error::ServiceError;
 use common::grpc_client::CALL_TIMEOUT;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
+use pipeline::bus::{BusError, EventBus};
 use serde_json::json;
 use support::*;
 
@@ -269,7 +269,7 @@ async fn a_broker_that_stops_answering_does_not_hang_declares_or_subscribes() {
 
     proxy.black_hole();
     let started = Instant::now();
-    let limit = common::bus::CONNECT_TIMEOUT + common::bus::OPERATION_TIMEOUT;
+    let limit = pipeline::bus::CONNECT_TIMEOUT + pipeline::bus::OPERATION_TIMEOUT;
     let other = amqp.name("dead2");
     let (subscribed, declared, depth) = tokio::join!(
         bus.subscribe(spec.clone()),

@@ -23,6 +23,7 @@ against_both!(
     narrowed_customer_topics_carry_only_their_chat_or_room,
     concurrent_posts_reach_every_socket_once_and_in_one_order,
     every_gateway_instance_delivers_every_event_to_its_own_sockets,
+    a_gateway_receives_only_the_tenants_of_its_sockets,
     a_bearer_token_opens_the_socket,
     an_oversized_client_frame_closes_the_socket_with_1009,
     a_socket_holds_at_most_100_topics,
@@ -987,6 +988,63 @@ async fn every_gateway_instance_delivers_every_event_to_its_own_sockets(s: &Stac
         assert_eq!(got, sent);
         assert_quiet(ws, "each event once").await;
     }
+}
+
+/// Two gateways and two tenants: each gateway has sockets of one tenant only, and receives
+/// from the event source (its own queue on the broker, in the split deployment) that
+/// tenant's events and none of the other's. Counted by each gateway's hub.
+async fn a_gateway_receives_only_the_tenants_of_its_sockets(s: &Stack) {
+    let other = s.second_gateway().await;
+    let (a, b) = (new_id(), new_id());
+    let (admin_a, admin_b) = (customer_token(&a), customer_token(&b));
+    let mut socket_a = s.ws(&admin_a).await;
+    socket_a
+        .subscribe(&[format!("customer_id:{a}:messagechat")])
+        .await;
+    let mut socket_b = other.ws(&admin_b).await;
+    socket_b
+        .subscribe(&[format!("customer_id:{b}:messagechat")])
+        .await;
+    // Both tenants change things through both gateways: A one chat and 3 messages (4 events),
+    // B one chat and 5 messages (6 events).
+    for (admin, messages) in [(&admin_a, 3), (&admin_b, 5)] {
+        let (x, y) = (new_id(), new_id());
+        let chat = s
+            .post("/chats", admin, &chat_body("group", &x, &[&x, &y], "t"))
+            .await
+            .ok()
+            .clone();
+        for i in 0..messages {
+            let through = if i % 2 == 0 { s } else { &other };
+            post_message(through, admin, &chat["id"], &x, &format!("m{i}")).await;
+        }
+    }
+    assert_eq!(
+        socket_a.collect("messagechat_created", 3, WAIT).await.len(),
+        3
+    );
+    assert_eq!(
+        socket_b.collect("messagechat_created", 5, WAIT).await.len(),
+        5
+    );
+    assert_quiet(&mut socket_a, "A's socket: A's events only").await;
+    let (here, there) = (s.hub.as_ref().unwrap(), other.hub.as_ref().unwrap());
+    let received = |hub: &api_gateway::ws::hub::EventHub| hub.stats().received();
+    println!(
+        "A's gateway received {:?}, B's {:?} (events, of which of a tenant with no socket there)",
+        received(here),
+        received(there)
+    );
+    assert_eq!(
+        received(here),
+        (4, 0),
+        "A's gateway: A's 4 events, none of B's"
+    );
+    assert_eq!(
+        received(there),
+        (6, 0),
+        "B's gateway: B's 6 events, none of A's"
+    );
 }
 
 async fn a_bearer_token_opens_the_socket(s: &Stack) {

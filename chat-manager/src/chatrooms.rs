@@ -3,16 +3,16 @@
 
 use chrono::NaiveDateTime;
 use common::db::DbConnection;
-use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::ChatroomJson;
 use common::time;
+use pipeline::contract::Action;
 use proto::chat::v1 as pb;
 
 use crate::chats::{self, Change, ChatType, NewChat, check_name_detail, normal_pair, normalise};
 use crate::db::models::{ChatRow, ChatroomRow, ChatroomView};
 use crate::db::queries;
 use crate::error::ChatError;
+use crate::events::chatroom_event;
 
 /// A new chatroom of `owner_id` in `chat`, copying the chat's name and detail.
 pub fn new_row(chat: &ChatRow, owner_id: &str, now: NaiveDateTime) -> ChatroomRow {
@@ -61,11 +61,6 @@ pub fn to_proto(v: &ChatroomView) -> pb::Chatroom {
         tm_update: time::format(r.tm_update),
         tm_delete: time::format(r.tm_delete),
     }
-}
-
-pub(crate) fn event(kind: &'static str, v: &ChatroomView) -> DomainEvent {
-    DomainEvent::new(kind, &v.room.customer_id, ChatroomJson::from(to_proto(v)))
-        .owned_by(&v.room.owner_id)
 }
 
 pub fn get(
@@ -119,7 +114,7 @@ pub fn update(
     }
     v.room.tm_update = time::now();
     queries::save_room(conn, &v.room)?;
-    let events = vec![event("chatroom_updated", &v)];
+    let events = vec![chatroom_event(Action::Updated, &v)];
     Ok((v, events))
 }
 
@@ -134,7 +129,7 @@ pub fn delete(
     v.room.tm_update = now;
     v.room.tm_delete = now;
     queries::save_room(conn, &v.room)?;
-    let events = vec![event("chatroom_deleted", &v)];
+    let events = vec![chatroom_event(Action::Deleted, &v)];
     Ok((v, events))
 }
 
@@ -172,7 +167,7 @@ pub fn create_for_agent(
         let room = new_row(&chat, agent_id, time::now());
         queries::insert_chatrooms(conn, std::slice::from_ref(&room))?;
         let v = view(room, &chat);
-        let events = vec![event("chatroom_created", &v)];
+        let events = vec![chatroom_event(Action::Created, &v)];
         return Ok((v, events));
     }
     let (chat, events) = chats::create(

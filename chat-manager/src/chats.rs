@@ -2,16 +2,16 @@
 //! writes them to the outbox in the same transaction.
 
 use common::db::DbConnection;
-use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::ChatJson;
 use common::time;
+use pipeline::contract::Action;
 use proto::chat::v1 as pb;
 
 use crate::chatrooms;
 use crate::db::models::{ChatRow, ChatroomRow, ChatroomView, encode_ids};
 use crate::db::queries;
 use crate::error::{ChatError, check_text};
+use crate::events::{ChatRecord, RoomChanges, chat_event};
 
 /// Most participants a chat may have.
 pub const MAX_PARTICIPANTS: usize = 1_000;
@@ -50,7 +50,8 @@ impl ChatType {
     }
 }
 
-pub use common::store::Change;
+/// A change and the records of the events it implies.
+pub type Change<T> = pipeline::Change<T, ChatRecord>;
 
 #[derive(Debug, Clone)]
 pub struct NewChat {
@@ -76,23 +77,6 @@ pub fn to_proto(row: &ChatRow) -> pb::Chat {
         tm_update: time::format(row.tm_update),
         tm_delete: time::format(row.tm_delete),
     }
-}
-
-fn event(kind: &'static str, row: &ChatRow) -> DomainEvent {
-    DomainEvent::new(kind, &row.customer_id, ChatJson::from(to_proto(row)))
-}
-
-fn room_event(kind: &'static str, view: &ChatroomView) -> DomainEvent {
-    chatrooms::event(kind, view)
-}
-
-/// The events of many rooms of one chat, as one compact record (see `events`).
-fn room_events(
-    conn: &mut DbConnection,
-    kind: &'static str,
-    views: &[ChatroomView],
-) -> Result<Vec<DomainEvent>, ChatError> {
-    Ok(crate::events::chatroom_events(conn, kind, views)?)
 }
 
 pub(crate) fn normal_pair(chat_type: ChatType, participants: &[String]) -> Option<String> {
@@ -176,13 +160,15 @@ pub fn create(conn: &mut DbConnection, new: NewChat) -> Result<Change<ChatRow>, 
         .collect();
     queries::insert_chatrooms(conn, &rooms)?;
 
-    let mut events = vec![event("chat_created", &chat)];
-    events.extend(room_events(
-        conn,
-        "chatroom_created",
-        &chatrooms::views(rooms, &chat),
-    )?);
-    Ok((chat, events))
+    let event = chat_event(
+        Action::Created,
+        &chat,
+        RoomChanges {
+            created: &rooms,
+            ..RoomChanges::default()
+        },
+    );
+    Ok((chat, vec![event]))
 }
 
 fn conflict_on_pair(e: diesel::result::Error, chat: &ChatRow) -> ChatError {
@@ -249,7 +235,7 @@ pub fn update(
     }
     chat.tm_update = time::now();
     queries::save_chat(conn, &chat)?;
-    let events = vec![event("chat_updated", &chat)];
+    let events = vec![chat_event(Action::Updated, &chat, RoomChanges::default())];
     Ok((chat, events))
 }
 
@@ -271,18 +257,23 @@ pub fn delete(
     let ids: Vec<String> = rooms.iter().map(|r| r.id.clone()).collect();
     queries::delete_rooms(conn, &ids, now)?;
 
-    let mut events = vec![event("chat_deleted", &chat)];
-    let rooms = rooms.into_iter().map(|mut room| {
-        room.tm_update = now;
-        room.tm_delete = now;
-        room
-    });
-    events.extend(room_events(
-        conn,
-        "chatroom_deleted",
-        &chatrooms::views(rooms.collect(), &chat),
-    )?);
-    Ok((chat, events))
+    let deleted: Vec<ChatroomRow> = rooms
+        .into_iter()
+        .map(|mut room| {
+            room.tm_update = now;
+            room.tm_delete = now;
+            room
+        })
+        .collect();
+    let event = chat_event(
+        Action::Deleted,
+        &chat,
+        RoomChanges {
+            deleted: &deleted,
+            ..RoomChanges::default()
+        },
+    );
+    Ok((chat, vec![event]))
 }
 
 pub fn change_owner(
@@ -300,7 +291,7 @@ pub fn change_owner(
     chat.owner_id = owner_id;
     chat.tm_update = time::now();
     queries::save_chat(conn, &chat)?;
-    let events = vec![event("chat_updated", &chat)];
+    let events = vec![chat_event(Action::Updated, &chat, RoomChanges::default())];
     Ok((chat, events))
 }
 
@@ -342,20 +333,23 @@ pub fn add_participant(
     let room = chatrooms::new_row(&chat, &participant_id, now);
     queries::insert_chatrooms(conn, std::slice::from_ref(&room))?;
 
-    let mut events = vec![
-        event("chat_updated", &chat),
-        room_event("chatroom_created", &chatrooms::view(room, &chat)),
-    ];
-    let others = others.into_iter().map(|mut r| {
-        r.tm_update = now;
-        r
-    });
-    events.extend(room_events(
-        conn,
-        "chatroom_updated",
-        &chatrooms::views(others.collect(), &chat),
-    )?);
-    Ok((chat, events))
+    let others: Vec<ChatroomRow> = others
+        .into_iter()
+        .map(|mut r| {
+            r.tm_update = now;
+            r
+        })
+        .collect();
+    let event = chat_event(
+        Action::Updated,
+        &chat,
+        RoomChanges {
+            created: std::slice::from_ref(&room),
+            updated: &others,
+            ..RoomChanges::default()
+        },
+    );
+    Ok((chat, vec![event]))
 }
 
 /// Removes a participant from a group chat: deletes their chatroom and updates the rest.
@@ -400,27 +394,31 @@ pub fn remove_participant(
     queries::delete_rooms(conn, &gone_ids, now)?;
     queries::touch_rooms(conn, &kept_ids, now)?;
 
-    let mut events = vec![event("chat_updated", &chat)];
-    let gone = gone.into_iter().map(|mut r| {
-        r.tm_update = now;
-        r.tm_delete = now;
-        r
-    });
-    events.extend(room_events(
-        conn,
-        "chatroom_deleted",
-        &chatrooms::views(gone.collect(), &chat),
-    )?);
-    let kept = kept.into_iter().map(|mut r| {
-        r.tm_update = now;
-        r
-    });
-    events.extend(room_events(
-        conn,
-        "chatroom_updated",
-        &chatrooms::views(kept.collect(), &chat),
-    )?);
-    Ok((chat, events))
+    let gone: Vec<ChatroomRow> = gone
+        .into_iter()
+        .map(|mut r| {
+            r.tm_update = now;
+            r.tm_delete = now;
+            r
+        })
+        .collect();
+    let kept: Vec<ChatroomRow> = kept
+        .into_iter()
+        .map(|mut r| {
+            r.tm_update = now;
+            r
+        })
+        .collect();
+    let event = chat_event(
+        Action::Updated,
+        &chat,
+        RoomChanges {
+            updated: &kept,
+            deleted: &gone,
+            ..RoomChanges::default()
+        },
+    );
+    Ok((chat, vec![event]))
 }
 
 #[cfg(test)]

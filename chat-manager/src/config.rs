@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use common::telemetry::LogFormat;
 
 /// chat-manager: the gRPC service for chats and chatrooms (split deployment).
@@ -13,14 +13,7 @@ pub struct Cli {
     pub serve: ServeConfig,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
-pub enum Command {
-    /// Exit 0 when the service at LISTEN_ADDR answers SERVING (grpc.health.v1), else 1 with
-    /// the reason.
-    Healthcheck,
-    /// Apply the pending database migrations (creating the schema) and exit.
-    Migrate,
-}
+pub use common::service::Command;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -31,14 +24,14 @@ pub struct ServeConfig {
     pub database_schema: String,
     /// RabbitMQ, where the outbox relay publishes.
     #[command(flatten)]
-    pub amqp: common::bus::AmqpArgs,
+    pub amqp: pipeline::bus::AmqpArgs,
     /// Topic exchange for chat events.
     #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE,
           alias = "events-exchange")]
     pub chat_events_exchange: String,
     /// message-manager's durable queue of chat events: declared here too, so events published
     /// before message-manager first starts wait for it there.
-    #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = common::topology::CHAT_EVENTS_QUEUE)]
+    #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = pipeline::topology::CHAT_EVENTS_QUEUE)]
     pub chat_events_queue: String,
     /// Internal authentication and reflection.
     #[command(flatten)]

@@ -11,10 +11,9 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 
-use common::bus::EventBus;
 use common::db::Db;
-use common::outbox::{Relay, RelaySignal};
-use common::store::Store;
+use pipeline::bus::EventBus;
+use pipeline::{Relay, RelaySignal, Store};
 use proto::chat::v1::chat_service_server::ChatServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -22,17 +21,19 @@ use tokio::task::JoinHandle;
 /// CloudEvents `source` of chat-manager's events.
 pub const EVENT_SOURCE: &str = "chat-manager";
 /// The exchange chat-manager publishes to, unless configured otherwise.
-pub const DEFAULT_EXCHANGE: &str = common::topology::CHAT_EXCHANGE;
+pub const DEFAULT_EXCHANGE: &str = pipeline::topology::CHAT_EXCHANGE;
 
 /// The domain entry point: reads, and writes committed with their events (see `Store`).
-pub type ChatManager = Store;
+pub type ChatManager = Store<events::ChatRecord>;
 
-/// The relay publishing chat-manager's outbox (its compact records through
-/// `events::ChatroomEventExpander`).
-pub fn relay(db: Db, bus: EventBus, exchange: &str, signal: RelaySignal) -> Relay {
-    Relay::new(db, bus, exchange, signal)
-        .named(EVENT_SOURCE)
-        .with_expander(std::sync::Arc::new(events::ChatroomEventExpander))
+/// The relay publishing chat-manager's outbox.
+pub fn relay(
+    db: Db,
+    bus: EventBus,
+    exchange: &str,
+    signal: RelaySignal,
+) -> Relay<events::ChatRecord> {
+    Relay::new(db, bus, exchange, signal, EVENT_SOURCE)
 }
 
 /// The gRPC service over `db`, and its relay publishing to `exchange` on `bus` until
@@ -46,13 +47,16 @@ pub fn service(
     let signal = RelaySignal::default();
     let relay = relay(db.clone(), bus, exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
+    pipeline::outbox::watch_backlog(db.clone(), EVENT_SOURCE, shutdown.clone());
     tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),
-        common::housekeeping::COMMON_JOBS.to_vec(),
+        vec![
+            pipeline::outbox::HOUSEKEEPING,
+            common::housekeeping::IDEMPOTENCY_KEYS,
+        ],
         shutdown,
     ));
-    let grpc = grpc::ChatGrpc::new(Store::new(db, signal, EVENT_SOURCE));
+    let grpc = grpc::ChatGrpc::new(Store::new(db, signal));
     (ChatServiceServer::new(grpc), relay_task)
 }

@@ -8,9 +8,9 @@ use chat_manager::db::queries;
 use chat_manager::error::ChatError;
 use common::RequestMeta;
 use common::db::{Db, DbError, DbOptions, DbTarget};
-use common::outbox::{self, RelaySignal};
 use common::page::Page;
 use common::time;
+use pipeline::outbox::{self, RelaySignal};
 
 /// Runs `$body` with a `Db` over each backend.
 macro_rules! on_both_backends {
@@ -117,11 +117,7 @@ on_both_backends!(pages_are_exact_when_timestamps_tie, |db| {
 });
 
 on_both_backends!(concurrent_creates_of_one_pair_make_one_chat, |db| {
-    let manager = ChatManager::new(
-        db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = ChatManager::new(db.clone(), RelaySignal::default());
     let customer = id();
     let (a, b) = (id(), id());
     let mut tasks = Vec::new();
@@ -154,20 +150,16 @@ on_both_backends!(concurrent_creates_of_one_pair_make_one_chat, |db| {
         }
     }
     assert_eq!((created, conflicts), (1, 7));
-    // One chat, two rooms, and the events of exactly one creation.
+    // One chat, two rooms, and the event of exactly one creation.
     let backlog = db
         .run(|c| outbox::backlog(c).map_err(DbError::from))
         .await
         .unwrap();
-    assert_eq!(backlog, 3);
+    assert_eq!(backlog, 1);
 });
 
 on_both_backends!(a_refused_change_writes_nothing, |db| {
-    let manager = ChatManager::new(
-        db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = ChatManager::new(db.clone(), RelaySignal::default());
     let customer = id();
     let (a, b, c) = (id(), id(), id());
     let new = NewChat {
@@ -186,7 +178,7 @@ on_both_backends!(a_refused_change_writes_nothing, |db| {
         .run(|c| outbox::backlog(c).map_err(DbError::from))
         .await
         .unwrap();
-    assert_eq!(before, 3);
+    assert_eq!(before, 1);
 
     let (cust, chat_id) = (customer.clone(), chat.id.clone());
     let err = manager
@@ -221,11 +213,7 @@ on_both_backends!(a_refused_change_writes_nothing, |db| {
 
 on_both_backends!(housekeeping_removes_only_old_sent_events, |db| {
     use diesel::prelude::*;
-    let manager = ChatManager::new(
-        db.clone(),
-        RelaySignal::default(),
-        chat_manager::EVENT_SOURCE,
-    );
+    let manager = ChatManager::new(db.clone(), RelaySignal::default());
     let customer = id();
     for _ in 0..2 {
         let (a, b) = (id(), id());
@@ -242,7 +230,7 @@ on_both_backends!(housekeeping_removes_only_old_sent_events, |db| {
             .await
             .unwrap();
     }
-    // The first chat's row (its three events) was sent two days ago, the second's is unsent.
+    // The first chat's row (its event) was sent two days ago, the second's is unsent.
     let old = time::now() - chrono::Duration::days(2);
     db.run(move |c| {
         let seqs: Vec<i64> = outbox::outbox::table
@@ -266,7 +254,7 @@ on_both_backends!(housekeeping_removes_only_old_sent_events, |db| {
         .run(|c| outbox::backlog(c).map_err(DbError::from))
         .await
         .unwrap();
-    assert_eq!(backlog, 3, "unsent events are never removed");
+    assert_eq!(backlog, 1, "unsent events are never removed");
     let again = db
         .run(|c| outbox::purge_sent(c).map_err(DbError::from))
         .await

@@ -88,15 +88,6 @@ fn is_connection_lost(message: &str) -> bool {
     LOST.iter().any(|m| message.contains(m))
 }
 
-impl crate::store::StoreError for ServiceError {
-    fn is_retry(&self) -> bool {
-        matches!(self, ServiceError::Retry)
-    }
-    fn corrupt(message: String) -> Self {
-        ServiceError::Internal(message)
-    }
-}
-
 impl From<IdempotencyError> for ServiceError {
     fn from(e: IdempotencyError) -> Self {
         match e {

@@ -11,14 +11,11 @@ use crate::db::{Db, DbConnection, DbError};
 /// A clean-up: a name for the log, and the statement (returns the rows removed).
 pub type Job = (&'static str, fn(&mut DbConnection) -> QueryResult<usize>);
 
-/// What every service cleans up.
-pub const COMMON_JOBS: [Job; 2] = [
-    ("sent outbox rows", crate::outbox::purge_sent),
-    (
-        "expired idempotency keys",
-        crate::idempotency::purge_expired,
-    ),
-];
+/// Expired idempotency keys, which every service keeps.
+pub const IDEMPOTENCY_KEYS: Job = (
+    "expired idempotency keys",
+    crate::idempotency::purge_expired,
+);
 
 /// Runs `jobs` every `every` until `shutdown` turns true.
 pub async fn run(db: Db, every: Duration, jobs: Vec<Job>, mut shutdown: watch::Receiver<bool>) {

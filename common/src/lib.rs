@@ -1,7 +1,7 @@
-//! What the chat services share: the storage connection, the outbox and its relay, the event
-//! bus, the contract's timestamps, pagination and JSON shapes.
+//! What the chat services and the gateway share: the storage connection, gRPC clients and
+//! servers with their internal authentication, metrics and telemetry, the contract's
+//! timestamps, pagination and JSON shapes. (The event pipeline is the `events` crate.)
 
-pub mod bus;
 pub mod db;
 pub mod error;
 pub mod grpc_client;
@@ -9,15 +9,13 @@ pub mod grpc_server;
 pub mod housekeeping;
 pub mod idempotency;
 pub mod metrics;
-pub mod outbox;
 pub mod page;
 pub mod resources;
 pub mod secrets;
+pub mod service;
 pub mod service_auth;
-pub mod store;
 pub mod telemetry;
 pub mod time;
-pub mod topology;
 pub mod validate;
 
 /// gRPC metadata key (and AMQP header) carrying the request id from the gateway to the events.

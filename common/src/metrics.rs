@@ -1,6 +1,7 @@
 //! Prometheus metrics: one registry per process (so the embedded default's gateway shows the
-//! in-process services' metrics too), the gauges sampled at scrape time (outbox backlog,
-//! queue depth), and the tiny HTTP server that serves `GET /metrics` on `METRICS_ADDR`.
+//! in-process services' metrics too), gauges sampled at scrape time (`Metrics::add_probe`: the
+//! outbox backlog and queue depth, see the `events` crate), and the tiny HTTP server that
+//! serves `GET /metrics` on `METRICS_ADDR`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,8 +10,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,10 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use crate::bus::EventBus;
-use crate::db::{Db, DbConnection, DbError};
-use crate::outbox::outbox;
 
 /// Latency buckets in seconds; 0.3 and 0.5 are the alerting thresholds of the runbook.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -75,7 +70,7 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-type ProbeFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type ProbeFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A gauge sampler run at every scrape, until its service shuts down.
 struct Probe {
@@ -98,6 +93,8 @@ pub struct Metrics {
     pub consumer_queue_depth: Family<QueueLabels, Gauge>,
     pub consumer_dead_lettered: Family<QueueLabels, Counter>,
     pub websocket_connections: Gauge,
+    pub hub_events_received: Counter,
+    pub hub_events_unwanted: Counter,
     probes: Mutex<Vec<Arc<Probe>>>,
 }
 
@@ -184,6 +181,18 @@ impl Metrics {
             "Open WebSocket connections",
             websocket_connections.clone(),
         );
+        let hub_events_received = Counter::default();
+        registry.register(
+            "websocket_hub_events_received",
+            "Events the gateway's hub received from the broker",
+            hub_events_received.clone(),
+        );
+        let hub_events_unwanted = Counter::default();
+        registry.register(
+            "websocket_hub_events_unwanted",
+            "Events the hub received for a tenant with no socket here (its binding was going)",
+            hub_events_unwanted.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -198,6 +207,8 @@ impl Metrics {
             consumer_queue_depth,
             consumer_dead_lettered,
             websocket_connections,
+            hub_events_received,
+            hub_events_unwanted,
             probes: Mutex::new(Vec::new()),
         }
     }
@@ -234,7 +245,9 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    fn add_probe(
+    /// Runs `sample` at every scrape (to set gauges from a database or broker), until `until`
+    /// turns true.
+    pub fn add_probe(
         &self,
         until: watch::Receiver<bool>,
         sample: impl Fn() -> ProbeFuture + Send + Sync + 'static,
@@ -267,81 +280,6 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
-}
-
-/// Samples `service`'s outbox (backlog and age of the oldest unsent event) at each scrape,
-/// until `shutdown`.
-pub fn watch_outbox(db: Db, service: &str, shutdown: watch::Receiver<bool>) {
-    let labels = ServiceLabels {
-        service: service.to_owned(),
-    };
-    metrics().outbox_backlog.get_or_create(&labels).set(0);
-    metrics()
-        .outbox_oldest_unsent_age
-        .get_or_create(&labels)
-        .set(0.0);
-    metrics().add_probe(shutdown, move || {
-        let (db, labels) = (db.clone(), labels.clone());
-        Box::pin(async move {
-            match db.run(outbox_state).await {
-                Ok((backlog, oldest)) => {
-                    let m = metrics();
-                    m.outbox_backlog.get_or_create(&labels).set(backlog);
-                    let age = oldest.map_or(0.0, |t| {
-                        (crate::time::now() - t)
-                            .num_microseconds()
-                            .unwrap_or(i64::MAX) as f64
-                            / 1e6
-                    });
-                    m.outbox_oldest_unsent_age
-                        .get_or_create(&labels)
-                        .set(age.max(0.0));
-                }
-                Err(e) => tracing::debug!(error = %e, "metrics: outbox not sampled"),
-            }
-        })
-    });
-}
-
-/// The number of unsent outbox rows and when the oldest was recorded.
-fn outbox_state(conn: &mut DbConnection) -> Result<(i64, Option<NaiveDateTime>), DbError> {
-    let backlog = crate::outbox::backlog(conn)?;
-    let oldest = outbox::table
-        .filter(outbox::sent_at.is_null())
-        .select(diesel::dsl::min(outbox::created_at))
-        .first::<Option<NaiveDateTime>>(conn)?;
-    Ok((backlog, oldest))
-}
-
-/// Samples the depth of the durable `queue` at each scrape (on RabbitMQ; the in-process bus
-/// has no queue to measure) and shows its dead-letter counter from 0, until `shutdown`.
-pub fn watch_queue(bus: EventBus, queue: &str, shutdown: watch::Receiver<bool>) {
-    let labels = QueueLabels {
-        queue: queue.to_owned(),
-    };
-    // Created at 0, so the series exists (and `increase()` works) before the first event.
-    metrics()
-        .consumer_dead_lettered
-        .get_or_create(&labels)
-        .inc_by(0);
-    if matches!(bus, EventBus::InProcess(_)) {
-        return;
-    }
-    metrics().add_probe(shutdown, move || {
-        let (bus, labels) = (bus.clone(), labels.clone());
-        Box::pin(async move {
-            match bus.queue_depth(&labels.queue).await {
-                Ok(Some(depth)) => {
-                    metrics()
-                        .consumer_queue_depth
-                        .get_or_create(&labels)
-                        .set(i64::from(depth));
-                }
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "metrics: queue depth not sampled"),
-            }
-        })
-    });
 }
 
 /// How many of `service`'s outbox rows its relay holds unsent because it cannot publish them.

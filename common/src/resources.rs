@@ -1,6 +1,6 @@
 //! The JSON shapes of the contract's resources, in the seed's field order. The gateway answers
-//! with them and the services put them in their events' `data`, so REST clients and event
-//! subscribers see one shape.
+//! with them and the services put them in their events' `data` (see the `events` crate's
+//! contract), so REST clients and event subscribers see one shape.
 
 use proto::chat::v1 as chat;
 use proto::message::v1 as msg;
@@ -15,13 +15,13 @@ pub fn chat_type_name(t: i32) -> &'static str {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatJson {
     pub id: String,
     pub customer_id: String,
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
-    pub chat_type: &'static str,
+    pub chat_type: String,
     pub owner_id: String,
     pub participant_ids: Vec<String>,
     pub name: String,
@@ -34,7 +34,7 @@ pub struct ChatJson {
 impl From<chat::Chat> for ChatJson {
     fn from(c: chat::Chat) -> Self {
         ChatJson {
-            chat_type: chat_type_name(c.r#type),
+            chat_type: chat_type_name(c.r#type).to_owned(),
             id: c.id,
             customer_id: c.customer_id,
             owner_id: c.owner_id,
@@ -49,13 +49,13 @@ impl From<chat::Chat> for ChatJson {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatroomJson {
     pub id: String,
     pub customer_id: String,
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
-    pub chat_type: &'static str,
+    pub chat_type: String,
     pub chat_id: String,
     pub owner_id: String,
     pub participant_ids: Vec<String>,
@@ -69,7 +69,7 @@ pub struct ChatroomJson {
 impl From<chat::Chatroom> for ChatroomJson {
     fn from(c: chat::Chatroom) -> Self {
         ChatroomJson {
-            chat_type: chat_type_name(c.r#type),
+            chat_type: chat_type_name(c.r#type).to_owned(),
             id: c.id,
             customer_id: c.customer_id,
             chat_id: c.chat_id,
@@ -179,7 +179,7 @@ impl From<MediaJson> for msg::Media {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatmessageJson {
     pub id: String,
     pub customer_id: String,
@@ -187,7 +187,7 @@ pub struct ChatmessageJson {
     pub source: AddressJson,
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
-    pub message_type: &'static str,
+    pub message_type: String,
     pub text: String,
     pub medias: Vec<MediaJson>,
     pub tm_create: String,
@@ -198,7 +198,7 @@ pub struct ChatmessageJson {
 impl From<msg::Chatmessage> for ChatmessageJson {
     fn from(m: msg::Chatmessage) -> Self {
         ChatmessageJson {
-            message_type: message_type_name(m.r#type),
+            message_type: message_type_name(m.r#type).to_owned(),
             id: m.id,
             customer_id: m.customer_id,
             chat_id: m.chat_id,
@@ -213,7 +213,7 @@ impl From<msg::Chatmessage> for ChatmessageJson {
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChatroommessageJson {
     pub id: String,
     pub customer_id: String,
@@ -222,7 +222,7 @@ pub struct ChatroommessageJson {
     pub source: AddressJson,
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "normal"))]
-    pub message_type: &'static str,
+    pub message_type: String,
     pub text: String,
     pub medias: Vec<MediaJson>,
     pub tm_create: String,
@@ -233,7 +233,7 @@ pub struct ChatroommessageJson {
 impl From<msg::Chatroommessage> for ChatroommessageJson {
     fn from(m: msg::Chatroommessage) -> Self {
         ChatroommessageJson {
-            message_type: message_type_name(m.r#type),
+            message_type: message_type_name(m.r#type).to_owned(),
             id: m.id,
             customer_id: m.customer_id,
             chatroom_id: m.chatroom_id,

@@ -4,6 +4,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike, Utc};
 
 const FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
 
+/// `tm_delete` of a live resource, as the contract writes it.
+pub const LIVE: &str = "9999-01-01 00:00:00.000000";
+
 /// `tm_delete` of a live resource: 9999-01-01 00:00:00.000000.
 pub fn live() -> NaiveDateTime {
     NaiveDate::from_ymd_opt(9999, 1, 1)
@@ -47,7 +50,7 @@ mod tests {
     fn formats_with_six_fractional_digits() {
         let t = parse("2022-09-22 02:41:44.884828").unwrap();
         assert_eq!(format(t), "2022-09-22 02:41:44.884828");
-        assert_eq!(format(live()), "9999-01-01 00:00:00.000000");
+        assert_eq!(format(live()), LIVE);
         assert_eq!(
             format(parse("2022-09-22 02:41:44").unwrap()),
             "2022-09-22 02:41:44.000000"

@@ -13,7 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use common::bus::EventBus;
 use common::db::{Db, DbError, DbOptions, DbTarget};
 use common::grpc_client::{self, MessageClient};
 use common::grpc_server::ObserveLayer;
@@ -24,6 +23,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::Text;
 use message_manager::db::models::MemberChat;
 use message_manager::db::queries;
+use pipeline::bus::EventBus;
 use proto::message::v1 as pb;
 use tonic::service::LayerExt;
 

@@ -1,12 +1,10 @@
 //! Chatmessages: the send (a message, whose copies every live chatroom of its chat then holds,
-//! committed with one compact outbox record standing for all its events), reading, listing
-//! and deleting.
+//! committed with the outbox record of its one event), reading, listing and deleting.
 
 use common::db::DbConnection;
-use common::outbox::DomainEvent;
 use common::page::Page;
-use common::store::Change;
 use common::time;
+use pipeline::contract::Action;
 use proto::message::v1 as pb;
 
 use crate::chatroommessages::message_no;
@@ -14,7 +12,11 @@ use crate::content;
 use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::db::queries;
 use crate::error::MessageError;
+use crate::events::MessageRecord;
 use crate::membership::Members;
+
+/// A change and the records of the events it implies.
+pub type Change<T> = pipeline::Change<T, MessageRecord>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -64,70 +66,6 @@ pub fn to_proto(r: &ChatmessageRow) -> pb::Chatmessage {
     }
 }
 
-/// The events of a message and of its copies in `rooms`, as one compact outbox record
-/// (`<message id>\t<event id base>\t<room numbers>`): the relay renders them
-/// (`events::MessageEventExpander`), so a send to a 1,000-person chat writes one short line.
-/// Event ids are `outbox::event_id` of the base and the event's position (stable when the
-/// record is published again).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FanoutRecord {
-    /// `messagechat_created` (a send) or `messagechat_deleted`.
-    pub kind: &'static str,
-    pub message_id: String,
-    pub event_id_base: uuid::Uuid,
-    pub room_nos: Vec<i64>,
-}
-
-impl FanoutRecord {
-    pub fn new(kind: &'static str, message: &ChatmessageRow, rooms: &[MemberChatroom]) -> Self {
-        FanoutRecord {
-            kind,
-            message_id: message.id.clone(),
-            event_id_base: uuid::Uuid::new_v4(),
-            room_nos: rooms.iter().map(|r| r.no).collect(),
-        }
-    }
-
-    pub fn into_event(self) -> DomainEvent {
-        use std::fmt::Write;
-        let mut body = String::with_capacity(80 + self.room_nos.len() * 8);
-        let _ = write!(body, "{}\t{}\t", self.message_id, self.event_id_base);
-        for (i, no) in self.room_nos.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            let _ = write!(body, "{no}");
-        }
-        DomainEvent::compact(self.kind, body, 1 + self.room_nos.len())
-    }
-
-    pub fn parse(kind: &'static str, body: &str) -> Option<Self> {
-        let mut parts = body.splitn(3, '\t');
-        let message_id = parts.next()?.to_owned();
-        let event_id_base = uuid::Uuid::parse_str(parts.next()?).ok()?;
-        let rooms = parts.next()?;
-        let room_nos = if rooms.is_empty() {
-            Vec::new()
-        } else {
-            rooms
-                .split(',')
-                .map(|n| n.parse().ok())
-                .collect::<Option<Vec<i64>>>()?
-        };
-        Some(FanoutRecord {
-            kind,
-            message_id,
-            event_id_base,
-            room_nos,
-        })
-    }
-
-    /// The id of the record's `n`th event (0: the message's own).
-    pub fn event_id(&self, n: usize) -> uuid::Uuid {
-        common::outbox::event_id(self.event_id_base, n)
-    }
-}
-
 /// The rules a message must meet before anything is written.
 pub fn check(members: &Members, new: &NewMessage) -> Result<String, MessageError> {
     if !members.is_live() {
@@ -163,8 +101,8 @@ pub fn sender_unknown(members: &Members, new: &NewMessage) -> bool {
         && !members.chat.participants().contains(&new.source.target)
 }
 
-/// The row of a message and its events (its own and one per live chatroom the view knows,
-/// as one compact record), checked but not written.
+/// The row of a message and the record of its event (naming its copy in every live chatroom
+/// the view knows), checked but not written.
 pub fn prepare(members: &Members, new: NewMessage) -> Result<Change<ChatmessageRow>, MessageError> {
     let medias = check(members, &new)?;
     let now = time::now();
@@ -190,8 +128,8 @@ pub fn prepare(members: &Members, new: NewMessage) -> Result<Change<ChatmessageR
         .filter(|r| r.holds_copy_of(now))
         .cloned()
         .collect();
-    let events = vec![FanoutRecord::new("messagechat_created", &message, &rooms).into_event()];
-    Ok((message, events))
+    let records = vec![MessageRecord::fanout(Action::Created, &message, &rooms)];
+    Ok((message, records))
 }
 
 pub fn get(
@@ -217,7 +155,7 @@ pub fn list(
     Ok(page.finish(rows, |r| (r.tm_create, r.id.clone())))
 }
 
-/// Deletes the message, and with it its live copies (their events in one compact record).
+/// Deletes the message, and with it its live copies (one event names them all).
 pub fn delete(
     conn: &mut DbConnection,
     customer_id: &str,
@@ -232,39 +170,6 @@ pub fn delete(
     message.tm_update = now;
     message.tm_delete = now;
     queries::delete_message(conn, message.no, now)?;
-    let events = vec![FanoutRecord::new("messagechat_deleted", &message, &rooms).into_event()];
-    Ok((message, events))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fanout_records_round_trip_with_distinct_stable_event_ids() {
-        for rooms in [vec![], vec![7], vec![1, 2, 3, 1_152_921_504_606_846_975]] {
-            let record = FanoutRecord {
-                kind: "messagechat_created",
-                message_id: uuid::Uuid::new_v4().to_string(),
-                event_id_base: uuid::Uuid::new_v4(),
-                room_nos: rooms.clone(),
-            };
-            let DomainEvent::Compact(compact) = record.clone().into_event() else {
-                panic!("a compact record");
-            };
-            assert_eq!(compact.event_count as usize, 1 + rooms.len());
-            assert!(!compact.body.contains('\n'));
-            let parsed = FanoutRecord::parse("messagechat_created", &compact.body).unwrap();
-            assert_eq!(parsed, record);
-            let ids: std::collections::HashSet<_> =
-                (0..=rooms.len()).map(|n| parsed.event_id(n)).collect();
-            assert_eq!(ids.len(), 1 + rooms.len());
-            assert!(ids.iter().all(|id| id.get_version_num() == 4));
-        }
-        assert_eq!(FanoutRecord::parse("messagechat_created", "junk"), None);
-        assert_eq!(
-            FanoutRecord::parse("messagechat_created", "m\tnot-a-uuid\t1"),
-            None
-        );
-    }
+    let records = vec![MessageRecord::fanout(Action::Deleted, &message, &rooms)];
+    Ok((message, records))
 }

@@ -10,19 +10,18 @@
 
 use chrono::NaiveDateTime;
 use common::db::DbConnection;
-use common::outbox::DomainEvent;
 use common::page::Page;
-use common::resources::ChatroommessageJson;
-use common::store::Change;
 use common::time;
+use pipeline::contract::Action;
 use proto::message::v1 as pb;
 use uuid::Uuid;
 
-use crate::chatmessages::MessageType;
+use crate::chatmessages::{Change, MessageType};
 use crate::content;
 use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::db::queries;
 use crate::error::MessageError;
+use crate::events::MessageRecord;
 
 /// Bits of a message number (and of a room number).
 const NO_BITS: u32 = 60;
@@ -84,36 +83,6 @@ pub fn to_proto(
     room: &MemberChatroom,
     deleted_on_its_own: Option<NaiveDateTime>,
 ) -> pb::Chatroommessage {
-    let mut copy = copy_template(message);
-    fill_copy(&mut copy, message, room, deleted_on_its_own);
-    copy
-}
-
-/// What every copy of `message` shares (its content), for `fill_copy` to finish per room:
-/// the relay renders one copy per room of a large chat without parsing the content again.
-pub fn copy_template(message: &ChatmessageRow) -> pb::Chatroommessage {
-    pb::Chatroommessage {
-        id: String::new(),
-        customer_id: message.customer_id.clone(),
-        chatroom_id: String::new(),
-        messagechat_id: message.id.clone(),
-        source: Some(content::address_from_json(&message.source)),
-        r#type: MessageType::proto_from_db(&message.message_type),
-        text: message.text.clone(),
-        medias: content::medias_from_json(&message.medias),
-        tm_create: time::format(message.tm_create),
-        tm_update: String::new(),
-        tm_delete: String::new(),
-    }
-}
-
-/// Makes `template` the copy of `message` in `room`.
-pub fn fill_copy(
-    template: &mut pb::Chatroommessage,
-    message: &ChatmessageRow,
-    room: &MemberChatroom,
-    deleted_on_its_own: Option<NaiveDateTime>,
-) {
     let ended = [
         Some(message.tm_delete),
         Some(room.tm_delete),
@@ -128,20 +97,19 @@ pub fn fill_copy(
     } else {
         ended
     };
-    template.id = CopyKey::of(room, message).id().to_string();
-    template.chatroom_id = room.id.clone();
-    template.tm_update = time::format(updated);
-    template.tm_delete = time::format(ended);
-}
-
-/// An event about a copy, routed to its chatroom's owner.
-pub fn event(kind: &'static str, copy: &pb::Chatroommessage, owner_id: &str) -> DomainEvent {
-    DomainEvent::new(
-        kind,
-        &copy.customer_id,
-        ChatroommessageJson::from(copy.clone()),
-    )
-    .owned_by(owner_id)
+    pb::Chatroommessage {
+        id: CopyKey::of(room, message).id().to_string(),
+        customer_id: message.customer_id.clone(),
+        chatroom_id: room.id.clone(),
+        messagechat_id: message.id.clone(),
+        source: Some(content::address_from_json(&message.source)),
+        r#type: MessageType::proto_from_db(&message.message_type),
+        text: message.text.clone(),
+        medias: content::medias_from_json(&message.medias),
+        tm_create: time::format(message.tm_create),
+        tm_update: time::format(updated),
+        tm_delete: time::format(ended),
+    }
 }
 
 /// A copy the tenant (and, when given, the room's owner) may see, with what it is made of.
@@ -224,8 +192,8 @@ pub fn delete(
     let now = time::now();
     queries::delete_copies(conn, &[CopyKey::of(&found.room, &found.message)], now)?;
     let copy = to_proto(&found.message, &found.room, Some(now));
-    let event = event("messagechatroom_deleted", &copy, &found.room.owner_id);
-    Ok((copy, vec![event]))
+    let record = MessageRecord::copy(Action::Deleted, &copy, &found.room.owner_id);
+    Ok((copy, vec![record]))
 }
 
 #[cfg(test)]

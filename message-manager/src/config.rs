@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use common::telemetry::LogFormat;
 
 /// message-manager: the gRPC service for chatmessages and chatroommessages (split deployment).
@@ -13,14 +13,7 @@ pub struct Cli {
     pub serve: ServeConfig,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
-pub enum Command {
-    /// Exit 0 when the service at LISTEN_ADDR answers SERVING (grpc.health.v1), else 1 with
-    /// the reason.
-    Healthcheck,
-    /// Apply the pending database migrations (creating the schema) and exit.
-    Migrate,
-}
+pub use common::service::Command;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -31,13 +24,13 @@ pub struct ServeConfig {
     pub database_schema: String,
     /// RabbitMQ: the relay publishes here, and chat events are consumed from here.
     #[command(flatten)]
-    pub amqp: common::bus::AmqpArgs,
+    pub amqp: pipeline::bus::AmqpArgs,
     /// Topic exchange for message events.
     #[arg(long, env = "MESSAGE_EVENTS_EXCHANGE", default_value = crate::DEFAULT_EXCHANGE,
           alias = "events-exchange")]
     pub message_events_exchange: String,
     /// chat-manager's exchange, consumed for the membership view.
-    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = common::topology::CHAT_EXCHANGE)]
+    #[arg(long, env = "CHAT_EVENTS_EXCHANGE", default_value = pipeline::topology::CHAT_EXCHANGE)]
     pub chat_events_exchange: String,
     /// The durable queue of chat events.
     #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = crate::DEFAULT_CHAT_EVENTS_QUEUE)]

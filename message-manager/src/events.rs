@@ -1,6 +1,6 @@
-//! Consuming chat-manager's events into the membership view. Idempotent: each event id is
-//! recorded in the same transaction as its effect, so a redelivery changes nothing. And the
-//! expansion of message-manager's own compact outbox records into their events.
+//! message-manager's events: its outbox records (`MessageRecord`), and the consumer of
+//! chat-manager's events into the membership view. The consumer is idempotent: each event id
+//! is recorded in the same transaction as its effect, so a redelivery changes nothing.
 //!
 //! An event that fails is retried a few times with backoff and then set aside in the
 //! dead-letter queue (`<queue>.dead-letter`), so it never holds up the events behind it. A
@@ -10,27 +10,209 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
-use common::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
 use common::db::{Db, DbConnection, DbError};
-use common::outbox::{Expander, RecordEvents, RenderedEvent, StoredRecord};
-use common::resources::{ChatmessageJson, ChatroommessageJson};
+use common::resources::ChatmessageJson;
 use diesel::Connection;
-use serde_json::Value;
+use pipeline::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
+use pipeline::contract::{Action, CopyItem, EventData, EventType, MessagechatEventData, Resource};
+use pipeline::outbox::legacy;
+use pipeline::{Event, OutboxRecord};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::chatmessages::{self, FanoutRecord};
-use crate::chatroommessages::{self, message_no};
+use crate::chatmessages;
+use crate::chatroommessages::{CopyKey, message_no};
 use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::db::queries;
 use crate::error::MessageError;
 use crate::membership;
 
-pub use common::topology::CHAT_EVENT_TYPES;
+/// A record of message-manager's outbox: one event. Versioned (`OutboxRecord::VERSION`): a new
+/// kind of record is a new variant and a new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageRecord {
+    /// An event rendered when its change committed (a copy deleted on its own).
+    Event(Event),
+    /// A chatmessage's event with its copies in the chatrooms listed, rendered when published:
+    /// what a send writes (a few bytes per chatroom, whatever the size of the message).
+    Fanout(Fanout),
+}
+
+/// `messagechat_<action>` of a chatmessage and its copies in `rooms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fanout {
+    pub action: Action,
+    /// The event's id: the same each time the record is published again.
+    pub event_id: uuid::Uuid,
+    pub message_id: uuid::Uuid,
+    /// The chatrooms' numbers in the membership view (`member_chatrooms.no`).
+    pub rooms: Vec<i64>,
+}
+
+impl MessageRecord {
+    /// The event of `message` and its copies in `rooms`.
+    pub fn fanout(action: Action, message: &ChatmessageRow, rooms: &[MemberChatroom]) -> Self {
+        MessageRecord::Fanout(Fanout {
+            action,
+            event_id: uuid::Uuid::new_v4(),
+            message_id: uuid::Uuid::parse_str(&message.id).expect("message ids are UUIDs"),
+            rooms: rooms.iter().map(|r| r.no).collect(),
+        })
+    }
+
+    /// The event of one copy, routed to its chatroom's owner.
+    pub fn copy(
+        action: Action,
+        copy: &proto::message::v1::Chatroommessage,
+        owner_id: &str,
+    ) -> Self {
+        let data = EventData::Messagechatroom(copy.clone().into());
+        let event_type = EventType::new(Resource::Messagechatroom, action);
+        MessageRecord::Event(Event::new(event_type, &data).owned_by(owner_id))
+    }
+}
+
+/// About what a CloudEvents envelope adds to its data, and what one copy adds to a message's.
+const ENVELOPE_BYTES: usize = 300;
+const COPY_BYTES: usize = 120;
+
+impl OutboxRecord for MessageRecord {
+    const VERSION: u32 = 1;
+
+    fn rendered(event: Event) -> Self {
+        MessageRecord::Event(event)
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            MessageRecord::Event(e) => e.data.get().len() + ENVELOPE_BYTES,
+            // The message's text is not at hand here: a kilobyte for it.
+            MessageRecord::Fanout(f) => 1024 + ENVELOPE_BYTES + f.rooms.len() * COPY_BYTES,
+        }
+    }
+
+    /// Two queries for all the records' messages and chatrooms.
+    fn render(conn: &mut DbConnection, records: &[Self]) -> Result<Vec<Option<Event>>, DbError> {
+        let fanouts = || {
+            records.iter().filter_map(|r| match r {
+                MessageRecord::Fanout(f) => Some(f),
+                MessageRecord::Event(_) => None,
+            })
+        };
+        let message_nos: Vec<i64> = fanouts().map(|f| message_no(&f.message_id)).collect();
+        let mut room_nos: Vec<i64> = fanouts().flat_map(|f| f.rooms.iter().copied()).collect();
+        room_nos.sort_unstable();
+        room_nos.dedup();
+        let messages: HashMap<String, ChatmessageRow> = if message_nos.is_empty() {
+            HashMap::new()
+        } else {
+            queries::messages_by_no(conn, &message_nos)?
+                .into_iter()
+                .map(|m| (m.id.clone(), m))
+                .collect()
+        };
+        let rooms: HashMap<i64, MemberChatroom> = if room_nos.is_empty() {
+            HashMap::new()
+        } else {
+            queries::rooms_by_no(conn, &room_nos)?
+                .into_iter()
+                .map(|r| (r.no, r))
+                .collect()
+        };
+        Ok(records
+            .iter()
+            .map(|record| match record {
+                MessageRecord::Event(e) => Some(e.clone()),
+                MessageRecord::Fanout(f) => {
+                    let message = messages.get(&f.message_id.to_string())?;
+                    render_fanout(f, message, &rooms)
+                }
+            })
+            .collect())
+    }
+
+    fn from_legacy(lines: Vec<legacy::Line<'_>>) -> Option<Vec<Self>> {
+        lines
+            .into_iter()
+            .map(|line| match line {
+                legacy::Line::Rendered(event) => Some(MessageRecord::Event(event)),
+                legacy::Line::Compact { kind, body } => legacy_fanout(kind, body),
+            })
+            .collect()
+    }
+}
+
+/// The event of a fanout record: the chatmessage (for a send, as it was sent, even if deleted
+/// since) and a copy per chatroom. `None` if a chatroom is missing from the view (rooms are
+/// never removed from it, so the record is corrupt).
+fn render_fanout(
+    fanout: &Fanout,
+    message: &ChatmessageRow,
+    rooms: &HashMap<i64, MemberChatroom>,
+) -> Option<Event> {
+    let sent;
+    let message = if fanout.action == Action::Created {
+        sent = ChatmessageRow {
+            tm_update: message.tm_create,
+            tm_delete: common::time::live(),
+            ..message.clone()
+        };
+        &sent
+    } else {
+        message
+    };
+    let copies = fanout
+        .rooms
+        .iter()
+        .map(|no| {
+            let room = rooms.get(no)?;
+            Some(CopyItem(
+                CopyKey::of(room, message).id().to_string(),
+                room.id.clone(),
+                room.owner_id.clone(),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let data = EventData::Messagechat(MessagechatEventData {
+        chatmessage: ChatmessageJson::from(chatmessages::to_proto(message)),
+        chatroommessages: copies,
+    });
+    let mut event = Event::new(EventType::new(Resource::Messagechat, fanout.action), &data);
+    event.id = fanout.event_id;
+    Some(event)
+}
+
+/// A compact record of releases before typed records: `@messagechat_created` or
+/// `@messagechat_deleted`, `<message id>\t<event id base>\t<room numbers, comma-separated>`.
+/// Its event goes out as today's one event, under the id of the first event it stood for.
+fn legacy_fanout(kind: &str, body: &str) -> Option<MessageRecord> {
+    let action = match kind {
+        "messagechat_created" => Action::Created,
+        "messagechat_deleted" => Action::Deleted,
+        _ => return None,
+    };
+    let mut parts = body.splitn(3, '\t');
+    let message_id = uuid::Uuid::parse_str(parts.next()?).ok()?;
+    let base = uuid::Uuid::parse_str(parts.next()?).ok()?;
+    let rooms = match parts.next()? {
+        "" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|n| n.parse().ok())
+            .collect::<Option<Vec<i64>>>()?,
+    };
+    Some(MessageRecord::Fanout(Fanout {
+        action,
+        event_id: legacy::event_id(base, 0),
+        message_id,
+        rooms,
+    }))
+}
 
 /// The durable queue bound to each chat event type (chat-manager declares it too).
 pub fn subscription_spec(chat_exchange: &str, queue: &str) -> SubscriptionSpec {
-    common::topology::chat_events_subscriber(chat_exchange, queue)
+    pipeline::topology::chat_events_subscriber(chat_exchange, queue)
 }
 
 /// Attempts an event gets (the first and the retries) before it is dead-lettered.
@@ -41,7 +223,7 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Where events that could not be applied are set aside: a durable queue, reached through an
 /// exchange of the same name.
 pub fn dead_letter_queue(queue: &str) -> String {
-    common::topology::dead_letter_name(queue)
+    pipeline::topology::dead_letter_name(queue)
 }
 
 pub struct ChatEventConsumer {
@@ -108,7 +290,7 @@ impl ChatEventConsumer {
         }
     }
 
-    async fn subscribe(&self) -> Result<Subscription, common::bus::BusError> {
+    async fn subscribe(&self) -> Result<Subscription, pipeline::bus::BusError> {
         subscribe_with_dead_letters(&self.bus, self.spec.clone()).await
     }
 
@@ -168,25 +350,14 @@ impl ChatEventConsumer {
 
 /// Applies one CloudEvents payload to the view, once.
 pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
-    let event: Value = serde_json::from_slice(payload)
-        .map_err(|e| MessageError::invalid(format!("event: not JSON: {e}")))?;
-    let id = event
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| MessageError::invalid("event: no id"))?
-        .to_owned();
-    let event_type = event
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| MessageError::invalid("event: no type"))?
-        .to_owned();
-    let data = event.get("data").cloned().unwrap_or(Value::Null);
+    let event = pipeline::cloudevent::parse(payload)
+        .map_err(|e| MessageError::invalid(format!("event: {e}")))?;
     db.run(move |conn| {
         conn.transaction(|conn| {
-            if !queries::mark_processed(conn, &id)? {
+            if !queries::mark_processed(conn, &event.id)? {
                 return Ok(Handled::Duplicate);
             }
-            membership::apply_event(conn, &event_type, &data)?;
+            membership::apply_event(conn, &event)?;
             Ok(Handled::Applied)
         })
     })
@@ -194,164 +365,62 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
 }
 
 /// The dead-letter queue of `spec`'s queue (declared first: what is set aside must have
-/// somewhere to go), then the subscription.
+/// somewhere to go), then the subscription; bindings of releases before tenant routing keys
+/// are removed from the queue.
 pub async fn subscribe_with_dead_letters(
     bus: &EventBus,
     spec: SubscriptionSpec,
-) -> Result<Subscription, common::bus::BusError> {
+) -> Result<Subscription, pipeline::bus::BusError> {
     bus.declare_set_aside(&dead_letter_queue(&spec.queue))
         .await?;
-    bus.subscribe(spec).await
+    let chat_exchange = spec.bindings.first().map(|(ex, _)| ex.clone());
+    let subscription = bus.subscribe(spec).await?;
+    if let Some(exchange) = chat_exchange {
+        let binder = subscription.binder();
+        for (ex, pattern) in pipeline::topology::legacy_chat_bindings(&exchange) {
+            binder.unbind(&ex, &pattern).await?;
+        }
+    }
+    Ok(subscription)
 }
 
-/// Renders the compact records of sends and message deletions (`chatmessages::FanoutRecord`)
-/// into their events when the relay publishes them: the message's, then one per copy, each
-/// copy's routed to its room's owner. Two queries per round (the messages and the rooms).
-pub struct MessageEventExpander;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Expander for MessageEventExpander {
-    fn kinds(&self) -> &'static [&'static str] {
-        &["messagechat_created", "messagechat_deleted"]
+    #[test]
+    fn records_are_stored_as_versioned_json() {
+        let fanout = MessageRecord::Fanout(Fanout {
+            action: Action::Created,
+            event_id: uuid::Uuid::nil(),
+            message_id: uuid::Uuid::nil(),
+            rooms: vec![7, 1_152_921_504_606_846_975],
+        });
+        let row = pipeline::outbox::OutboxRow::new(&common::RequestMeta::default(), &[fanout]);
+        assert_eq!(
+            row.events,
+            r#"{"v":1,"records":[{"fanout":{"action":"created","event_id":"00000000-0000-0000-0000-000000000000","message_id":"00000000-0000-0000-0000-000000000000","rooms":[7,1152921504606846975]}}]}"#
+        );
+        assert_eq!(row.event_count, 1);
     }
 
-    fn expand(
-        &self,
-        conn: &mut DbConnection,
-        records: &[StoredRecord<'_>],
-    ) -> Result<Vec<Option<RecordEvents>>, DbError> {
-        let parsed: Vec<Option<FanoutRecord>> = records
-            .iter()
-            .map(|r| match r.kind {
-                "messagechat_created" => FanoutRecord::parse("messagechat_created", r.body),
-                "messagechat_deleted" => FanoutRecord::parse("messagechat_deleted", r.body),
-                _ => None,
-            })
-            .collect();
-        let message_nos: Vec<i64> = parsed
-            .iter()
-            .flatten()
-            .filter_map(|f| uuid::Uuid::parse_str(&f.message_id).ok())
-            .map(|id| message_no(&id))
-            .collect();
-        let mut room_nos: Vec<i64> = parsed
-            .iter()
-            .flatten()
-            .flat_map(|f| f.room_nos.iter().copied())
-            .collect();
-        room_nos.sort_unstable();
-        room_nos.dedup();
-        let messages: HashMap<String, ChatmessageRow> =
-            queries::messages_by_no(conn, &message_nos)?
-                .into_iter()
-                .map(|m| (m.id.clone(), m))
-                .collect();
-        let rooms: HashMap<i64, MemberChatroom> = queries::rooms_by_no(conn, &room_nos)?
-            .into_iter()
-            .map(|r| (r.no, r))
-            .collect();
-        Ok(parsed
-            .iter()
-            .zip(records)
-            .map(|(record, stored)| {
-                let record = record.as_ref()?;
-                let message = messages.get(&record.message_id)?;
-                // About a kilobyte an event: rendered here, at once.
-                let events = render_fanout(record, message, &rooms, stored.created_at)?;
-                Some(Box::new(events.into_iter()) as RecordEvents)
-            })
-            .collect())
-    }
-}
-
-fn render_fanout(
-    record: &FanoutRecord,
-    message: &ChatmessageRow,
-    rooms: &HashMap<i64, MemberChatroom>,
-    time: NaiveDateTime,
-) -> Option<Vec<RenderedEvent>> {
-    let created = record.kind == "messagechat_created";
-    let message = if created {
-        // As it was sent, even if it has been deleted since.
-        ChatmessageRow {
-            tm_update: message.tm_create,
-            tm_delete: common::time::live(),
-            ..message.clone()
-        }
-    } else {
-        message.clone()
-    };
-    let copy_kind = if created {
-        "messagechatroom_created"
-    } else {
-        "messagechatroom_deleted"
-    };
-    let event = |n: usize, kind: &str, owner: Option<&str>, data: &dyn erased::Json| {
-        let id = record.event_id(n).to_string();
-        let payload = data.cloud_event(&id, kind, time, &message.customer_id, owner);
-        RenderedEvent {
-            routing_key: kind.to_owned(),
-            id,
-            payload,
-        }
-    };
-    let mut events = Vec::with_capacity(1 + record.room_nos.len());
-    events.push(event(
-        0,
-        record.kind,
-        None,
-        &ChatmessageJson::from(chatmessages::to_proto(&message)),
-    ));
-    let mut copy = chatroommessages::copy_template(&message);
-    for (i, no) in record.room_nos.iter().enumerate() {
-        // Rooms are never removed from the view, so a missing one means a corrupt record.
-        let mut room = rooms.get(no)?.clone();
-        if created {
-            room.tm_delete = common::time::live();
-        }
-        chatroommessages::fill_copy(&mut copy, &message, &room, None);
-        events.push(event(
-            i + 1,
-            copy_kind,
-            Some(&room.owner_id),
-            &ChatroommessageJson::from(copy.clone()),
-        ));
-    }
-    Some(events)
-}
-
-/// A resource JSON shape behind a trait object, so one closure renders both kinds of event.
-mod erased {
-    use chrono::NaiveDateTime;
-
-    pub trait Json {
-        fn cloud_event(
-            &self,
-            id: &str,
-            kind: &str,
-            time: NaiveDateTime,
-            customer_id: &str,
-            owner_id: Option<&str>,
-        ) -> String;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn cloud_event(
-            &self,
-            id: &str,
-            kind: &str,
-            time: NaiveDateTime,
-            customer_id: &str,
-            owner_id: Option<&str>,
-        ) -> String {
-            common::outbox::cloud_event_json(
-                crate::EVENT_SOURCE,
-                id,
-                kind,
-                time,
-                customer_id,
-                owner_id,
-                self,
-            )
-        }
+    #[test]
+    fn legacy_compact_records_become_one_fanout_under_their_first_event_id() {
+        let (message, base) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let body = format!("{message}\t{base}\t1,2,3");
+        let Some(MessageRecord::Fanout(f)) = legacy_fanout("messagechat_created", &body) else {
+            panic!("converts");
+        };
+        assert_eq!(
+            (f.action, f.event_id, f.message_id),
+            (Action::Created, base, message)
+        );
+        assert_eq!(f.rooms, [1, 2, 3]);
+        let none = format!("{message}\t{base}\t");
+        assert!(
+            matches!(legacy_fanout("messagechat_deleted", &none), Some(MessageRecord::Fanout(f)) if f.rooms.is_empty())
+        );
+        assert!(legacy_fanout("messagechat_created", "junk").is_none());
+        assert!(legacy_fanout("something_else", &body).is_none());
     }
 }

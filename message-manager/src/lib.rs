@@ -19,40 +19,41 @@ pub mod membership;
 use std::sync::Arc;
 
 use common::RequestMeta;
-use common::bus::{EventBus, Subscription};
 use common::db::Db;
 use common::grpc_client::ChatClient;
 use common::idempotency::IdempotencyKey;
-use common::outbox::{Relay, RelaySignal};
-use common::store::Store;
 use diesel::Connection;
+use pipeline::bus::{EventBus, Subscription};
+use pipeline::{Relay, RelaySignal, Store};
 use proto::chat::v1 as chat_pb;
 use proto::message::v1::message_service_server::MessageServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::chatmessages::Change;
 use crate::db::models::{ChatmessageRow, MemberChatroom};
 use crate::error::MessageError;
+use crate::events::MessageRecord;
 use crate::membership::Members;
 
 /// CloudEvents `source` of message-manager's events.
 pub const EVENT_SOURCE: &str = "message-manager";
 /// The exchange message-manager publishes to, unless configured otherwise.
-pub const DEFAULT_EXCHANGE: &str = common::topology::MESSAGE_EXCHANGE;
+pub const DEFAULT_EXCHANGE: &str = pipeline::topology::MESSAGE_EXCHANGE;
 /// message-manager's durable queue of chat-manager's events.
-pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = common::topology::CHAT_EVENTS_QUEUE;
+pub const DEFAULT_CHAT_EVENTS_QUEUE: &str = pipeline::topology::CHAT_EVENTS_QUEUE;
 
 /// The domain entry point: the store, and chat-manager for what the view does not know yet
 /// (or has not confirmed for `membership_max_age`).
 #[derive(Debug, Clone)]
 pub struct MessageManager {
-    store: Store,
+    store: Store<MessageRecord>,
     chat: Option<ChatClient>,
     membership_max_age: std::time::Duration,
 }
 
 impl MessageManager {
-    pub fn new(store: Store, chat: Option<ChatClient>) -> Self {
+    pub fn new(store: Store<MessageRecord>, chat: Option<ChatClient>) -> Self {
         MessageManager {
             store,
             chat,
@@ -66,7 +67,7 @@ impl MessageManager {
         self
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Store<MessageRecord> {
         &self.store
     }
 
@@ -347,8 +348,8 @@ fn number_taken(e: &diesel::result::Error) -> bool {
 fn with_fresh_id(
     members: &Members,
     new: &chatmessages::NewMessage,
-    mut write: impl FnMut(&ChatmessageRow, &[common::outbox::DomainEvent]) -> diesel::QueryResult<()>,
-) -> Result<common::store::Change<ChatmessageRow>, MessageError> {
+    mut write: impl FnMut(&ChatmessageRow, &[MessageRecord]) -> diesel::QueryResult<()>,
+) -> Result<Change<ChatmessageRow>, MessageError> {
     for _ in 0..FRESH_ID_ATTEMPTS {
         let (message, events) = chatmessages::prepare(members, new.clone())?;
         match write(&message, &events) {
@@ -368,7 +369,7 @@ fn create_with_fresh_id(
     conn: &mut common::db::DbConnection,
     members: &Members,
     new: &chatmessages::NewMessage,
-) -> Result<common::store::Change<ChatmessageRow>, MessageError> {
+) -> Result<Change<ChatmessageRow>, MessageError> {
     with_fresh_id(members, new, |message, _| {
         conn.transaction(|c| db::queries::insert_message(c, message))
     })
@@ -380,8 +381,13 @@ pub async fn subscribe_chat_events(
     bus: &EventBus,
     chat_exchange: &str,
     queue: &str,
-) -> Result<Subscription, common::bus::BusError> {
+) -> Result<Subscription, pipeline::bus::BusError> {
     events::subscribe_with_dead_letters(bus, events::subscription_spec(chat_exchange, queue)).await
+}
+
+/// The relay publishing message-manager's outbox to `exchange`.
+pub fn relay(db: Db, bus: EventBus, exchange: &str, signal: RelaySignal) -> Relay<MessageRecord> {
+    Relay::new(db, bus, exchange, signal, EVENT_SOURCE)
 }
 
 /// Where message-manager's events go and where chat-manager's come from.
@@ -396,7 +402,7 @@ impl Default for Topology {
     fn default() -> Self {
         Topology {
             exchange: DEFAULT_EXCHANGE.into(),
-            chat_exchange: common::topology::CHAT_EXCHANGE.into(),
+            chat_exchange: pipeline::topology::CHAT_EXCHANGE.into(),
             chat_events_queue: DEFAULT_CHAT_EVENTS_QUEUE.into(),
         }
     }
@@ -415,27 +421,28 @@ pub fn service(
     shutdown: watch::Receiver<bool>,
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
     let signal = RelaySignal::default();
-    let relay = Relay::new(db.clone(), bus.clone(), &topology.exchange, signal.clone())
-        .named(EVENT_SOURCE)
-        .with_expander(Arc::new(events::MessageEventExpander));
+    let relay = relay(db.clone(), bus.clone(), &topology.exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    common::metrics::watch_outbox(db.clone(), EVENT_SOURCE, shutdown.clone());
-    common::metrics::watch_queue(bus.clone(), &topology.chat_events_queue, shutdown.clone());
+    pipeline::outbox::watch_backlog(db.clone(), EVENT_SOURCE, shutdown.clone());
+    pipeline::bus::watch_queue_depth(bus.clone(), &topology.chat_events_queue, shutdown.clone());
     let consumer = events::ChatEventConsumer {
         db: db.clone(),
         bus,
         spec: events::subscription_spec(&topology.chat_exchange, &topology.chat_events_queue),
     };
     let consumer_task = tokio::spawn(consumer.run(subscription, shutdown.clone()));
-    let mut jobs = common::housekeeping::COMMON_JOBS.to_vec();
-    jobs.push(("processed chat event ids", db::queries::purge_processed));
+    let jobs = vec![
+        pipeline::outbox::HOUSEKEEPING,
+        common::housekeeping::IDEMPOTENCY_KEYS,
+        ("processed chat event ids", db::queries::purge_processed),
+    ];
     tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),
         jobs,
         shutdown,
     ));
-    let store = Store::new(db, signal, EVENT_SOURCE);
+    let store = Store::new(db, signal);
     let manager = match chat {
         Some((client, max_age)) => {
             MessageManager::new(store, Some(client)).with_membership_max_age(max_age)

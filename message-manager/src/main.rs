@@ -1,69 +1,37 @@
 use clap::Parser;
-use common::bus::{EventBus, Subscription};
-use common::db::Db;
 use common::grpc_client::{self, ChatClient};
+use common::service::{BoxError, Process, Settings, Started};
 use common::service_auth::{MESSAGE_MANAGER_CALLERS, ServiceName};
 use message_manager::Topology;
-use message_manager::config::{Cli, Command, ServeConfig};
+use message_manager::config::{Cli, ServeConfig};
+use pipeline::bus::{EventBus, Subscription};
 use proto::message::v1::message_service_server::SERVICE_NAME;
-use tokio::sync::watch;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+const PROCESS: Process = Process {
+    name: "message-manager",
+    grpc_service: SERVICE_NAME,
+    migrations: message_manager::db::MIGRATIONS,
+    me: ServiceName::MessageManager,
+    callers: MESSAGE_MANAGER_CALLERS,
+};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = common::service_runtime(cli.serve.db.database_pool_size)
-        .map_err(BoxError::from)
-        .and_then(|runtime| runtime.block_on(run(cli)));
-    common::exit_code("message-manager", result)
+    let config = &cli.serve;
+    let settings = Settings {
+        db: &config.db,
+        database_schema: &config.database_schema,
+        grpc: &config.grpc,
+        listen_addr: config.listen_addr,
+        metrics_addr: config.metrics_addr,
+        log_format: config.log_format,
+    };
+    PROCESS.main(settings, cli.command, |started| {
+        serve(config.clone(), started)
+    })
 }
 
-async fn run(cli: Cli) -> Result<(), BoxError> {
-    let telemetry = common::telemetry::init(cli.serve.log_format, "message-manager");
-    let result = match cli.command {
-        Some(Command::Healthcheck) => {
-            common::grpc_server::healthcheck_command(cli.serve.listen_addr, SERVICE_NAME).await;
-            Ok(())
-        }
-        Some(Command::Migrate) => {
-            let target = cli.serve.db.target(&cli.serve.database_schema)?;
-            Db::migrate_only(
-                target,
-                message_manager::db::MIGRATIONS,
-                cli.serve.db.timeouts(),
-            )
-            .await?;
-            tracing::info!("migrations up to date");
-            Ok(())
-        }
-        None => serve(cli.serve).await,
-    };
-    telemetry.shutdown().await;
-    result
-}
-
-async fn serve(config: ServeConfig) -> Result<(), BoxError> {
-    // Refused before anything starts: no key, or a weak one.
-    let key = config.grpc.key()?;
-    let security = config
-        .grpc
-        .security(ServiceName::MessageManager, MESSAGE_MANAGER_CALLERS)?;
-    // Installed first: a SIGTERM during start-up (still waiting for PostgreSQL) stops the
-    // service at once and cleanly.
-    let stop = common::shutdown_watch();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (_, metrics_server) =
-        common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
-
-    let target = config.db.target(&config.database_schema)?;
-    let connecting =
-        Db::connect_with_retry(target, message_manager::db::MIGRATIONS, config.db.options());
-    let Some(db) = common::unless_stopped(&stop, connecting).await else {
-        tracing::info!("stopped during start-up");
-        let _ = shutdown_tx.send(true);
-        let _ = metrics_server.await;
-        return Ok(());
-    };
+async fn serve(config: ServeConfig, started: Started) -> Result<(), BoxError> {
     let bus = EventBus::amqp(
         config
             .amqp
@@ -75,7 +43,9 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         .ok_or("CHAT_MANAGER_URL is required")?;
     let chat = ChatClient::new(grpc_client::signed(
         grpc_client::remote(chat_url)?,
-        key.credentials(ServiceName::MessageManager, ServiceName::ChatManager),
+        started
+            .key
+            .credentials(ServiceName::MessageManager, ServiceName::ChatManager),
     ));
 
     let topology = Topology {
@@ -91,14 +61,13 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         &config.chat_events_exchange,
         &config.chat_events_queue,
     );
-    let subscription: Option<Subscription> = match common::unless_stopped(&stop, subscribing).await
+    let subscription: Option<Subscription> = match common::unless_stopped(
+        &started.stop,
+        subscribing,
+    )
+    .await
     {
-        None => {
-            tracing::info!("stopped during start-up");
-            let _ = shutdown_tx.send(true);
-            let _ = metrics_server.await;
-            return Ok(());
-        }
+        None => return started.stopped_early().await,
         Some(Ok(subscription)) => Some(subscription),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "RabbitMQ not reachable; serving, and subscribing to chat events in the background");
@@ -106,22 +75,12 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         }
     };
     let (service, tasks) = message_manager::service(
-        db.clone(),
+        started.db.clone(),
         bus,
         topology,
         subscription,
         Some((chat, config.membership_max_age)),
-        shutdown_rx,
+        started.shutdown.clone(),
     );
-
-    let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
-    tracing::info!(addr = %config.listen_addr, "message-manager listening");
-    common::grpc_server::serve(listener, service, Some(db), security, common::stopped(stop))
-        .await?;
-    let _ = shutdown_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    let _ = metrics_server.await;
-    Ok(())
+    started.serve(service, tasks).await
 }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use common::db::DbConnection;
+use common::resources::{ChatJson, ChatroomJson};
 use common::time;
+use pipeline::contract::{EventData, ParsedEvent};
 use proto::chat::v1 as chat_pb;
-use serde_json::Value;
 
 use crate::db::models::{MemberChat, MemberChatroom};
 use crate::db::queries;
@@ -121,6 +122,11 @@ fn tm(s: &str) -> Result<NaiveDateTime, MessageError> {
         .ok_or_else(|| MessageError::Internal(format!("bad timestamp {s:?} from chat-manager")))
 }
 
+/// A timestamp of an event: a bad one makes the event malformed (it will never apply).
+fn event_tm(s: &str) -> Result<NaiveDateTime, MessageError> {
+    time::parse(s).ok_or_else(|| MessageError::invalid(format!("event data: bad timestamp {s:?}")))
+}
+
 pub fn member_chat_from_proto(c: &chat_pb::Chat) -> Result<MemberChat, MessageError> {
     Ok(MemberChat {
         id: c.id.clone(),
@@ -176,50 +182,46 @@ pub fn fill(
     Ok(())
 }
 
-fn field<'a>(data: &'a Value, name: &str) -> Result<&'a str, MessageError> {
-    data.get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| MessageError::invalid(format!("event data: missing {name}")))
+/// The view's chat from an event's.
+fn member_chat(chat: &ChatJson) -> Result<MemberChat, MessageError> {
+    Ok(MemberChat {
+        id: chat.id.clone(),
+        customer_id: chat.customer_id.clone(),
+        participant_ids: serde_json::to_string(&chat.participant_ids).expect("ids serialize"),
+        tm_update: event_tm(&chat.tm_update)?,
+        tm_delete: event_tm(&chat.tm_delete)?,
+        // The event carries the whole participant list: the chat is confirmed as of now (kept
+        // only if the event is not older than what the view has).
+        tm_checked: time::now(),
+    })
 }
 
-/// Applies one of chat-manager's events to the view. Unknown event types are ignored.
-pub fn apply_event(
-    conn: &mut DbConnection,
-    event_type: &str,
-    data: &Value,
-) -> Result<(), MessageError> {
-    match event_type {
-        "chat_created" | "chat_updated" | "chat_deleted" => {
-            let participants: Vec<String> = data
-                .get("participant_ids")
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .ok_or_else(|| MessageError::invalid("event data: missing participant_ids"))?;
-            let chat = MemberChat {
-                id: field(data, "id")?.to_owned(),
-                customer_id: field(data, "customer_id")?.to_owned(),
-                participant_ids: serde_json::to_string(&participants).expect("ids serialize"),
-                tm_update: tm(field(data, "tm_update")?)?,
-                tm_delete: tm(field(data, "tm_delete")?)?,
-                // The event carries the whole participant list: the chat is confirmed as of
-                // now (kept only if the event is not older than what the view has).
-                tm_checked: time::now(),
-            };
-            queries::upsert_member_chat(conn, &chat)?;
+/// The view's chatroom from an event's.
+fn member_room(room: &ChatroomJson) -> Result<MemberChatroom, MessageError> {
+    Ok(MemberChatroom {
+        no: 0,
+        id: room.id.clone(),
+        customer_id: room.customer_id.clone(),
+        chat_id: room.chat_id.clone(),
+        owner_id: room.owner_id.clone(),
+        tm_create: event_tm(&room.tm_create)?,
+        tm_update: event_tm(&room.tm_update)?,
+        tm_delete: event_tm(&room.tm_delete)?,
+    })
+}
+
+/// Applies one of chat-manager's events to the view: the chat, and each chatroom it names.
+/// Other events are ignored.
+pub fn apply_event(conn: &mut DbConnection, event: &ParsedEvent) -> Result<(), MessageError> {
+    match &event.data {
+        EventData::Chat(data) => {
+            queries::upsert_member_chat(conn, &member_chat(&data.chat)?)?;
+            for (action, item) in data.chatrooms.iter() {
+                queries::upsert_member_room(conn, &member_room(&data.chatroom(action, item))?)?;
+            }
         }
-        "chatroom_created" | "chatroom_updated" | "chatroom_deleted" => {
-            let room = MemberChatroom {
-                no: 0,
-                id: field(data, "id")?.to_owned(),
-                customer_id: field(data, "customer_id")?.to_owned(),
-                chat_id: field(data, "chat_id")?.to_owned(),
-                owner_id: field(data, "owner_id")?.to_owned(),
-                tm_create: tm(field(data, "tm_create")?)?,
-                tm_update: tm(field(data, "tm_update")?)?,
-                tm_delete: tm(field(data, "tm_delete")?)?,
-            };
-            queries::upsert_member_room(conn, &room)?;
-        }
-        _ => {}
+        EventData::Chatroom(room) => queries::upsert_member_room(conn, &member_room(room)?)?,
+        EventData::Messagechat(_) | EventData::Messagechatroom(_) => {}
     }
     Ok(())
 }

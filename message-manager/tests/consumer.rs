@@ -306,13 +306,13 @@ async fn an_event_applied_concurrently_is_applied_once() {
 
 /// Publishes one raw body to the chat exchange, as chat-manager's relay would.
 async fn publish_raw(
-    bus: &common::bus::EventBus,
+    bus: &pipeline::bus::EventBus,
     exchange: &str,
     kind: &str,
     id: &str,
     body: Vec<u8>,
 ) {
-    bus.publish(&[common::bus::EventMessage {
+    bus.publish(&[pipeline::bus::EventMessage {
         exchange: exchange.to_owned(),
         routing_key: kind.to_owned(),
         message_id: id.to_owned(),
@@ -340,7 +340,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
         dead_letters,
         message_manager::events::dead_letter_queue(&queue)
     );
-    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let bus = pipeline::bus::EventBus::amqp(amqp.url.clone());
     let subscription = message_manager::subscribe_chat_events(&bus, &exchange, &queue)
         .await
         .expect("subscribe");
@@ -362,17 +362,17 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
     publish_raw(
         &bus,
         &exchange,
-        "chat_created",
+        &format!("chat_created.{customer}"),
         "bad-json",
         b"{not json".to_vec(),
     )
     .await;
-    // Well-formed but never applicable (a timestamp that does not parse): retried, then set aside.
+    // Well-formed but never applicable (a timestamp that does not parse): set aside.
     let unparsable = chat(&poisoned_chat, &customer, &["a", "b"], "yesterday", LIVE);
     publish_raw(
         &bus,
         &exchange,
-        "chat_created",
+        &format!("chat_created.{customer}"),
         "bad-time",
         event("bad-time", "chat_created", unparsable),
     )
@@ -388,7 +388,7 @@ async fn poison_events_are_dead_lettered_and_do_not_hold_up_the_queue() {
     publish_raw(
         &bus,
         &exchange,
-        "chat_created",
+        &format!("chat_created.{customer}"),
         "good",
         event("good", "chat_created", good),
     )

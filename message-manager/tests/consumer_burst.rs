@@ -1,28 +1,28 @@
-//! message-manager's consumer takes a burst of 10,000 chat events without falling over: all
-//! published as fast as the broker confirms them, in the format chat-manager's relay publishes
-//! (CloudEvents rendered by the outbox, one outbox row per transaction, sent in rounds of 500
-//! without waiting for earlier confirms), against the real RabbitMQ and PostgreSQL. Every event
-//! takes effect exactly once in the membership view, the queue drains, nothing is
-//! dead-lettered. Prints the time taken and the rate.
+//! message-manager's consumer takes a burst of chat events without falling over: a thousand
+//! chats' changes (each created with three participants, joined by a fourth, renamed: three
+//! events naming ten chatroom changes and three chat states) published as fast as the broker
+//! confirms them, in the format chat-manager's relay publishes (sent in rounds of 500 without
+//! waiting for earlier confirms), against the real RabbitMQ and PostgreSQL. Every event takes
+//! effect exactly once in the membership view, the queue drains, nothing is dead-lettered.
+//! Prints the time taken and the rate.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::RequestMeta;
-use common::bus::{EventBus, EventMessage};
 use common::db::{Db, DbError, DbOptions, DbTarget};
-use common::outbox::{DomainEvent, render};
-use common::resources::{ChatJson, ChatroomJson};
+use common::resources::ChatJson;
 use diesel::prelude::*;
 use message_manager::db::models::{MemberChat, MemberChatroom};
 use message_manager::db::schema::{member_chatrooms, member_chats, processed_events};
+use pipeline::bus::{EventBus, EventMessage};
+use pipeline::contract::{ChatEventData, ChatroomChanges, ChatroomItem, EventData, EventType};
 use proto::chat::v1 as chat_pb;
 
-/// Chats in the burst; each is created with three participants (4 events), gets a fourth
-/// participant (5 events) and is renamed (1 event): 10 events a chat.
+/// Chats in the burst; each is created with three participants, gets a fourth participant and
+/// is renamed: three events a chat.
 const CHATS: usize = 1_000;
-const EVENTS: usize = CHATS * 10;
+const EVENTS: usize = CHATS * 3;
 /// Events per publishing round, as chat-manager's relay sends them.
 const ROUND: usize = 500;
 /// How long the consumer may take before the test gives up.
@@ -55,89 +55,64 @@ fn chat(c: &ChatPlan, customer: &str, members: &[String], name: &str, tm: &str) 
     })
 }
 
-fn room_event(
-    kind: &'static str,
-    c: &ChatPlan,
-    customer: &str,
-    i: usize,
-    members: &[String],
-    tm_create: &str,
-    tm_update: &str,
-) -> DomainEvent {
-    let room = ChatroomJson::from(chat_pb::Chatroom {
+/// Room `i` of the chat, as its chat's event names it.
+fn room(c: &ChatPlan, i: usize, tm_create: Option<&str>) -> ChatroomItem {
+    ChatroomItem {
         id: c.rooms[i].clone(),
-        customer_id: customer.to_owned(),
-        r#type: chat_pb::ChatType::Group as i32,
-        chat_id: c.id.clone(),
         owner_id: c.participants[i].clone(),
-        participant_ids: members.to_vec(),
-        name: String::new(),
-        detail: String::new(),
-        tm_create: tm_create.to_owned(),
-        tm_update: tm_update.to_owned(),
-        tm_delete: LIVE.to_owned(),
-    });
-    DomainEvent::new(kind, customer, room).owned_by(&c.participants[i])
+        tm_create: tm_create.map(str::to_owned),
+        name: None,
+        detail: None,
+    }
 }
 
-/// The transactions chat-manager would commit for one chat, in order, with their events in the
-/// order README's Events table gives.
-fn transactions(c: &ChatPlan, customer: &str) -> Vec<Vec<DomainEvent>> {
+/// The events chat-manager would publish for one chat, in order.
+fn events(c: &ChatPlan, customer: &str) -> Vec<pipeline::Event> {
     let first = &c.participants[..3];
     let all = &c.participants[..];
-    let mut create = vec![DomainEvent::new(
-        "chat_created",
-        customer,
-        chat(c, customer, first, "burst", CREATED),
-    )];
-    create.extend(
-        (0..3).map(|i| room_event("chatroom_created", c, customer, i, first, CREATED, CREATED)),
-    );
-    let mut join = vec![
-        DomainEvent::new(
-            "chat_updated",
-            customer,
-            chat(c, customer, all, "burst", JOINED),
+    let event = |event_type, chat, chatrooms| {
+        pipeline::Event::new(
+            event_type,
+            &EventData::Chat(ChatEventData { chat, chatrooms }),
+        )
+    };
+    vec![
+        event(
+            EventType::CHAT_CREATED,
+            chat(c, customer, first, "burst", CREATED),
+            ChatroomChanges {
+                created: (0..3).map(|i| room(c, i, None)).collect(),
+                ..Default::default()
+            },
         ),
-        room_event("chatroom_created", c, customer, 3, all, JOINED, JOINED),
-    ];
-    join.extend(
-        (0..3).map(|i| room_event("chatroom_updated", c, customer, i, all, CREATED, JOINED)),
-    );
-    let rename = vec![DomainEvent::new(
-        "chat_updated",
-        customer,
-        chat(c, customer, all, "burst, renamed", RENAMED),
-    )];
-    vec![create, join, rename]
+        event(
+            EventType::CHAT_UPDATED,
+            chat(c, customer, all, "burst", JOINED),
+            ChatroomChanges {
+                created: vec![room(c, 3, Some(JOINED))],
+                updated: (0..3).map(|i| room(c, i, None)).collect(),
+                ..Default::default()
+            },
+        ),
+        event(
+            EventType::CHAT_UPDATED,
+            chat(c, customer, all, "burst, renamed", RENAMED),
+            ChatroomChanges::default(),
+        ),
+    ]
 }
 
-/// An outbox row's events as the relay publishes them (`Relay::send_round`).
-fn as_published(exchange: &str, events: &[DomainEvent]) -> Vec<EventMessage> {
-    let meta = RequestMeta {
+/// An event as the relay publishes it.
+fn as_published(exchange: &str, event: &pipeline::Event) -> EventMessage {
+    let payload = event.to_cloudevent("chat-manager", common::time::now());
+    EventMessage {
+        exchange: exchange.to_owned(),
+        routing_key: event.routing_key(),
+        message_id: event.id.to_string(),
+        payload: Arc::from(payload.into_bytes()),
         request_id: Some(uuid::Uuid::new_v4().to_string()),
         traceparent: None,
-    };
-    let row = render("chat-manager", &meta, events);
-    row.events
-        .split('\n')
-        .map(|line| {
-            let mut parts = line.splitn(3, '\t');
-            let (key, id, payload) = (
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-                parts.next().unwrap(),
-            );
-            EventMessage {
-                exchange: exchange.to_owned(),
-                routing_key: key.to_owned(),
-                message_id: id.to_owned(),
-                payload: Arc::from(payload.as_bytes()),
-                request_id: row.request_id.clone(),
-                traceparent: row.traceparent.clone(),
-            }
-        })
-        .collect()
+    }
 }
 
 fn uuid() -> String {
@@ -145,8 +120,8 @@ fn uuid() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_ten_thousand_chat_events_applies_once_each_and_drains() {
-    let test = "consumer_burst::a_burst_of_ten_thousand_chat_events_applies_once_each_and_drains";
+async fn a_burst_of_a_thousand_chats_changes_applies_once_each_and_drains() {
+    let test = "consumer_burst::a_burst_of_a_thousand_chats_changes_applies_once_each_and_drains";
     let Some(pg) = testkit::require_postgres(test).await else {
         return;
     };
@@ -185,11 +160,10 @@ async fn a_burst_of_ten_thousand_chat_events_applies_once_each_and_drains() {
             }
         })
         .collect();
-    let by_chat: Vec<Vec<Vec<DomainEvent>>> =
-        plans.iter().map(|c| transactions(c, &customer)).collect();
+    let by_chat: Vec<Vec<pipeline::Event>> = plans.iter().map(|c| events(c, &customer)).collect();
     let messages: Vec<EventMessage> = (0..3)
-        .flat_map(|stage| by_chat.iter().map(move |txs| &txs[stage]))
-        .flat_map(|events| as_published(&exchange, events))
+        .flat_map(|stage| by_chat.iter().map(move |events| &events[stage]))
+        .map(|event| as_published(&exchange, event))
         .collect();
     assert_eq!(messages.len(), EVENTS);
     let published_ids: BTreeSet<String> = messages.iter().map(|m| m.message_id.clone()).collect();

@@ -145,10 +145,10 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
     );
 
     // A malformed chat event is dead-lettered at once, and counted.
-    let bus = common::bus::EventBus::amqp(amqp.url.clone());
-    let poison = common::bus::EventMessage {
+    let bus = pipeline::bus::EventBus::amqp(amqp.url.clone());
+    let poison = pipeline::bus::EventMessage {
         exchange: amqp.name("chat.events"),
-        routing_key: "chat_created".into(),
+        routing_key: "chat_created.00000000-0000-4000-8000-000000000000".into(),
         message_id: "poison-1".into(),
         payload: std::sync::Arc::from(&b"not json"[..]),
         request_id: None,
@@ -182,14 +182,14 @@ async fn queue_depth_is_sampled_at_scrape_time() {
         return;
     };
     let (exchange, queue) = (amqp.name("chat.events"), amqp.name("depth"));
-    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let bus = pipeline::bus::EventBus::amqp(amqp.url.clone());
     let spec = message_manager::events::subscription_spec(&exchange, &queue);
     // Declared and bound, then nobody consumes.
     drop(bus.subscribe(spec).await.unwrap());
     let batch: Vec<_> = (0..3)
-        .map(|i| common::bus::EventMessage {
+        .map(|i| pipeline::bus::EventMessage {
             exchange: exchange.clone(),
-            routing_key: "chat_created".into(),
+            routing_key: "chat_created.00000000-0000-4000-8000-000000000000".into(),
             message_id: format!("m{i}"),
             payload: std::sync::Arc::from(&b"{}"[..]),
             request_id: None,
@@ -199,7 +199,7 @@ async fn queue_depth_is_sampled_at_scrape_time() {
     bus.publish(&batch).await.unwrap();
 
     let (_stop, until) = tokio::sync::watch::channel(false);
-    common::metrics::watch_queue(bus.clone(), &queue, until);
+    pipeline::bus::watch_queue_depth(bus.clone(), &queue, until);
     let series = format!(r#"consumer_queue_depth{{queue="{queue}"}}"#);
     let page = common::metrics::metrics().scrape().await;
     assert_eq!(sample(&page, &series), Some(3.0), "{page}");
@@ -265,7 +265,7 @@ async fn serves_while_rabbitmq_is_down_and_consumes_once_it_is_up() {
     broker.set_up(true);
     // The queue exists only once the consumer subscribed: publish after that, or the event
     // would be unroutable.
-    let bus = common::bus::EventBus::amqp(amqp.url.clone());
+    let bus = pipeline::bus::EventBus::amqp(amqp.url.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !matches!(bus.queue_depth(&queue).await, Ok(Some(_))) {
         assert!(
@@ -275,9 +275,9 @@ async fn serves_while_rabbitmq_is_down_and_consumes_once_it_is_up() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let poison = common::bus::EventMessage {
+    let poison = pipeline::bus::EventMessage {
         exchange: exchange.clone(),
-        routing_key: "chat_created".into(),
+        routing_key: "chat_created.00000000-0000-4000-8000-000000000000".into(),
         message_id: "poison-late".into(),
         payload: std::sync::Arc::from(&b"not json"[..]),
         request_id: None,

@@ -1,42 +1,38 @@
 //! The event hub: one subscription per gateway process to both exchanges (its own exclusive
-//! queue on RabbitMQ, or the in-process bus), routed to the sockets of this process whose
-//! topics match. Routing happens here, once per event, over the sockets of the event's tenant
-//! only, so a socket wakes only for what it will send. The subscription is held only while
-//! sockets are open (and for `WsSettings::idle_unsubscribe_after` after the last one closes):
-//! a gateway without sockets costs the broker and itself nothing per event. Each socket has a
-//! bounded queue; one that falls that far behind is marked lagged, told so and dropped: memory
-//! does not grow with slow clients. When the process shuts down every socket is closed (1001), and the hub's task
-//! ends once they all have, or after the time a close may take.
+//! queue on RabbitMQ, or the in-process bus), bound only to the tenants of this process's open
+//! sockets (`*.<customer id>` on each exchange, bound when a tenant's first socket registers
+//! and unbound when its last one goes), so gateway replicas share the socket load instead of
+//! each one receiving every tenant's events. The subscription itself is held only while
+//! sockets are open (and for `WsSettings::idle_unsubscribe_after` after the last one closes).
+//!
+//! An event stands for one or many resources (a message to a 1,000-person chat names its 1,000
+//! copies): the hub works out, once per event, which of them each socket of the tenant wants
+//! (`Selector`), and queues the event with that selection; the socket renders the frames as it
+//! sends them, so a large event is parsed once and never held as a thousand frames. Each socket
+//! has a bounded queue; one that falls that far behind is marked lagged, told so and dropped:
+//! memory does not grow with slow clients. When the process shuts down every socket is closed
+//! (1001), and the hub's task ends once they all have, or after the time a close may take.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::bus::{EventBus, Subscription, SubscriptionSpec};
+use pipeline::bus::{Binder, EventBus, Subscription, SubscriptionSpec};
+use pipeline::contract::{Item, ParsedEvent, tenant_pattern};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::ws::WsSettings;
-use crate::ws::topic::{Resource, Topic};
-
-/// One event, parsed once for every socket.
-#[derive(Debug, Clone)]
-pub struct HubEvent {
-    pub resource: Resource,
-    pub customer_id: String,
-    /// The chatroom owner, for chatroom and messagechatroom events.
-    pub owner_id: Option<String>,
-    /// What a topic's id narrows on: the chat (chat, messagechat) or the chatroom (chatroom,
-    /// messagechatroom).
-    pub scope_id: String,
-    /// `{"type": "<event type>", "data": <resource>}`, ready to send.
-    pub frame: Arc<str>,
-}
+use crate::ws::topic::{Audience, Topic};
 
 #[derive(Debug, Clone)]
 pub enum HubMessage {
-    Event(Arc<HubEvent>),
+    /// An event, and which of its resources (`ParsedEvent::item`) the socket's topics match.
+    Event {
+        event: Arc<ParsedEvent>,
+        items: Vec<u32>,
+    },
     /// The stream from the broker was interrupted: events may have been missed.
     Resync,
 }
@@ -70,28 +66,98 @@ impl Routes {
         }
     }
 
-    fn dispatch(&self, message: HubMessage) {
-        match &message {
-            HubMessage::Event(event) => {
-                let Some(ids) = self.by_customer.get(&event.customer_id) else {
-                    return;
+    /// Offers the event to the sockets of its tenant, each with the resources it wants.
+    fn dispatch(&self, event: Arc<ParsedEvent>) {
+        let Some(ids) = self.by_customer.get(&event.customer_id) else {
+            return;
+        };
+        let selector = Selector::new(&event);
+        for id in ids {
+            let items = selector.select(&self.by_id[id].topics);
+            if !items.is_empty() {
+                let message = HubMessage::Event {
+                    event: event.clone(),
+                    items,
                 };
-                for id in ids {
-                    let matches = self.by_id[id]
-                        .topics
-                        .iter()
-                        .any(|t| t.matches(&event.customer_id, event));
-                    if matches {
-                        self.deliver(*id, message.clone());
-                    }
-                }
-            }
-            HubMessage::Resync => {
-                for id in self.by_id.keys() {
-                    self.deliver(*id, HubMessage::Resync);
-                }
+                self.deliver(*id, message);
             }
         }
+    }
+
+    fn resync(&self) {
+        for id in self.by_id.keys() {
+            self.deliver(*id, HubMessage::Resync);
+        }
+    }
+}
+
+/// Which resources of an event a socket's topics match. A small event is looked through item
+/// by item; a large one (a message to a large chat) through indexes by owner and by scope made
+/// once, so each socket costs a lookup per topic, not a pass over a thousand items.
+struct Selector<'a> {
+    items: Vec<Item<'a>>,
+    by_owner: std::sync::OnceLock<HashMap<&'a str, Vec<u32>>>,
+    by_scope: std::sync::OnceLock<HashMap<&'a str, Vec<u32>>>,
+}
+
+/// Events of more items than this are looked through by index.
+const INDEXED_FROM: usize = 16;
+
+impl<'a> Selector<'a> {
+    fn new(event: &'a ParsedEvent) -> Self {
+        Selector {
+            items: event.items().collect(),
+            by_owner: Default::default(),
+            by_scope: Default::default(),
+        }
+    }
+
+    fn index(&self, key: impl Fn(&Item<'a>) -> Option<&'a str>) -> HashMap<&'a str, Vec<u32>> {
+        let mut index: HashMap<&'a str, Vec<u32>> = HashMap::new();
+        for (n, item) in self.items.iter().enumerate() {
+            if let Some(k) = key(item) {
+                index.entry(k).or_default().push(n as u32);
+            }
+        }
+        index
+    }
+
+    /// The items any of `topics` matches, in order.
+    fn select(&self, topics: &[Topic]) -> Vec<u32> {
+        let matching = |n: &u32| topics.iter().any(|t| t.matches(&self.items[*n as usize]));
+        if self.items.len() <= INDEXED_FROM {
+            return (0..self.items.len() as u32).filter(matching).collect();
+        }
+        let mut selected: Vec<u32> = Vec::new();
+        for topic in topics {
+            let candidates: &[u32] = match (&topic.audience, &topic.id) {
+                (_, Some(id)) => self
+                    .by_scope
+                    .get_or_init(|| self.index(|i| Some(i.scope_id)))
+                    .get(id.as_str())
+                    .map_or(&[], Vec::as_slice),
+                (Audience::Agent(agent), None) => self
+                    .by_owner
+                    .get_or_init(|| self.index(|i| i.owner_id))
+                    .get(agent.as_str())
+                    .map_or(&[], Vec::as_slice),
+                (Audience::Customer(_), None) => {
+                    selected.extend(
+                        (0..self.items.len() as u32)
+                            .filter(|n| topic.matches(&self.items[*n as usize])),
+                    );
+                    continue;
+                }
+            };
+            selected.extend(
+                candidates
+                    .iter()
+                    .filter(|n| topic.matches(&self.items[**n as usize])),
+            );
+        }
+        selected.sort_unstable();
+        selected.dedup();
+        selected
     }
 }
 
@@ -107,18 +173,41 @@ pub struct EventHub {
     /// How long a socket may take to close (send its close frame, hear the reply).
     close_within: Duration,
     feed: Arc<Feed>,
+    stats: Arc<HubStats>,
 }
 
-/// Whether the hub should be subscribed, and whether it is.
+/// Whether the hub should be subscribed and to which tenants, and what is in place.
 struct Feed {
     /// True while any socket is registered.
     wanted: watch::Sender<bool>,
-    /// True while the subscription to the exchanges is in place (events published from now on
-    /// reach the sockets).
+    /// True while the subscription to the exchanges is in place.
     consuming: watch::Sender<bool>,
+    /// The tenants bound on the subscription: their events published from now on reach the
+    /// sockets.
+    bound: watch::Sender<HashSet<String>>,
+    /// The tenants with sockets changed: bindings to add or remove.
+    tenants_changed: Notify,
     /// A socket was told "subscribed" before the subscription was in place (the broker was
     /// unreachable): once it is, every socket is told to resync.
     owed_resync: AtomicBool,
+}
+
+/// What the hub received from the broker.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    received: AtomicU64,
+    unwanted: AtomicU64,
+}
+
+impl HubStats {
+    /// Events received, and of those how many were of a tenant with no socket here (its
+    /// binding was being removed as they were routed).
+    pub fn received(&self) -> (u64, u64) {
+        (
+            self.received.load(Ordering::Relaxed),
+            self.unwanted.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl std::fmt::Debug for EventHub {
@@ -134,6 +223,7 @@ impl std::fmt::Debug for EventHub {
 pub struct Registration {
     hub: EventHub,
     id: u64,
+    customer_id: String,
     pub events: mpsc::Receiver<HubMessage>,
     pub lagged: Arc<AtomicBool>,
     /// True once the process shuts down.
@@ -141,15 +231,20 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Waits, at most `limit`, until the hub's subscription is in place: every event committed
-    /// after this returns then reaches the socket's topics. If it is not in place by then (the
-    /// broker is unreachable), the sockets are told to resync once it is.
+    /// Waits, at most `limit`, until the hub's subscription is in place and bound to this
+    /// socket's tenant: every event committed after this returns then reaches the socket's
+    /// topics. If it is not in place by then (the broker is unreachable), the sockets are told
+    /// to resync once it is.
     pub async fn wait_for_feed(&self, limit: Duration) {
-        let mut consuming = self.hub.feed.consuming.subscribe();
-        if tokio::time::timeout(limit, consuming.wait_for(|c| *c))
-            .await
-            .is_err()
-        {
+        let mut bound = self.hub.feed.bound.subscribe();
+        let customer = self.customer_id.clone();
+        let feed = &self.hub.feed;
+        let in_place = async {
+            let _ = bound
+                .wait_for(|tenants| *feed.consuming.borrow() && tenants.contains(&customer))
+                .await;
+        };
+        if tokio::time::timeout(limit, in_place).await.is_err() {
             // Set after the hub may have started consuming and checked the flag: then the
             // events from here on reach this socket anyway, and a later resync is spurious.
             self.hub.feed.owed_resync.store(true, Ordering::SeqCst);
@@ -178,6 +273,7 @@ impl Drop for Registration {
             ids.remove(&self.id);
             if ids.is_empty() {
                 routes.by_customer.remove(&route.customer_id);
+                self.hub.feed.tenants_changed.notify_one();
             }
         }
         if routes.by_id.is_empty() {
@@ -208,22 +304,29 @@ impl EventHub {
             feed: Arc::new(Feed {
                 wanted: watch::channel(false).0,
                 consuming: watch::channel(false).0,
+                bound: watch::channel(HashSet::new()).0,
+                tenants_changed: Notify::new(),
                 owed_resync: AtomicBool::new(false),
             }),
+            stats: Arc::default(),
         };
-        let spec = SubscriptionSpec {
-            // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
-            queue: String::new(),
-            bindings: vec![
-                (chat_exchange.to_owned(), "#".to_owned()),
-                (message_exchange.to_owned(), "#".to_owned()),
-            ],
-            exclusive: true,
-            prefetch: 1024,
+        let exchanges = Exchanges {
+            chat: chat_exchange.to_owned(),
+            message: message_exchange.to_owned(),
         };
         let linger = settings.idle_unsubscribe_after;
-        let task = tokio::spawn(run(bus, spec, linger, hub.clone(), shutdown));
+        let task = tokio::spawn(run(bus, exchanges, linger, hub.clone(), shutdown));
         (hub, task)
+    }
+
+    /// What the hub has received from the broker.
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Whether the hub's subscription is bound to the tenant's events.
+    pub fn is_bound(&self, customer_id: &str) -> bool {
+        self.feed.bound.borrow().contains(customer_id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -247,11 +350,14 @@ impl EventHub {
                 lagged: lagged.clone(),
             },
         );
-        routes
+        let sockets = routes
             .by_customer
             .entry(customer_id.to_owned())
-            .or_default()
-            .insert(id);
+            .or_default();
+        sockets.insert(id);
+        if sockets.len() == 1 {
+            self.feed.tenants_changed.notify_one();
+        }
         // Under the routes lock, as the hub's decision to unsubscribe is.
         if routes.by_id.len() == 1 {
             self.feed.wanted.send_replace(true);
@@ -260,6 +366,7 @@ impl EventHub {
         Registration {
             hub: self.clone(),
             id,
+            customer_id: customer_id.to_owned(),
             events,
             lagged,
             shutdown: self.shutdown.clone(),
@@ -298,24 +405,54 @@ impl EventHub {
         }
     }
 
-    fn dispatch(&self, message: HubMessage) {
-        self.lock().dispatch(message);
-    }
-
     /// Whether any socket of this process belongs to the tenant.
     fn has_sockets_of(&self, customer_id: &str) -> bool {
         self.lock().by_customer.contains_key(customer_id)
+    }
+
+    /// The tenants with sockets here.
+    fn tenants(&self) -> HashSet<String> {
+        self.lock().by_customer.keys().cloned().collect()
+    }
+}
+
+/// The exchanges the hub binds its queue to.
+struct Exchanges {
+    chat: String,
+    message: String,
+}
+
+impl Exchanges {
+    /// The bindings of one tenant's events.
+    fn of_tenant(&self, customer_id: &str) -> [(&str, String); 2] {
+        let pattern = tenant_pattern(customer_id);
+        [(&self.chat, pattern.clone()), (&self.message, pattern)]
+    }
+
+    /// A subscription bound to `tenants`.
+    fn spec(&self, tenants: &HashSet<String>) -> SubscriptionSpec {
+        SubscriptionSpec {
+            // Broker-named, exclusive, auto-deleted: each gateway instance has its own.
+            queue: String::new(),
+            bindings: tenants
+                .iter()
+                .flat_map(|t| self.of_tenant(t))
+                .map(|(exchange, pattern)| (exchange.to_owned(), pattern))
+                .collect(),
+            exclusive: true,
+            prefetch: 1024,
+        }
     }
 }
 
 async fn run(
     bus: EventBus,
-    spec: SubscriptionSpec,
+    exchanges: Exchanges,
     linger: Duration,
     hub: EventHub,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    consume(bus, spec, linger, &hub, &mut shutdown).await;
+    consume(bus, exchanges, linger, &hub, &mut shutdown).await;
     hub.feed.consuming.send_replace(false);
     // The sockets watch the same signal and are closing: give them the time a close takes.
     hub.all_sockets_closed(hub.close_within).await;
@@ -334,7 +471,7 @@ enum FeedEnd {
 /// the stream is interrupted.
 async fn consume(
     bus: EventBus,
-    spec: SubscriptionSpec,
+    exchanges: Exchanges,
     linger: Duration,
     hub: &EventHub,
     shutdown: &mut watch::Receiver<bool>,
@@ -347,7 +484,8 @@ async fn consume(
             _ = wanted.wait_for(|w| *w) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let mut sub = match bus.subscribe(spec.clone()).await {
+        let tenants = hub.tenants();
+        let mut sub = match bus.subscribe(exchanges.spec(&tenants)).await {
             Ok(sub) => sub,
             Err(e) => {
                 interrupted = true;
@@ -362,14 +500,17 @@ async fn consume(
         };
         backoff = Duration::from_millis(200);
         hub.feed.consuming.send_replace(true);
+        hub.feed.bound.send_replace(tenants);
         // After `consuming` is set: a socket that sets the flag later hears every event anyway.
         let owed = hub.feed.owed_resync.swap(false, Ordering::SeqCst);
         if interrupted || owed {
             tracing::info!("event hub: subscribed again; telling sockets to resync");
-            hub.dispatch(HubMessage::Resync);
+            hub.lock().resync();
         }
         interrupted = false;
-        match feed(&mut sub, linger, hub, &mut wanted, shutdown).await {
+        let end = feed(&mut sub, &exchanges, linger, hub, &mut wanted, shutdown).await;
+        hub.feed.bound.send_replace(HashSet::new());
+        match end {
             FeedEnd::Shutdown => return,
             FeedEnd::Interrupted => {
                 hub.feed.consuming.send_replace(false);
@@ -384,10 +525,11 @@ async fn consume(
     }
 }
 
-/// Routes `sub`'s events to the sockets until it ends, `shutdown`, or no socket has been open
-/// for `linger`.
+/// Binds and unbinds tenants as their sockets come and go, and routes `sub`'s events to the
+/// sockets, until it ends, `shutdown`, or no socket has been open for `linger`.
 async fn feed(
     sub: &mut Subscription,
+    exchanges: &Exchanges,
     linger: Duration,
     hub: &EventHub,
     wanted: &mut watch::Receiver<bool>,
@@ -395,6 +537,7 @@ async fn feed(
 ) -> FeedEnd {
     let idle_deadline = |wanted: bool| (!wanted).then(|| tokio::time::Instant::now() + linger);
     let mut idle_at = idle_deadline(*wanted.borrow_and_update());
+    let binder = sub.binder();
     loop {
         let idle = async {
             match idle_at {
@@ -403,7 +546,8 @@ async fn feed(
             }
         };
         let delivery = tokio::select! {
-            d = sub.next() => d,
+            d = sub.next() => Some(d),
+            () = hub.feed.tenants_changed.notified() => None,
             _ = wanted.changed() => {
                 idle_at = idle_deadline(*wanted.borrow_and_update());
                 continue;
@@ -423,161 +567,166 @@ async fn feed(
             _ = shutdown.wait_for(|s| *s) => return FeedEnd::Shutdown,
         };
         let Some(delivery) = delivery else {
+            // The tenants with sockets changed.
+            if let Err(e) = rebind(&binder, exchanges, hub).await {
+                tracing::warn!(error = %e, "event hub: binding tenants failed; subscribing again");
+                return FeedEnd::Interrupted;
+            }
+            continue;
+        };
+        let Some(delivery) = delivery else {
             return FeedEnd::Interrupted;
         };
-        let wanted = |customer: &str| hub.has_sockets_of(customer);
-        match parse(
-            &delivery.message.routing_key,
-            &delivery.message.payload,
-            wanted,
-        ) {
-            Ok(Some(event)) => hub.dispatch(HubMessage::Event(Arc::new(event))),
-            // No socket of this gateway could want it.
-            Ok(None) => {}
-            Err(Unreadable) => {
-                tracing::warn!(key = %delivery.message.routing_key, "event hub: unreadable event skipped")
-            }
-        }
+        route(&delivery.message.payload, hub);
         let _ = delivery.ack().await;
     }
 }
 
-/// A payload that is not an event the hub can route (not CloudEvents JSON, an unknown type, no
-/// tenant or scope).
-#[derive(Debug, PartialEq, Eq)]
-pub struct Unreadable;
-
-/// Reads a CloudEvents payload into what routing needs. `wanted` is asked first, with the
-/// event's tenant: the rest (the scope, the frame) is worked out only for a tenant this
-/// gateway has sockets for (`Ok(None)` otherwise).
-///
-/// One pass over the envelope that borrows instead of building a JSON tree, and the frame
-/// made around the event's `data` as it arrived (its bytes, so its field order too).
-pub fn parse(
-    event_type: &str,
-    payload: &[u8],
-    wanted: impl Fn(&str) -> bool,
-) -> Result<Option<HubEvent>, Unreadable> {
-    use std::borrow::Cow;
-
-    use serde::Deserialize;
-    use serde_json::value::RawValue;
-
-    #[derive(Deserialize)]
-    struct Envelope<'a> {
-        #[serde(rename = "type", borrow, default)]
-        event_type: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        customerid: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        ownerid: Option<Cow<'a, str>>,
-        #[serde(borrow)]
-        data: &'a RawValue,
+/// Binds the tenants that have sockets and are not bound yet, and unbinds those that have
+/// none any more.
+async fn rebind(
+    binder: &Binder,
+    exchanges: &Exchanges,
+    hub: &EventHub,
+) -> Result<(), pipeline::bus::BusError> {
+    let wanted = hub.tenants();
+    let bound = hub.feed.bound.borrow().clone();
+    for tenant in wanted.difference(&bound) {
+        for (exchange, pattern) in exchanges.of_tenant(tenant) {
+            binder.bind(exchange, &pattern).await?;
+        }
+        hub.feed.bound.send_modify(|b| {
+            b.insert(tenant.clone());
+        });
     }
-    #[derive(Deserialize)]
-    struct Scope<'a> {
-        #[serde(borrow, default)]
-        id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        chat_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        chatroom_id: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        customer_id: Option<Cow<'a, str>>,
+    for tenant in bound.difference(&wanted) {
+        // An event routed meanwhile finds no socket of its tenant and is dropped here.
+        for (exchange, pattern) in exchanges.of_tenant(tenant) {
+            binder.unbind(exchange, &pattern).await?;
+        }
+        hub.feed.bound.send_modify(|b| {
+            b.remove(tenant);
+        });
     }
+    Ok(())
+}
 
-    let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|_| Unreadable)?;
-    let event_type = envelope.event_type.as_deref().unwrap_or(event_type);
-    let resource = Resource::of_event(event_type).ok_or(Unreadable)?;
-    let scope: Scope<'_> = serde_json::from_str(envelope.data.get()).map_err(|_| Unreadable)?;
-    let customer_id = envelope
-        .customerid
-        .as_deref()
-        .or(scope.customer_id.as_deref())
-        .ok_or(Unreadable)?;
-    if !wanted(customer_id) {
-        return Ok(None);
+/// Reads an event and offers it to the sockets of its tenant. Its envelope is read first: the
+/// rest is parsed only for a tenant this gateway has sockets for.
+fn route(payload: &[u8], hub: &EventHub) {
+    let metrics = common::metrics::metrics();
+    hub.stats.received.fetch_add(1, Ordering::Relaxed);
+    metrics.hub_events_received.inc();
+    let customer = match pipeline::cloudevent::attributes(payload) {
+        Ok((attributes, _)) => attributes.customer_id.into_owned(),
+        Err(e) => {
+            tracing::warn!(error = %e, "event hub: unreadable event skipped");
+            return;
+        }
+    };
+    if !hub.has_sockets_of(&customer) {
+        hub.stats.unwanted.fetch_add(1, Ordering::Relaxed);
+        metrics.hub_events_unwanted.inc();
+        return;
     }
-    let scope_id = match resource {
-        Resource::Chat | Resource::Chatroom => scope.id,
-        Resource::Messagechat => scope.chat_id,
-        Resource::Messagechatroom => scope.chatroom_id,
+    match pipeline::cloudevent::parse(payload) {
+        Ok(event) => hub.lock().dispatch(Arc::new(event)),
+        Err(e) => tracing::warn!(error = %e, "event hub: unreadable event skipped"),
     }
-    .ok_or(Unreadable)?;
-    let event_type_json = serde_json::to_string(event_type).map_err(|_| Unreadable)?;
-    let frame = format!(
-        "{{\"type\":{event_type_json},\"data\":{}}}",
-        envelope.data.get()
-    );
-    Ok(Some(HubEvent {
-        resource,
-        customer_id: customer_id.to_owned(),
-        owner_id: envelope.ownerid.map(Cow::into_owned),
-        scope_id: scope_id.into_owned(),
-        frame: frame.into(),
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use common::resources::{AddressJson, ChatmessageJson};
+    use pipeline::contract::{CopyItem, EventData, EventType, MessagechatEventData};
 
+    const C: &str = "5e4a0680-804e-11ec-8477-2fea5968d85b";
+
+    /// A message to a chat of `rooms` chatrooms, room `n` owned by agent `a<n>`.
+    fn message_event(rooms: usize) -> ParsedEvent {
+        ParsedEvent {
+            id: "e".into(),
+            event_type: EventType::MESSAGECHAT_CREATED,
+            customer_id: C.into(),
+            owner_id: None,
+            data: EventData::Messagechat(MessagechatEventData {
+                chatmessage: ChatmessageJson {
+                    id: "m".into(),
+                    customer_id: C.into(),
+                    chat_id: "chat".into(),
+                    source: AddressJson::default(),
+                    message_type: "normal".into(),
+                    text: "hi".into(),
+                    medias: Vec::new(),
+                    tm_create: "t".into(),
+                    tm_update: "t".into(),
+                    tm_delete: common::time::LIVE.into(),
+                },
+                chatroommessages: (0..rooms)
+                    .map(|n| CopyItem(format!("k{n}"), format!("r{n}"), format!("a{n}")))
+                    .collect(),
+            }),
+        }
+    }
+
+    fn topic(audience: Audience, resource: &str, id: Option<&str>) -> Topic {
+        Topic {
+            audience,
+            resource: crate::ws::topic::Resource::parse(resource).unwrap(),
+            id: id.map(str::to_owned),
+        }
+    }
+
+    /// Small events are looked through item by item, large ones by index: the same answers.
     #[test]
-    fn parses_what_routing_needs() {
-        let payload = serde_json::json!({
-            "specversion": "1.0", "id": "e", "type": "messagechatroom_created", "customerid": "c", "ownerid": "o",
-            "data": {"id": "m", "chatroom_id": "r", "text": "hi"}
-        });
-        let e = parse(
-            "messagechatroom_created",
-            payload.to_string().as_bytes(),
-            |_| true,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(e.resource, Resource::Messagechatroom);
-        assert_eq!(
-            (
-                e.customer_id.as_str(),
-                e.owner_id.as_deref(),
-                e.scope_id.as_str()
-            ),
-            ("c", Some("o"), "r")
-        );
-        let frame: Value = serde_json::from_str(&e.frame).unwrap();
-        assert_eq!(
-            frame,
-            serde_json::json!({"type": "messagechatroom_created", "data": {"id": "m", "chatroom_id": "r", "text": "hi"}})
-        );
-        // A tenant without sockets here: skipped before the frame is made.
-        let asked = std::cell::Cell::new(None);
-        let skipped = parse(
-            "messagechatroom_created",
-            payload.to_string().as_bytes(),
-            |c| {
-                asked.set(Some(c.to_owned()));
-                false
-            },
-        );
-        assert!(matches!(skipped, Ok(None)));
-        assert_eq!(asked.take().as_deref(), Some("c"));
-        assert!(parse("x", b"not json", |_| true).is_err());
-        assert!(
-            parse(
-                "chat_created",
-                br#"{"type":"chat_created","customerid":"c","data":{}}"#,
-                |_| true
-            )
-            .is_err()
-        );
-        // Escapes inside the data survive as they were sent.
-        let escaped =
-            br#"{"type":"chat_created","customerid":"c","data":{"id":"x","name":"a\"b\u00e9"}}"#;
-        let e = parse("chat_created", escaped, |_| true).unwrap().unwrap();
-        assert_eq!(
-            &*e.frame,
-            r#"{"type":"chat_created","data":{"id":"x","name":"a\"b\u00e9"}}"#
-        );
+    fn sockets_get_the_items_their_topics_match_whatever_the_size_of_the_event() {
+        for rooms in [3, INDEXED_FROM + 5, 1000] {
+            let event = message_event(rooms);
+            let selector = Selector::new(&event);
+            let last = rooms - 1;
+            let agent = |n: usize| Audience::Agent(format!("a{n}"));
+            let customer = || Audience::Customer(C.into());
+            let cases: Vec<(Vec<Topic>, Vec<u32>)> = vec![
+                (vec![topic(agent(1), "messagechatroom", None)], vec![2]),
+                (
+                    vec![topic(
+                        agent(last),
+                        "messagechatroom",
+                        Some(&format!("r{last}")),
+                    )],
+                    vec![rooms as u32],
+                ),
+                (vec![topic(agent(1), "messagechatroom", Some("r0"))], vec![]),
+                (
+                    vec![topic(customer(), "messagechat", Some("chat"))],
+                    vec![0],
+                ),
+                (
+                    vec![topic(customer(), "messagechat", Some("other"))],
+                    vec![],
+                ),
+                (
+                    vec![topic(customer(), "messagechatroom", None)],
+                    (1..=rooms as u32).collect(),
+                ),
+                (
+                    vec![
+                        topic(agent(0), "messagechatroom", None),
+                        topic(customer(), "messagechat", None),
+                        topic(customer(), "messagechatroom", Some("r0")),
+                    ],
+                    vec![0, 1],
+                ),
+                (vec![topic(agent(0), "chatroom", None)], vec![]),
+            ];
+            for (topics, expected) in cases {
+                assert_eq!(
+                    selector.select(&topics),
+                    expected,
+                    "{rooms} rooms: {topics:?}"
+                );
+            }
+        }
     }
 }

@@ -45,12 +45,11 @@ pub struct WsSettings {
 /// Sockets per caller unless configured: an agent's tabs and devices.
 pub const DEFAULT_MAX_SOCKETS_PER_CALLER: u32 = 20;
 
-/// The default queue per socket. One message in a chat of the most participants is that many
-/// `messagechatroom_created` events and its `messagechat_created`, all at once for an admin
-/// subscribed to every room of the tenant: the queue holds four such messages. An entry is a
-/// pointer to a frame shared by every socket, so a long queue costs little.
-pub const DEFAULT_BUFFER_EVENTS: usize = 4_096;
-const _: () = assert!(DEFAULT_BUFFER_EVENTS >= 4 * (chat_manager::chats::MAX_PARTICIPANTS + 1));
+/// The default queue per socket, in events (each with the resources of it the socket wants:
+/// one message to a 1,000-person chat is one entry, its frames made as they go out). An entry
+/// is a pointer to an event shared by every socket and a list of its items, so a long queue
+/// costs little.
+pub const DEFAULT_BUFFER_EVENTS: usize = 1_024;
 
 /// Largest frame (and message) a client may send; subscribe frames are small.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
@@ -378,16 +377,28 @@ impl Connection {
                         }
                         return self.close(socket, CLOSE_TOO_SLOW, "too slow").await;
                     }
-                    let frame = match event {
-                        // The hub routed it here: it matches a topic of this socket.
-                        Some(HubMessage::Event(event)) => Message::Text(event.frame.as_ref().into()),
-                        Some(HubMessage::Resync) => text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"})),
+                    match event {
+                        // The hub routed it here: these resources of it match this socket's
+                        // topics. Their frames are made as they go out.
+                        Some(HubMessage::Event { event, items }) => {
+                            for n in items {
+                                let Some(frame) = event.item_frame(n as usize) else {
+                                    continue;
+                                };
+                                if let Err(end) = self.send(socket, Message::Text(frame.into())).await {
+                                    return end;
+                                }
+                            }
+                        }
+                        Some(HubMessage::Resync) => {
+                            let frame = text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"}));
+                            if let Err(end) = self.send(socket, frame).await {
+                                return end;
+                            }
+                        }
                         // The hub is gone (its registration keeps the sender, so only in a
                         // teardown): as a shutdown.
                         None => return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await,
-                    };
-                    if let Err(end) = self.send(socket, frame).await {
-                        return end;
                     }
                 }
                 // (The watch's reply borrows it: awaited inside, so nothing outlives the branch.)

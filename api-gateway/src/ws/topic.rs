@@ -10,32 +10,9 @@ use proto::chat::v1 as pb;
 use crate::app::RequestId;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::ws::hub::HubEvent;
+use pipeline::contract::Item;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
-    Chat,
-    Chatroom,
-    Messagechat,
-    Messagechatroom,
-}
-
-impl Resource {
-    pub fn parse(s: &str) -> Option<Resource> {
-        match s {
-            "chat" => Some(Resource::Chat),
-            "chatroom" => Some(Resource::Chatroom),
-            "messagechat" => Some(Resource::Messagechat),
-            "messagechatroom" => Some(Resource::Messagechatroom),
-            _ => None,
-        }
-    }
-
-    /// The resource an event type is about: `chatroom_updated` -> chatroom.
-    pub fn of_event(event_type: &str) -> Option<Resource> {
-        Resource::parse(event_type.rsplit_once('_')?.0)
-    }
-}
+pub use pipeline::contract::Resource;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Audience {
@@ -186,19 +163,20 @@ impl Topic {
         })
     }
 
-    /// Whether the event belongs to this topic; `customer_id` is the subscriber's tenant.
-    pub fn matches(&self, customer_id: &str, event: &HubEvent) -> bool {
-        if event.resource != self.resource || event.customer_id != customer_id {
+    /// Whether an item of an event of the subscriber's tenant belongs to this topic (the hub
+    /// offers a socket only its own tenant's events).
+    pub fn matches(&self, item: &Item<'_>) -> bool {
+        if item.event_type.resource != self.resource {
             return false;
         }
         if let Audience::Agent(agent) = &self.audience
-            && event.owner_id.as_deref() != Some(agent.as_str())
+            && item.owner_id != Some(agent.as_str())
         {
             return false;
         }
         match &self.id {
             None => true,
-            Some(id) => event.scope_id == *id,
+            Some(id) => item.scope_id == id,
         }
     }
 }
@@ -225,13 +203,13 @@ mod tests {
         }
     }
 
-    fn event(resource: Resource, owner: Option<&str>, scope_id: &str) -> HubEvent {
-        HubEvent {
-            resource,
-            customer_id: C.into(),
-            owner_id: owner.map(str::to_owned),
-            scope_id: scope_id.into(),
-            frame: String::new().into(),
+    fn item<'a>(resource: Resource, owner: Option<&'a str>, scope_id: &'a str) -> Item<'a> {
+        use pipeline::contract::{Action, EventType};
+        Item {
+            event_type: EventType::new(resource, Action::Created),
+            id: "i",
+            scope_id,
+            owner_id: owner,
         }
     }
 
@@ -316,28 +294,18 @@ mod tests {
     }
 
     #[test]
-    fn events_match_by_tenant_resource_owner_and_id() {
+    fn items_match_by_resource_owner_and_id() {
         let all_rooms = Topic::parse(&format!("customer_id:{C}:chatroom")).unwrap();
-        assert!(all_rooms.matches(C, &event(Resource::Chatroom, Some(X), X)));
-        assert!(
-            !all_rooms.matches(X, &event(Resource::Chatroom, Some(X), X)),
-            "other tenant"
-        );
-        assert!(!all_rooms.matches(C, &event(Resource::Chat, None, X)));
+        assert!(all_rooms.matches(&item(Resource::Chatroom, Some(X), X)));
+        assert!(!all_rooms.matches(&item(Resource::Chat, None, X)));
         let mine = Topic::parse(&format!("agent_id:{A}:messagechatroom")).unwrap();
-        assert!(mine.matches(C, &event(Resource::Messagechatroom, Some(A), X)));
+        assert!(mine.matches(&item(Resource::Messagechatroom, Some(A), X)));
         assert!(
-            !mine.matches(C, &event(Resource::Messagechatroom, Some(X), X)),
+            !mine.matches(&item(Resource::Messagechatroom, Some(X), X)),
             "another agent's room"
         );
         let one = Topic::parse(&format!("customer_id:{C}:messagechat:{X}")).unwrap();
-        assert!(one.matches(C, &event(Resource::Messagechat, None, X)));
-        assert!(!one.matches(C, &event(Resource::Messagechat, None, A)));
-        assert_eq!(
-            Resource::of_event("messagechatroom_created"),
-            Some(Resource::Messagechatroom)
-        );
-        assert_eq!(Resource::of_event("chat_deleted"), Some(Resource::Chat));
-        assert_eq!(Resource::of_event("weird"), None);
+        assert!(one.matches(&item(Resource::Messagechat, None, X)));
+        assert!(!one.matches(&item(Resource::Messagechat, None, A)));
     }
 }

@@ -67,10 +67,10 @@ use api_gateway::health::Readiness;
 use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
 use api_gateway::ws::hub::EventHub;
-use common::bus::EventBus;
 use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::grpc_client::{self, ChatClient};
 use common::service_auth::{InternalKey, ServiceName};
+use pipeline::bus::EventBus;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -124,6 +124,8 @@ pub struct Stack {
     pub message_addr: Option<SocketAddr>,
     /// What the gateway was built on, for `second_gateway`.
     gateway_parts: GatewayParts,
+    /// The gateway's event hub, when it has one.
+    pub hub: Option<EventHub>,
     /// What the split stack needs to be kept alive (schema and exchange guards).
     _guards: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -376,7 +378,7 @@ impl Stack {
         let (chat_service, chat_relay) = chat_manager::service(
             chat_db.clone(),
             EventBus::amqp(&env.chat_amqp_url).with_subscribers(vec![
-                common::topology::chat_events_subscriber(
+                pipeline::topology::chat_events_subscriber(
                     &env.chat_exchange,
                     &env.chat_events_queue,
                 ),
@@ -592,11 +594,13 @@ impl Stack {
             .with_rate_limits(limit.callers, limit.failures)
             .with_client_ip_header(limit.client_ip_header);
         let mut hub_task = None;
+        let mut event_hub = None;
         if let Some((bus, chat_exchange, message_exchange)) = events {
             // The hub subscribes once a socket opens, and a subscribe frame is answered once
             // it has: the tests need not wait for it.
             let (hub, task) =
                 EventHub::start(bus, &chat_exchange, &message_exchange, &ws, rx.clone());
+            event_hub = Some(hub.clone());
             state = state.with_hub(hub, ws);
             hub_task = Some(task);
         }
@@ -619,6 +623,7 @@ impl Stack {
             chat_addr: None,
             message_addr: None,
             gateway_parts: kept,
+            hub: event_hub,
             _guards: Vec::new(),
         }
     }

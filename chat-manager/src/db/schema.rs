@@ -1,5 +1,5 @@
 // The tables of chat-manager's own schema (see migrations/). The outbox table is
-// `common::outbox::outbox`.
+// `pipeline::outbox::outbox`.
 
 diesel::table! {
     chats (id) {

@@ -27,7 +27,7 @@ pub fn insert_message(conn: &mut DbConnection, message: &ChatmessageRow) -> Quer
 pub fn insert_message_and_outbox(
     conn: &mut DbConnection,
     message: &ChatmessageRow,
-    outbox_row: &common::outbox::OutboxRow,
+    outbox_row: &pipeline::outbox::OutboxRow,
 ) -> QueryResult<()> {
     match conn {
         DbConnection::Pg(pg) => SendStatement {
@@ -38,14 +38,8 @@ pub fn insert_message_and_outbox(
         .map(|_| ()),
         DbConnection::Sqlite(_) => conn.transaction(|conn| {
             insert_message(conn, message)?;
-            diesel::insert_into(common::outbox::outbox::table)
-                .values((
-                    common::outbox::outbox::events.eq(&outbox_row.events),
-                    common::outbox::outbox::event_count.eq(outbox_row.event_count),
-                    common::outbox::outbox::request_id.eq(&outbox_row.request_id),
-                    common::outbox::outbox::traceparent.eq(&outbox_row.traceparent),
-                    common::outbox::outbox::created_at.eq(outbox_row.created_at),
-                ))
+            diesel::insert_into(pipeline::outbox::outbox::table)
+                .values(outbox_row)
                 .execute(conn)?;
             Ok(())
         }),
@@ -57,7 +51,7 @@ pub fn insert_message_and_outbox(
 /// and planned once per connection, then only executed (one round trip, no parse).
 struct SendStatement<'a> {
     message: &'a ChatmessageRow,
-    outbox: &'a common::outbox::OutboxRow,
+    outbox: &'a pipeline::outbox::OutboxRow,
 }
 
 impl QueryFragment<Pg> for SendStatement<'_> {
@@ -89,8 +83,8 @@ impl QueryFragment<Pg> for SendStatement<'_> {
             out.push_bind_param::<Timestamp, _>(tm)?;
         }
         out.push_sql(
-            ")) INSERT INTO outbox (events, event_count, request_id, traceparent, created_at) \
-             VALUES (",
+            ")) INSERT INTO outbox (events, event_count, request_id, traceparent, created_at, \
+             publish_bytes) VALUES (",
         );
         out.push_bind_param::<Text, _>(&o.events)?;
         out.push_sql(", ");
@@ -101,6 +95,8 @@ impl QueryFragment<Pg> for SendStatement<'_> {
         out.push_bind_param::<Nullable<Text>, _>(&o.traceparent)?;
         out.push_sql(", ");
         out.push_bind_param::<Timestamp, _>(&o.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Integer>, _>(&o.publish_bytes)?;
         out.push_sql(")");
         Ok(())
     }

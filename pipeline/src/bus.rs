@@ -28,7 +28,7 @@ use lapin::{
 };
 use tokio::sync::{Mutex, mpsc};
 
-use crate::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use common::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 
 /// How long a connection attempt may take before the broker counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,7 +39,7 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// connection and then stopped answering must not hang a subscriber (or its start-up).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The body is a structured-mode CloudEvent.
-pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+pub use crate::cloudevent::CONTENT_TYPE;
 /// AMQP delivery mode 2: the broker writes the message to disk (in durable queues).
 const PERSISTENT: u8 = 2;
 /// How often a publisher declares its subscribers' queues again on a connection that stays
@@ -59,7 +59,7 @@ impl std::fmt::Debug for AmqpEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL carries the password.
         f.debug_struct("AmqpEndpoint")
-            .field("url", &crate::db::redact_url(&self.url))
+            .field("url", &common::db::redact_url(&self.url))
             .field("ca_pem", &self.ca_pem.is_some())
             .finish()
     }
@@ -282,6 +282,38 @@ impl EventBus {
     }
 }
 
+/// Samples the depth of the durable `queue` at each metrics scrape (on RabbitMQ; the in-process
+/// bus has no queue to measure) and shows its dead-letter counter from 0, until `shutdown`.
+pub fn watch_queue_depth(bus: EventBus, queue: &str, shutdown: tokio::sync::watch::Receiver<bool>) {
+    use common::metrics::{QueueLabels, metrics};
+    let labels = QueueLabels {
+        queue: queue.to_owned(),
+    };
+    // Created at 0, so the series exists (and `increase()` works) before the first event.
+    metrics()
+        .consumer_dead_lettered
+        .get_or_create(&labels)
+        .inc_by(0);
+    if matches!(bus, EventBus::InProcess(_)) {
+        return;
+    }
+    metrics().add_probe(shutdown, move || {
+        let (bus, labels) = (bus.clone(), labels.clone());
+        Box::pin(async move {
+            match bus.queue_depth(&labels.queue).await {
+                Ok(Some(depth)) => {
+                    metrics()
+                        .consumer_queue_depth
+                        .get_or_create(&labels)
+                        .set(i64::from(depth));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, "metrics: queue depth not sampled"),
+            }
+        })
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // AMQP
 
@@ -461,7 +493,7 @@ impl AmqpBus {
         let queue = declare_queue_and_bind(&channel, queue, &bindings, spec.exclusive).await?;
         let consumer = channel
             .basic_consume(
-                queue,
+                queue.clone(),
                 ShortString::default(), // broker-generated consumer tag
                 BasicConsumeOptions {
                     no_ack: spec.exclusive,
@@ -472,7 +504,10 @@ impl AmqpBus {
             .await?;
         Ok(Subscription {
             inner: SubscriptionInner::Amqp(Box::new(AmqpSubscription {
-                _channel: channel,
+                binder: Binder(BinderInner::Amqp {
+                    channel,
+                    queue: queue.clone(),
+                }),
                 consumer,
                 auto_ack: spec.exclusive,
             })),
@@ -944,9 +979,11 @@ pub struct InProcessBus {
     subscriptions: Arc<StdMutex<Vec<InProcessSubscription>>>,
 }
 
+type Bindings = Arc<StdMutex<Vec<(String, String)>>>;
+
 #[derive(Clone)]
 struct InProcessSubscription {
-    bindings: Vec<(String, String)>,
+    bindings: Bindings,
     exclusive: bool,
     tx: mpsc::Sender<EventMessage>,
 }
@@ -954,6 +991,8 @@ struct InProcessSubscription {
 impl InProcessSubscription {
     fn matches(&self, m: &EventMessage) -> bool {
         self.bindings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .any(|(ex, pattern)| *ex == m.exchange && topic_matches(pattern, &m.routing_key))
     }
@@ -1006,11 +1045,12 @@ impl InProcessBus {
 
     fn subscribe(&self, spec: SubscriptionSpec) -> Subscription {
         let (tx, rx) = mpsc::channel(usize::from(spec.prefetch.max(1)));
+        let bindings: Bindings = Arc::new(StdMutex::new(spec.bindings));
         self.subscriptions
             .lock()
             .expect("bus lock")
             .push(InProcessSubscription {
-                bindings: spec.bindings,
+                bindings: bindings.clone(),
                 exclusive: spec.exclusive,
                 tx,
             });
@@ -1018,6 +1058,7 @@ impl InProcessBus {
             inner: SubscriptionInner::InProcess {
                 rx,
                 requeued: Arc::default(),
+                binder: Binder(BinderInner::InProcess(bindings)),
             },
         }
     }
@@ -1050,8 +1091,8 @@ pub struct Subscription {
 }
 
 struct AmqpSubscription {
-    // Held so the channel stays open as long as the subscription lives.
-    _channel: Channel,
+    /// Its channel (held open as long as the subscription lives) and queue.
+    binder: Binder,
     consumer: lapin::Consumer,
     /// Exclusive subscriptions consume without acknowledgements: their queue dies with the
     /// connection anyway, and per-message acks cost a round trip through the I/O loop each.
@@ -1063,10 +1104,95 @@ enum SubscriptionInner {
     InProcess {
         rx: mpsc::Receiver<EventMessage>,
         requeued: Requeued,
+        binder: Binder,
     },
 }
 
+/// Adds and removes a subscription's bindings while it consumes (a gateway binds the tenants of
+/// its open sockets only).
+#[derive(Clone)]
+pub struct Binder(BinderInner);
+
+#[derive(Clone)]
+enum BinderInner {
+    Amqp {
+        channel: Channel,
+        queue: ShortString,
+    },
+    InProcess(Bindings),
+}
+
+impl Binder {
+    /// Routes what `exchange` publishes under keys matching `pattern` to the subscription too.
+    pub async fn bind(&self, exchange: &str, pattern: &str) -> Result<(), BusError> {
+        match &self.0 {
+            BinderInner::Amqp { channel, queue } => {
+                let bound = channel.queue_bind(
+                    queue.clone(),
+                    short("exchange", exchange)?,
+                    short("binding pattern", pattern)?,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                );
+                bounded("binding a queue", bound).await
+            }
+            BinderInner::InProcess(bindings) => {
+                let mut bindings = bindings.lock().unwrap_or_else(|e| e.into_inner());
+                let binding = (exchange.to_owned(), pattern.to_owned());
+                if !bindings.contains(&binding) {
+                    bindings.push(binding);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops routing what `bind` routed (a binding that does not exist is fine).
+    pub async fn unbind(&self, exchange: &str, pattern: &str) -> Result<(), BusError> {
+        match &self.0 {
+            BinderInner::Amqp { channel, queue } => {
+                let unbound = channel.queue_unbind(
+                    queue.clone(),
+                    short("exchange", exchange)?,
+                    short("binding pattern", pattern)?,
+                    FieldTable::default(),
+                );
+                bounded("unbinding a queue", unbound).await
+            }
+            BinderInner::InProcess(bindings) => {
+                bindings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(ex, p)| !(ex == exchange && p == pattern));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A broker operation within `OPERATION_TIMEOUT`.
+async fn bounded(
+    what: &'static str,
+    operation: impl Future<Output = lapin::Result<()>>,
+) -> Result<(), BusError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(BusError::Timeout {
+            what,
+            timeout: OPERATION_TIMEOUT,
+        }),
+    }
+}
+
 impl Subscription {
+    /// Changes this subscription's bindings while it consumes.
+    pub fn binder(&self) -> Binder {
+        match &self.inner {
+            SubscriptionInner::Amqp(amqp) => amqp.binder.clone(),
+            SubscriptionInner::InProcess { binder, .. } => binder.clone(),
+        }
+    }
+
     /// Next delivery; `None` when the subscription ended (connection lost: the caller
     /// resubscribes).
     pub async fn next(&mut self) -> Option<Delivery> {
@@ -1085,7 +1211,7 @@ impl Subscription {
                     None
                 }
             },
-            SubscriptionInner::InProcess { rx, requeued } => {
+            SubscriptionInner::InProcess { rx, requeued, .. } => {
                 let again = requeued.lock().expect("requeue lock").pop_front();
                 let message = match again {
                     Some(m) => m,

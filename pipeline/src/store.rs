@@ -1,18 +1,20 @@
-//! The write path every service shares: a change and the events it implies commit in one
-//! transaction (the outbox), creating calls honour an idempotency key, and the relay is woken
-//! after each commit.
+//! The write path every service shares: a change and the outbox records of the events it
+//! implies commit in one transaction, creating calls honour an idempotency key, and the relay
+//! is woken after each commit.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
+use common::RequestMeta;
+use common::db::{Db, DbConnection, DbError};
+use common::error::ServiceError;
+use common::idempotency::{IdempotencyError, IdempotencyKey};
 use diesel::Connection;
 
-use crate::RequestMeta;
-use crate::db::{Db, DbConnection, DbError};
-use crate::idempotency::{IdempotencyError, IdempotencyKey};
-use crate::outbox::{self, DomainEvent, RelaySignal};
+use crate::outbox::{self, OutboxRecord, OutboxRow, RelaySignal};
 
-/// A change and the events it implies.
-pub type Change<T> = (T, Vec<DomainEvent>);
+/// A change and the records of the events it implies.
+pub type Change<T, R> = (T, Vec<R>);
 
 /// What a service's error type must offer the store.
 pub trait StoreError:
@@ -24,17 +26,40 @@ pub trait StoreError:
     fn corrupt(message: String) -> Self;
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
-    relay: RelaySignal,
-    /// CloudEvents `source` of the events written here.
-    source: &'static str,
+impl StoreError for ServiceError {
+    fn is_retry(&self) -> bool {
+        matches!(self, ServiceError::Retry)
+    }
+    fn corrupt(message: String) -> Self {
+        ServiceError::Internal(message)
+    }
 }
 
-impl Store {
-    pub fn new(db: Db, relay: RelaySignal, source: &'static str) -> Self {
-        Store { db, relay, source }
+/// A service's storage with its outbox of records `R`.
+#[derive(Debug)]
+pub struct Store<R> {
+    db: Db,
+    relay: RelaySignal,
+    records: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Store<R> {
+    fn clone(&self) -> Self {
+        Store {
+            db: self.db.clone(),
+            relay: self.relay.clone(),
+            records: PhantomData,
+        }
+    }
+}
+
+impl<R: OutboxRecord> Store<R> {
+    pub fn new(db: Db, relay: RelaySignal) -> Self {
+        Store {
+            db,
+            relay,
+            records: PhantomData,
+        }
     }
 
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
@@ -46,20 +71,19 @@ impl Store {
         self.db.run(f).await
     }
 
-    /// Commits the change and its events together, then wakes the relay.
+    /// Commits the change and its events' records together, then wakes the relay.
     pub async fn write<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection) -> Result<Change<T>, E> + Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<Change<T, R>, E> + Send + 'static,
         T: Send + 'static,
         E: StoreError,
     {
-        let source = self.source;
         let result = self
             .db
             .run(move |conn| {
                 conn.transaction(|conn| {
-                    let (value, events) = f(conn)?;
-                    outbox::record(conn, source, &meta, &events)?;
+                    let (value, records) = f(conn)?;
+                    outbox::record(conn, &meta, &records)?;
                     Ok(value)
                 })
             })
@@ -71,21 +95,18 @@ impl Store {
     }
 
     /// A change that writes itself and its outbox row in one statement (atomic on its own), so
-    /// without a transaction's extra round trips: `f` renders its events into the outbox row
-    /// with the function it is given and writes that row in its statement. Wakes the relay
-    /// after success.
+    /// without a transaction's extra round trips: `f` makes the outbox row of its records with
+    /// the function it is given and writes that row in its statement. Wakes the relay after
+    /// success.
     pub async fn write_statement<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut DbConnection, &dyn Fn(&[DomainEvent]) -> outbox::OutboxRow) -> Result<T, E>
-            + Send
-            + 'static,
+        F: FnOnce(&mut DbConnection, &dyn Fn(&[R]) -> OutboxRow) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: StoreError,
     {
-        let source = self.source;
         let result = self
             .db
-            .run(move |conn| f(conn, &|events| outbox::render(source, &meta, events)))
+            .run(move |conn| f(conn, &|records| OutboxRow::new(&meta, records)))
             .await;
         if result.is_ok() {
             self.relay.wake();
@@ -104,7 +125,7 @@ impl Store {
     ) -> Result<P, E>
     where
         P: prost::Message + Default + Send + 'static,
-        F: Fn(&mut DbConnection) -> Result<Change<P>, E> + Send + Sync + 'static,
+        F: Fn(&mut DbConnection) -> Result<Change<P, R>, E> + Send + Sync + 'static,
         E: StoreError,
     {
         let f = Arc::new(f);
