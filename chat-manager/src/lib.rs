@@ -48,6 +48,13 @@ pub fn service(
     let relay = relay(db.clone(), bus, exchange, signal.clone());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     pipeline::outbox::watch_backlog(db.clone(), EVENT_SOURCE, shutdown.clone());
+    pipeline::outbox::watch_pressure(
+        db.clone(),
+        signal.clone(),
+        EVENT_SOURCE,
+        pipeline::outbox::MAX_UNSENT_BYTES,
+        shutdown.clone(),
+    );
     tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),

@@ -567,3 +567,118 @@ async fn the_relay_session_reads_rows_by_key_through_an_index_whatever_the_outbo
         .await
         .unwrap();
 }
+
+/// The oldest unsent rows' weights (what the pressure gate sums), oldest first.
+async fn unsent_weights(db: &Db) -> Vec<i32> {
+    db.run(|c| {
+        use diesel::prelude::*;
+        outbox::outbox::table
+            .filter(outbox::outbox::sent_at.is_null())
+            .order(outbox::outbox::seq.asc())
+            .select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "coalesce(publish_bytes, length(events))",
+            ))
+            .load(c)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap()
+}
+
+/// Marks the oldest unsent row sent, as a relay would once the broker confirmed it.
+async fn publish_oldest(db: &Db) {
+    db.run(|c| {
+        use diesel::prelude::*;
+        diesel::sql_query(
+            "UPDATE outbox SET sent_at = localtimestamp \
+             WHERE seq = (SELECT min(seq) FROM outbox WHERE sent_at IS NULL)",
+        )
+        .execute(c)
+        .map_err(DbError::from)
+    })
+    .await
+    .unwrap();
+}
+
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Writers wait while the outbox's unsent events weigh more than its limit and the relay is
+/// publishing them (here a stand-in marking the oldest row sent every 50 ms), and go ahead once
+/// they weigh no more; with nothing publishing (the broker down) they are not held back, as
+/// waiting would publish nothing sooner.
+#[tokio::test]
+async fn writes_wait_for_a_publishing_relay_while_the_outbox_is_over_its_limit() {
+    let test = "relay::writes_wait_for_a_publishing_relay_while_the_outbox_is_over_its_limit";
+    let Some(pg) = testkit::require_postgres(test).await else {
+        return;
+    };
+    let db = migrated(&pg).await;
+    let signal = RelaySignal::default();
+    let manager = ChatManager::new(db.clone(), signal.clone());
+    create_chats(&manager, 12).await;
+    let weights = unsent_weights(&db).await;
+    assert_eq!(weights.len(), 12);
+    // Over the limit until the 4 oldest rows are sent.
+    let limit: i64 = weights[4..].iter().map(|w| i64::from(*w)).sum();
+
+    let publisher = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                publish_oldest(&db).await;
+            }
+        })
+    };
+    let (stop, stopped) = watch::channel(false);
+    let gate = outbox::watch_pressure(db.clone(), signal.clone(), "test", limit, stopped);
+    eventually("writers held back", Duration::from_secs(2), || {
+        signal.holding()
+    })
+    .await;
+    signal.admit().await;
+    assert_eq!(
+        backlog(&db).await,
+        8,
+        "the write went ahead once the 4 oldest events were published, not before"
+    );
+    assert!(!signal.holding());
+    publisher.await.unwrap();
+
+    stop.send(true).unwrap();
+    gate.await.unwrap();
+    assert!(!signal.holding(), "a stopped gate holds no writer back");
+
+    // Over the limit again, and nothing publishing: held back until the relay counts as
+    // stalled, then not at all.
+    create_chats(&manager, 4).await;
+    let (stop, stopped) = watch::channel(false);
+    let gate = outbox::watch_pressure(db.clone(), signal.clone(), "test", limit, stopped);
+    eventually("writers held back", outbox::RELAY_STALLED_AFTER, || {
+        signal.holding()
+    })
+    .await;
+    eventually(
+        "writers not held back by a stalled relay",
+        outbox::RELAY_STALLED_AFTER * 3,
+        || !signal.holding(),
+    )
+    .await;
+    let started = tokio::time::Instant::now();
+    signal.admit().await;
+    assert!(started.elapsed() < outbox::MAX_WRITE_WAIT / 2);
+    assert_eq!(backlog(&db).await, 12, "nothing was published meanwhile");
+
+    stop.send(true).unwrap();
+    gate.await.unwrap();
+    assert!(!signal.holding(), "a stopped gate holds no writer back");
+}

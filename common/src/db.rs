@@ -355,8 +355,8 @@ impl DbArgs {
     }
 }
 
-/// Connections per service pool unless configured: on a 2-core machine running everything,
-/// 4 sent as many messages a second as 8, with a third of the p99 latency and less memory.
+/// Connections per service pool unless configured: enough to keep the database of a 2-core
+/// machine busy; more only queue there and hold memory (BENCHMARKS.md, "Concurrency").
 pub const DEFAULT_POOL_SIZE: u32 = 4;
 
 #[derive(Debug, Clone)]

@@ -60,6 +60,26 @@ pub fn remote(url: &str) -> Result<GrpcTransport, InvalidUrl> {
     )))
 }
 
+/// tonic's own `Channel` to `url`, with the deadline `remote` sets: the transport `remote`
+/// replaced, kept to measure the two against each other (`loadgen --mode grpc-tonic`; see
+/// BENCHMARKS.md, "The gRPC client").
+pub fn tonic_channel(url: &str) -> Result<GrpcTransport, InvalidUrl> {
+    Http2Upstream::new(url)?;
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .map_err(|_| InvalidUrl {
+            url: url.to_owned(),
+            why: "not a URL",
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let channel = channel.map_err(|e| TransportError(Box::new(e)));
+    Ok(BoxCloneSyncService::new(with_deadline(
+        channel,
+        CALL_TIMEOUT,
+    )))
+}
+
 /// `transport` with the caller's internal token on every call (see `service_auth`): what the
 /// services require of everything but health checks.
 pub fn signed(
@@ -82,10 +102,10 @@ pub struct InvalidUrl {
 }
 
 /// HTTP/2 to one service straight on hyper's connection: a call goes from the caller's task to
-/// the connection's task and back. (tonic's `Channel` puts a buffer task in between, one more
-/// hand-off between threads per call, which showed in the gateway's profile.) Connects on the
-/// first call and again on the first call after the connection is lost; while it cannot, calls
-/// fail with the connect error. HTTP/2 pings find a connection whose peer went silent.
+/// the connection's task and back (tonic's `Channel` puts a buffer task in between; what that
+/// costs is measured in BENCHMARKS.md, "The gRPC client"). Connects on the first call and again
+/// on the first call after the connection is lost; while it cannot, calls fail with the
+/// connect error. HTTP/2 pings find a connection whose peer went silent.
 #[derive(Clone)]
 struct Http2Upstream {
     inner: Arc<UpstreamInner>,

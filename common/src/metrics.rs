@@ -88,6 +88,7 @@ pub struct Metrics {
     pub outbox_backlog: Family<ServiceLabels, Gauge>,
     pub outbox_oldest_unsent_age: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
     pub outbox_held_rows: Family<ServiceLabels, Gauge>,
+    pub outbox_writes_held: Family<ServiceLabels, Gauge>,
     pub events_published: Family<ServiceLabels, Counter>,
     pub event_bytes_published: Family<ServiceLabels, Counter>,
     pub consumer_queue_depth: Family<QueueLabels, Gauge>,
@@ -151,6 +152,12 @@ impl Metrics {
             "Outbox rows the relay cannot publish (held unsent until a release that can)",
             outbox_held_rows.clone(),
         );
+        let outbox_writes_held = Family::<ServiceLabels, Gauge>::default();
+        registry.register(
+            "outbox_writes_held",
+            "1 while writes wait for the relay: the outbox is over its limit of unsent events",
+            outbox_writes_held.clone(),
+        );
         let consumer_queue_depth = Family::<QueueLabels, Gauge>::default();
         registry.register(
             "consumer_queue_depth",
@@ -202,6 +209,7 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_unsent_age,
             outbox_held_rows,
+            outbox_writes_held,
             events_published,
             event_bytes_published,
             consumer_queue_depth,

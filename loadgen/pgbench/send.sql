@@ -2,8 +2,8 @@
 -- an Idempotency-Key), for pgbench in the schema loadgen_ceiling (ceiling-setup.sql):
 -- 1. read the chat's membership view: the chat and its live chatrooms (with their numbers);
 -- 2. one statement (atomic on its own, one commit) writing the chatmessage (its copies are
---    derived from it) and one outbox row: the compact record of the send's events (the
---    template: a real send's record to a chat of the same size).
+--    derived from it) and one outbox row: the record of the send's event (the template: a
+--    real send's record to a chat of the same size).
 -- Variables: nchats (client n posts into chat n % nchats, as loadgen's sender n does), text.
 -- Run with -M prepared (diesel prepares its statements too).
 \set k :client_id % :nchats
@@ -24,7 +24,8 @@ WITH message AS (
                        16, '0'))::bit(64)::bigint,
           :mid, :customer, :chat, :source, 'normal', :text, '[]',
           localtimestamp, localtimestamp, '9999-01-01 00:00:00'))
-INSERT INTO outbox (events, event_count, request_id, traceparent, created_at)
+INSERT INTO outbox (events, event_count, request_id, traceparent, created_at, publish_bytes)
 SELECT t.events, t.event_count, gen_random_uuid()::text,
-       '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', localtimestamp
+       '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', localtimestamp,
+       t.publish_bytes
   FROM template t;

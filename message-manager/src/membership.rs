@@ -52,10 +52,12 @@ impl Members {
     /// Every participant has a live chatroom. When not, a chatroom event may still be on its
     /// way (or the participant deleted their room): ask chat-manager before fanning out.
     pub fn is_complete(&self) -> bool {
+        let owners: std::collections::HashSet<&str> =
+            self.rooms.iter().map(|r| r.owner_id.as_str()).collect();
         self.chat
             .participants()
             .iter()
-            .all(|p| self.rooms.iter().any(|r| &r.owner_id == p))
+            .all(|p| owners.contains(p.as_str()))
     }
 }
 
@@ -69,7 +71,8 @@ pub fn load(
     Ok(
         queries::member_chat_with_rooms(conn, customer_id, chat_id)?.map(|(chat, mut rooms)| {
             if chat.tm_delete == time::live() {
-                let participants = chat.participants();
+                let participants: std::collections::HashSet<String> =
+                    chat.participants().into_iter().collect();
                 rooms.retain(|r| participants.contains(&r.owner_id));
             }
             Members { chat, rooms }

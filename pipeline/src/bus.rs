@@ -823,8 +823,8 @@ enum Sent {
 ///
 /// Each `basic_publish` is polled once, in order, which queues its frames (so the broker gets
 /// them in the batch's order), without waiting for lapin's I/O loop to write each one before
-/// the next is queued: that wait, one hand-off between threads per message, capped a relay at
-/// about 11,000 events a second here.
+/// the next is queued: that wait is one hand-off between threads per message, and would cap a
+/// relay's rate (BENCHMARKS.md, "What each change bought").
 async fn send_on(
     slot: &mut Option<Publisher>,
     inner: &AmqpInner,

@@ -7,8 +7,8 @@
 //!
 //! A row holds the service's own records (`OutboxRecord`, a versioned serde type), as JSON:
 //! `{"v": <version>, "records": [...]}`. Each record is one event. A record may be the event
-//! itself, or a short reference the service renders when the relay publishes it (a send to a
-//! 1,000-person chat records its room numbers, not 120 kB of copies).
+//! itself, or a short reference the service renders when the relay publishes it (a send
+//! records the numbers of the chatrooms holding its copies, a few bytes each, not the copies).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -186,14 +186,152 @@ pub mod legacy {
     }
 }
 
-/// Wakes the relay after a commit, so events go out at once rather than at the next poll.
-#[derive(Debug, Clone, Default)]
-pub struct RelaySignal(Arc<Notify>);
+/// What joins a service's writers to its outbox: it wakes the relay after a commit, so events
+/// go out at once rather than at the next poll, and holds writers back while the outbox is
+/// over its limit (`watch_pressure`).
+#[derive(Debug, Clone)]
+pub struct RelaySignal {
+    wake: Arc<Notify>,
+    /// Whether writes go ahead now. Always, unless `watch_pressure` samples the outbox.
+    open: Arc<watch::Sender<bool>>,
+}
+
+impl Default for RelaySignal {
+    fn default() -> Self {
+        RelaySignal {
+            wake: Arc::default(),
+            open: Arc::new(watch::Sender::new(true)),
+        }
+    }
+}
 
 impl RelaySignal {
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.wake.notify_one();
     }
+
+    /// Returns when a write may go ahead: at once, unless the outbox holds more unsent events
+    /// than its limit while the relay is publishing them; then when it no longer does, or
+    /// after `MAX_WRITE_WAIT`, whichever comes first.
+    pub async fn admit(&self) {
+        if *self.open.borrow() {
+            return;
+        }
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(MAX_WRITE_WAIT, open.wait_for(|open| *open)).await;
+    }
+
+    /// Whether writers are being held back now.
+    pub fn holding(&self) -> bool {
+        !*self.open.borrow()
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open
+            .send_if_modified(|now| std::mem::replace(now, open) != open);
+    }
+}
+
+/// Unsent event bytes (as the records estimate them, `OutboxRecord::weight`) beyond which
+/// writers wait for the relay: what a relay on this machine publishes in well under a second,
+/// at any chat size.
+pub const MAX_UNSENT_BYTES: i64 = 8 << 20;
+
+/// The longest a write waits for the relay. Past it the write goes ahead: the outbox keeps
+/// its events whatever the backlog, and the wait only paces writers to the relay.
+pub const MAX_WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// The relay counts as stalled (the broker down, no relay running) after this long without
+/// publishing any of the oldest unsent rows: writers are then not held back, as waiting would
+/// publish nothing sooner.
+pub const RELAY_STALLED_AFTER: Duration = Duration::from_secs(1);
+
+/// The oldest unsent rows one sample looks at: the sample's cost stays bounded whatever the
+/// backlog, and this many rows count as over the limit whatever their size.
+const PRESSURE_WINDOW: i64 = 4096;
+
+/// How often the outbox is sampled while the relay publishes, and while it is stalled.
+const PRESSURE_INTERVAL: Duration = Duration::from_millis(20);
+const STALLED_PRESSURE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Samples the oldest unsent rows of `service`'s outbox and holds `signal`'s writers back
+/// while they weigh more than `max_unsent_bytes` and the relay is publishing them, until
+/// `shutdown`. Without it a burst of writes can outrun the relay for as long as it lasts
+/// (committed, then published minutes later); with it writers are paced to the relay, the
+/// backlog stays under the limit, and what clients were told succeeded is seen promptly. Every
+/// process writing the outbox runs one (they read the same rows, whichever relay leads).
+pub fn watch_pressure(
+    db: Db,
+    signal: RelaySignal,
+    service: &str,
+    max_unsent_bytes: i64,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    use common::metrics::{ServiceLabels, metrics};
+    let labels = ServiceLabels {
+        service: service.to_owned(),
+    };
+    tokio::spawn(async move {
+        let holding = metrics().outbox_writes_held.get_or_create(&labels).clone();
+        // The last sample's newest row and how many rows it held up to it.
+        let mut last: Option<(i64, usize)> = None;
+        let mut progressed_at = tokio::time::Instant::now();
+        let mut interval = PRESSURE_INTERVAL;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => break,
+            }
+            let window = match db.run(|conn| oldest_unsent(conn, PRESSURE_WINDOW)).await {
+                Ok(window) => window,
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbox: pressure not sampled");
+                    signal.set_open(true);
+                    holding.set(0);
+                    continue;
+                }
+            };
+            let now = tokio::time::Instant::now();
+            // Progress: a row unsent at the last sample is sent now (held rows never are).
+            let progressed = match last {
+                Some((upto, rows)) => {
+                    window.iter().take_while(|(seq, _)| *seq <= upto).count() < rows
+                }
+                None => false,
+            };
+            if progressed || window.is_empty() {
+                progressed_at = now;
+            }
+            let bytes: i64 = window.iter().map(|(_, b)| i64::from(*b)).sum();
+            let over = bytes > max_unsent_bytes || window.len() as i64 >= PRESSURE_WINDOW;
+            let stalled = now.duration_since(progressed_at) > RELAY_STALLED_AFTER;
+            signal.set_open(!over || stalled);
+            holding.set(i64::from(over && !stalled));
+            interval = if stalled {
+                STALLED_PRESSURE_INTERVAL
+            } else {
+                PRESSURE_INTERVAL
+            };
+            last = window.last().map(|(seq, _)| (*seq, window.len()));
+        }
+        signal.set_open(true);
+        holding.set(0);
+    })
+}
+
+/// The `limit` oldest unsent rows: their seq and weight.
+fn oldest_unsent(conn: &mut DbConnection, limit: i64) -> Result<Vec<(i64, i32)>, DbError> {
+    Ok(outbox::table
+        .filter(outbox::sent_at.is_null())
+        .order(outbox::seq.asc())
+        .limit(limit)
+        .select((
+            outbox::seq,
+            diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "coalesce(publish_bytes, length(events))",
+            ),
+        ))
+        .load(conn)?)
 }
 
 /// How many events are recorded but not yet confirmed by the broker.
@@ -389,7 +527,7 @@ impl<R: OutboxRecord> Relay<R> {
                     Wake::Confirmed(round)
                 }
                 _ = std::future::ready(()), if more && room => Wake::Tick,
-                _ = self.signal.0.notified(), if room => Wake::Commit,
+                _ = self.signal.wake.notified(), if room => Wake::Commit,
                 _ = tokio::time::sleep(self.poll_interval) => Wake::Tick,
                 _ = shutdown.changed() => Wake::Tick,
             };

@@ -71,13 +71,15 @@ impl<R: OutboxRecord> Store<R> {
         self.db.run(f).await
     }
 
-    /// Commits the change and its events' records together, then wakes the relay.
+    /// Commits the change and its events' records together, then wakes the relay. Waits first
+    /// while the outbox is over its limit (`RelaySignal::admit`).
     pub async fn write<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection) -> Result<Change<T, R>, E> + Send + 'static,
         T: Send + 'static,
         E: StoreError,
     {
+        self.relay.admit().await;
         let result = self
             .db
             .run(move |conn| {
@@ -96,14 +98,15 @@ impl<R: OutboxRecord> Store<R> {
 
     /// A change that writes itself and its outbox row in one statement (atomic on its own), so
     /// without a transaction's extra round trips: `f` makes the outbox row of its records with
-    /// the function it is given and writes that row in its statement. Wakes the relay after
-    /// success.
+    /// the function it is given and writes that row in its statement. Waits as `write` does;
+    /// wakes the relay after success.
     pub async fn write_statement<T, E, F>(&self, meta: RequestMeta, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConnection, &dyn Fn(&[R]) -> OutboxRow) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: StoreError,
     {
+        self.relay.admit().await;
         let result = self
             .db
             .run(move |conn| f(conn, &|records| OutboxRow::new(&meta, records)))

@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use common::grpc_client::ChatClient;
+use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -53,6 +54,15 @@ pub const DEFAULT_BUFFER_EVENTS: usize = 1_024;
 
 /// Largest frame (and message) a client may send; subscribe frames are small.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+
+/// Bytes read from a client at a time. Clients send a few small frames; tungstenite zeroes
+/// this much buffer on each read attempt, which the socket's loop makes once per event sent,
+/// so its 128 KiB default cost more than the events themselves.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Events whose frames go out in one write at most: the events queued behind the first are
+/// sent with it, flushed once.
+const EVENTS_PER_WRITE: usize = 64;
 /// Most topics one socket may hold.
 pub const MAX_TOPICS: usize = 100;
 /// How long a socket the server closes waits for the client's close reply before dropping the
@@ -116,6 +126,7 @@ pub async fn upgrade(
         topics: BTreeMap::new(),
     };
     Ok(ws
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
@@ -277,7 +288,19 @@ enum End {
 
 impl Connection {
     async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.settings.send_timeout, socket.send(message)).await {
+        self.within_send_timeout(socket.send(message)).await
+    }
+
+    /// Queues `message` to be written with the next flush (written now if the buffer is full).
+    async fn feed(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        self.within_send_timeout(socket.feed(message)).await
+    }
+
+    async fn within_send_timeout(
+        &self,
+        write: impl Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), End> {
+        match tokio::time::timeout(self.settings.send_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::ClientGone),
             Err(_) => Err(End::Stuck),
@@ -370,35 +393,49 @@ impl Connection {
                     }
                 }
                 event = registration.events.recv() => {
-                    if registration.is_lagged() {
-                        let message = format!("this connection fell more than {} events behind and is closed; reconnect and list again to catch up", self.settings.buffer_events);
-                        if let Err(end) = self.send(socket, error_frame("lagged", &message)).await {
-                            return end;
+                    // This event and those queued behind it, in one write.
+                    let mut next = event;
+                    for sent in 1.. {
+                        if registration.is_lagged() {
+                            let message = format!("this connection fell more than {} events behind and is closed; reconnect and list again to catch up", self.settings.buffer_events);
+                            if let Err(end) = self.send(socket, error_frame("lagged", &message)).await {
+                                return end;
+                            }
+                            return self.close(socket, CLOSE_TOO_SLOW, "too slow").await;
                         }
-                        return self.close(socket, CLOSE_TOO_SLOW, "too slow").await;
-                    }
-                    match event {
-                        // The hub routed it here: these resources of it match this socket's
-                        // topics. Their frames are made as they go out.
-                        Some(HubMessage::Event { event, items }) => {
-                            for n in items {
-                                let Some(frame) = event.item_frame(n as usize) else {
-                                    continue;
-                                };
-                                if let Err(end) = self.send(socket, Message::Text(frame.into())).await {
+                        match next {
+                            // The hub routed it here: these resources of it match this
+                            // socket's topics. Their frames are made as they go out.
+                            Some(HubMessage::Event { event, items }) => {
+                                for n in items {
+                                    let Some(frame) = event.item_frame(n as usize) else {
+                                        continue;
+                                    };
+                                    if let Err(end) = self.feed(socket, Message::Text(frame.into())).await {
+                                        return end;
+                                    }
+                                }
+                            }
+                            Some(HubMessage::Resync) => {
+                                let frame = text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"}));
+                                if let Err(end) = self.feed(socket, frame).await {
                                     return end;
                                 }
                             }
+                            // The hub is gone (its registration keeps the sender, so only in a
+                            // teardown): as a shutdown.
+                            None => return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await,
                         }
-                        Some(HubMessage::Resync) => {
-                            let frame = text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"}));
-                            if let Err(end) = self.send(socket, frame).await {
-                                return end;
-                            }
+                        if sent == EVENTS_PER_WRITE {
+                            break;
                         }
-                        // The hub is gone (its registration keeps the sender, so only in a
-                        // teardown): as a shutdown.
-                        None => return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await,
+                        match registration.events.try_recv() {
+                            Ok(message) => next = Some(message),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(end) = self.within_send_timeout(socket.flush()).await {
+                        return end;
                     }
                 }
                 // (The watch's reply borrows it: awaited inside, so nothing outlives the branch.)
