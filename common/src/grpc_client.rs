@@ -3,14 +3,8 @@
 //! deployment) or straight into the generated server in this process (embedded default), so
 //! the callers cannot tell the two apart.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use proto::chat::v1::chat_service_client::ChatServiceClient;
 use proto::message::v1::message_service_client::MessageServiceClient;
 use tonic::body::Body;
@@ -51,29 +45,46 @@ const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// starts even while the service is still coming up; calls fail with 503 until it is
 /// reachable). Connecting may take `CONNECT_TIMEOUT` and each call `CALL_TIMEOUT`, a deadline
 /// also sent to the service in `grpc-timeout` (unless the call set its own), which tonic's
-/// server enforces.
+/// server enforces. tonic's `Channel`: HTTP/2 on one connection, reconnecting after it is
+/// lost, pinged so that a peer gone silent is found (BENCHMARKS.md, "The gRPC client", for
+/// what it costs beside a transport of our own). Call it within a Tokio runtime.
 pub fn remote(url: &str) -> Result<GrpcTransport, InvalidUrl> {
-    let upstream = Http2Upstream::new(url)?;
-    Ok(BoxCloneSyncService::new(with_deadline(
-        upstream,
-        CALL_TIMEOUT,
-    )))
+    channel(url, PING_INTERVAL, PING_TIMEOUT)
 }
 
-/// tonic's own `Channel` to `url`, with the deadline `remote` sets: the transport `remote`
-/// replaced, kept to measure the two against each other (`loadgen --mode grpc-tonic`; see
-/// BENCHMARKS.md, "The gRPC client").
-pub fn tonic_channel(url: &str) -> Result<GrpcTransport, InvalidUrl> {
-    Http2Upstream::new(url)?;
-    let channel = tonic::transport::Channel::from_shared(url.to_owned())
-        .map_err(|_| InvalidUrl {
-            url: url.to_owned(),
-            why: "not a URL",
-        })?
+/// How often a connection is pinged (idle ones too), and how long the answer may take before
+/// the connection is given up (its calls fail, the next call reconnects): a peer that went
+/// silent is found within half a minute rather than by each call's timeout.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn channel(
+    url: &str,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+) -> Result<GrpcTransport, InvalidUrl> {
+    let invalid = |why| InvalidUrl {
+        url: url.to_owned(),
+        why,
+    };
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return Err(invalid("only http:// is supported (plaintext HTTP/2)"));
+    }
+    let authority = uri.authority().ok_or(invalid("no host"))?;
+    if authority.port_u16().is_none() {
+        return Err(invalid("no port"));
+    }
+    let channel = tonic::transport::Endpoint::from(uri)
         .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+        // Small request-response exchanges: no waiting to coalesce writes.
         .tcp_nodelay(true)
-        .connect_lazy();
-    let channel = channel.map_err(|e| TransportError(Box::new(e)));
+        .http2_keep_alive_interval(ping_interval)
+        .keep_alive_timeout(ping_timeout)
+        .keep_alive_while_idle(true)
+        .connect_lazy()
+        .map_err(|e| TransportError(Box::new(e)));
     Ok(BoxCloneSyncService::new(with_deadline(
         channel,
         CALL_TIMEOUT,
@@ -99,162 +110,6 @@ pub fn signed(
 pub struct InvalidUrl {
     url: String,
     why: &'static str,
-}
-
-/// HTTP/2 to one service straight on hyper's connection: a call goes from the caller's task to
-/// the connection's task and back (tonic's `Channel` puts a buffer task in between; what that
-/// costs is measured in BENCHMARKS.md, "The gRPC client"). Connects on the first call and again
-/// on the first call after the connection is lost; while it cannot, calls fail with the
-/// connect error. HTTP/2 pings find a connection whose peer went silent.
-#[derive(Clone)]
-struct Http2Upstream {
-    inner: Arc<UpstreamInner>,
-}
-
-struct UpstreamInner {
-    url: String,
-    authority: http::uri::Authority,
-    /// The open connection's handle, cloned for each call.
-    open: std::sync::Mutex<Option<SendRequest<Body>>>,
-    /// One connect at a time: the calls that find none open wait for its outcome.
-    connecting: tokio::sync::Mutex<()>,
-    ping_interval: Duration,
-    ping_timeout: Duration,
-}
-
-/// How often a connection is pinged (idle ones too), and how long the answer may take before
-/// the connection is given up (its calls fail, the next call reconnects): a peer that went
-/// silent is found within half a minute rather than by each call's timeout.
-const PING_INTERVAL: Duration = Duration::from_secs(20);
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl Http2Upstream {
-    fn new(url: &str) -> Result<Self, InvalidUrl> {
-        Self::with_pings(url, PING_INTERVAL, PING_TIMEOUT)
-    }
-
-    fn with_pings(
-        url: &str,
-        ping_interval: Duration,
-        ping_timeout: Duration,
-    ) -> Result<Self, InvalidUrl> {
-        let invalid = |why| InvalidUrl {
-            url: url.to_owned(),
-            why,
-        };
-        let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
-            return Err(invalid("only http:// is supported (plaintext HTTP/2)"));
-        }
-        let authority = uri.authority().cloned().ok_or(invalid("no host"))?;
-        if authority.port_u16().is_none() {
-            return Err(invalid("no port"));
-        }
-        Ok(Http2Upstream {
-            inner: Arc::new(UpstreamInner {
-                url: url.to_owned(),
-                authority,
-                open: std::sync::Mutex::new(None),
-                connecting: tokio::sync::Mutex::new(()),
-                ping_interval,
-                ping_timeout,
-            }),
-        })
-    }
-}
-
-impl UpstreamInner {
-    fn open_connection(&self) -> Option<SendRequest<Body>> {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.as_ref().filter(|s| !s.is_closed()).cloned()
-    }
-
-    async fn connection(&self) -> Result<SendRequest<Body>, TransportError> {
-        if let Some(sender) = self.open_connection() {
-            return Ok(sender);
-        }
-        let _one = self.connecting.lock().await;
-        if let Some(sender) = self.open_connection() {
-            return Ok(sender);
-        }
-        let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
-            .await
-            .map_err(|_| {
-                TransportError(
-                    format!(
-                        "connect to {}: no answer within {CONNECT_TIMEOUT:?}",
-                        self.url
-                    )
-                    .into(),
-                )
-            })??;
-        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
-        Ok(sender)
-    }
-
-    async fn connect(&self) -> Result<SendRequest<Body>, TransportError> {
-        let failed = |e: &dyn std::fmt::Display| {
-            TransportError(format!("connect to {}: {e}", self.url).into())
-        };
-        let port = self.authority.port_u16().expect("checked in new");
-        let stream = tokio::net::TcpStream::connect((self.authority.host(), port))
-            .await
-            .map_err(|e| failed(&e))?;
-        // Small request-response exchanges: no waiting to coalesce writes.
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.ping_interval)
-            .keep_alive_timeout(self.ping_timeout)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| failed(&e))?;
-        let url = self.url.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(url, error = %e, "gRPC connection ended");
-            }
-        });
-        Ok(sender)
-    }
-}
-
-impl tower::Service<http::Request<Body>> for Http2Upstream {
-    type Response = http::Response<Body>;
-    type Error = TransportError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, TransportError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
-        // HTTP/2 multiplexes: a call waits for nothing but the connection (in `call`).
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            // The generated clients give the path only.
-            let mut parts = req.uri().clone().into_parts();
-            parts.scheme = Some(http::uri::Scheme::HTTP);
-            parts.authority = Some(inner.authority.clone());
-            *req.uri_mut() =
-                http::Uri::from_parts(parts).map_err(|e| TransportError(Box::new(e)))?;
-            let call = async {
-                let mut sender = inner.connection().await?;
-                let response = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| TransportError(Box::new(e)))?;
-                Ok(response.map(Body::new))
-            };
-            match tokio::time::timeout(CALL_TIMEOUT, call).await {
-                Ok(result) => result,
-                Err(_) => Err(TransportError(
-                    format!("{}: no answer within {CALL_TIMEOUT:?}", inner.url).into(),
-                )),
-            }
-        })
-    }
 }
 
 /// `service` with `grpc-timeout: timeout` on every request that has none.
@@ -355,9 +210,9 @@ mod tests {
         );
     }
 
-    /// Only `http://host:port` names a service.
-    #[test]
-    fn service_urls_are_checked() {
+    /// Only `http://host:port` names a service. (In a runtime: the channel starts its task.)
+    #[tokio::test]
+    async fn service_urls_are_checked() {
         assert!(remote("http://127.0.0.1:9001").is_ok());
         assert!(remote("http://chat-manager:9001").is_ok());
         for (url, why) in [
@@ -435,8 +290,10 @@ mod tests {
         check(&client).await.unwrap();
     }
 
-    /// A connection whose peer went silent is given up once a ping goes unanswered, with no
-    /// call having to time out on it first; the next call connects afresh.
+    /// A connection whose peer went silent is given up once a ping goes unanswered: a call
+    /// then fails within a ping's interval and timeout instead of waiting out its deadline
+    /// (`CALL_TIMEOUT`) on a connection that will never answer; once the peer answers again,
+    /// the next call connects afresh.
     #[tokio::test]
     async fn a_silent_connection_is_found_by_its_pings_and_replaced() {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -446,28 +303,25 @@ mod tests {
         let (_stop, stopped) = tokio::sync::oneshot::channel();
         let _server = health_server(addr, stopped).await;
         let proxy = testkit::TcpProxy::start(addr).await;
-        let upstream = Http2Upstream::with_pings(
+        let client = channel(
             &format!("http://{}", proxy.addr()),
             Duration::from_millis(100),
             Duration::from_millis(200),
         )
         .unwrap();
-        let client: GrpcTransport = BoxCloneSyncService::new(upstream.clone());
         check(&client).await.unwrap();
-        assert!(upstream.inner.open_connection().is_some());
 
         proxy.black_hole();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while upstream.inner.open_connection().is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the silent connection is still taken for open"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        assert!(check(&client).await.is_err(), "nothing answers");
+        assert!(
+            started.elapsed() < CALL_TIMEOUT / 4,
+            "failed after {:?}: the call waited on the silent connection",
+            started.elapsed()
+        );
         proxy.set_up(true);
         check(&client).await.unwrap();
-        assert!(upstream.inner.open_connection().is_some());
     }
 
     /// An in-process call past the deadline is DEADLINE_EXCEEDED, not a hang.

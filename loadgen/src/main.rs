@@ -80,9 +80,6 @@ enum Mode {
     /// message-manager's `CreateChatmessage` over gRPC, directly (no gateway): the request the
     /// gateway makes for `POST /chatmessages`, to measure what the gateway adds.
     Grpc,
-    /// As `grpc`, over tonic's stock `Channel` instead of the HTTP/2 client the gateway uses:
-    /// what each client costs per call.
-    GrpcTonic,
 }
 
 impl Mode {
@@ -91,7 +88,6 @@ impl Mode {
             Mode::Chatmessages => "chatmessages",
             Mode::Chatroommessages => "chatroommessages",
             Mode::Grpc => "grpc",
-            Mode::GrpcTonic => "grpc-tonic",
         }
     }
 }
@@ -478,12 +474,8 @@ fn http_client() -> Result<reqwest::Client, BoxError> {
 fn grpc_channel(args: &RunArgs) -> Result<GrpcTransport, BoxError> {
     use common::service_auth::{InternalKey, ServiceName};
     let key = InternalKey::from_config(args.internal_auth_secret.as_deref())?;
-    let transport = match args.mode {
-        Mode::GrpcTonic => common::grpc_client::tonic_channel(&args.message_manager_url)?,
-        _ => common::grpc_client::remote(&args.message_manager_url)?,
-    };
     Ok(common::grpc_client::signed(
-        transport,
+        common::grpc_client::remote(&args.message_manager_url)?,
         key.credentials(ServiceName::ApiGateway, ServiceName::MessageManager),
     ))
 }
@@ -521,7 +513,7 @@ async fn targets(
     text: &str,
 ) -> Result<Vec<Target>, BoxError> {
     let shared_channel = match args.mode {
-        Mode::Grpc | Mode::GrpcTonic if !args.grpc_channel_per_sender => Some(grpc_channel(args)?),
+        Mode::Grpc if !args.grpc_channel_per_sender => Some(grpc_channel(args)?),
         _ => None,
     };
     let mut out = Vec::with_capacity(args.concurrency);
@@ -556,7 +548,7 @@ async fn targets(
                     idempotency: args.idempotency,
                 }
             }
-            Mode::Grpc | Mode::GrpcTonic => {
+            Mode::Grpc => {
                 let channel = match &shared_channel {
                     Some(c) => c.clone(),
                     None => grpc_channel(args)?,

@@ -808,7 +808,12 @@ pub struct WsClient {
 impl Stack {
     pub async fn ws(&self, token: &str) -> WsClient {
         let url = format!("{}/ws?token={token}", self.base.replace("http://", "ws://"));
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        // tungstenite zeroes its read buffer on each read (128 KiB by default): with hundreds
+        // of clients in the bench's process, that cost would be the load generator's, not the
+        // gateway's.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(16 * 1024);
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .expect("websocket connects");
         WsClient { stream }
