@@ -46,15 +46,7 @@ pub fn service(
 ) -> (ChatServiceServer<grpc::ChatGrpc>, JoinHandle<()>) {
     let signal = RelaySignal::default();
     let relay = relay(db.clone(), bus, exchange, signal.clone());
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    pipeline::outbox::watch_backlog(db.clone(), EVENT_SOURCE, shutdown.clone());
-    pipeline::outbox::watch_pressure(
-        db.clone(),
-        signal.clone(),
-        EVENT_SOURCE,
-        pipeline::outbox::MAX_UNSENT_BYTES,
-        shutdown.clone(),
-    );
+    let relay_task = relay.spawn(shutdown.clone());
     tokio::spawn(common::housekeeping::run(
         db.clone(),
         std::time::Duration::from_secs(3600),

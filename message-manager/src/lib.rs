@@ -422,15 +422,7 @@ pub fn service(
 ) -> (MessageServiceServer<grpc::MessageGrpc>, Vec<JoinHandle<()>>) {
     let signal = RelaySignal::default();
     let relay = relay(db.clone(), bus.clone(), &topology.exchange, signal.clone());
-    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    pipeline::outbox::watch_backlog(db.clone(), EVENT_SOURCE, shutdown.clone());
-    pipeline::outbox::watch_pressure(
-        db.clone(),
-        signal.clone(),
-        EVENT_SOURCE,
-        pipeline::outbox::MAX_UNSENT_BYTES,
-        shutdown.clone(),
-    );
+    let relay_task = relay.spawn(shutdown.clone());
     pipeline::bus::watch_queue_depth(bus.clone(), &topology.chat_events_queue, shutdown.clone());
     let consumer = events::ChatEventConsumer {
         db: db.clone(),

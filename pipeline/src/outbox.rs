@@ -489,6 +489,21 @@ impl<R: OutboxRecord> Relay<R> {
         }
     }
 
+    /// What a service runs beside its writers, until `shutdown` turns true: this relay, the
+    /// sampling of its outbox for the metrics (`watch_backlog`) and the pacing of its writers
+    /// (`watch_pressure`). Returns the relay's task.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        watch_backlog(self.db.clone(), self.source, shutdown.clone());
+        watch_pressure(
+            self.db.clone(),
+            self.signal.clone(),
+            self.source,
+            MAX_UNSENT_BYTES,
+            shutdown.clone(),
+        );
+        tokio::spawn(self.run(shutdown))
+    }
+
     /// Publishes until `shutdown` turns true, then makes one last attempt to flush.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         // The exchange and its subscribers' queues exist from the start, so subscribers can
