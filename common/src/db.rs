@@ -196,9 +196,9 @@ struct Connector {
 /// no sequential scan where an index serves. Every statement they run reads by key or in an
 /// index's order, but a prepared statement's generic plan, made once while a table was a page
 /// or two, is kept until the table is next analysed: never where autovacuum is off (as on
-/// this project's CI machine), and until its first analyse elsewhere. Measured before this
-/// setting: the send's membership read and the consumer's lookups by event and chat id read
-/// whole tables on every call, millions of rows in a benchmark's few minutes. A statement no
+/// this project's CI machine), and until its first analyse elsewhere. Without it the send's
+/// membership read and the consumer's lookups by event and chat id would read whole tables on
+/// every call (BENCHMARKS.md, run G). A statement no
 /// index serves (housekeeping's deletes by age of sent outbox rows and applied event ids) is
 /// still planned as a scan: the setting only makes the planner take an index where one applies.
 pub const BY_INDEX: &str = "SET enable_seqscan = off";
