@@ -254,3 +254,66 @@ async fn rabbitmq_hubs_receive_only_the_tenants_of_their_sockets() {
     .await;
     names.cleanup().await;
 }
+
+/// What arrives on the exchanges under a tenant's routing key but is not an event of the
+/// contract (not JSON, an unknown type, data that does not match its type, items naming
+/// nothing a socket could match, a huge body) is skipped: the socket gets no frame of it, and
+/// the next event still reaches it.
+#[tokio::test]
+async fn junk_on_the_exchanges_is_skipped_and_the_next_event_still_arrives() {
+    let (chat_ex, message_ex) = ("chat", "message");
+    let bus = EventBus::in_process();
+    let (stop, shutdown) = watch::channel(false);
+    let (hub, task) = EventHub::start(
+        bus.clone(),
+        chat_ex,
+        message_ex,
+        &WsSettings::default(),
+        shutdown,
+    );
+    let customer = uuid::Uuid::new_v4().to_string();
+    let mut socket = open_socket(&hub, &customer).await;
+
+    let envelope = |event_type: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"e","source":"s","type":"{event_type}","time":"t","datacontenttype":"application/json","customerid":"{customer}","data":{data}}}"#
+        )
+    };
+    let junk = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        envelope("chat_renamed", "{}"),
+        envelope("chat_created", r#"{"id":"x"}"#),
+        envelope("chat_created", &format!("[{}]", "1,".repeat(500_000) + "1")),
+        envelope(
+            "messagechat_created",
+            r#"{"id":"m","chatroommessages":[["a","b"]]}"#,
+        ),
+    ];
+    let messages: Vec<EventMessage> = junk
+        .iter()
+        .map(|payload| EventMessage {
+            exchange: chat_ex.to_owned(),
+            routing_key: format!("chat_created.{customer}"),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            payload: Arc::from(payload.as_bytes()),
+            request_id: None,
+            traceparent: None,
+        })
+        .collect();
+    bus.publish(&messages).await.unwrap();
+    publish_chat(&bus, chat_ex, &customer, "after the junk").await;
+    assert_eq!(next_chat_name(&mut socket).await, "after the junk");
+    assert!(
+        socket.events.try_recv().is_err(),
+        "nothing else reached the socket"
+    );
+    assert!(hub.stats().received().0 > junk.len() as u64);
+
+    drop(socket);
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the hub stops")
+        .unwrap();
+}
