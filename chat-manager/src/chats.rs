@@ -257,19 +257,12 @@ pub fn delete(
     let ids: Vec<String> = rooms.iter().map(|r| r.id.clone()).collect();
     queries::delete_rooms(conn, &ids, now)?;
 
-    let deleted: Vec<ChatroomRow> = rooms
-        .into_iter()
-        .map(|mut room| {
-            room.tm_update = now;
-            room.tm_delete = now;
-            room
-        })
-        .collect();
+    // The event's chatroom items take their times from the chat (see `events::item`).
     let event = chat_event(
         Action::Deleted,
         &chat,
         RoomChanges {
-            deleted: &deleted,
+            deleted: &rooms,
             ..RoomChanges::default()
         },
     );
@@ -333,13 +326,6 @@ pub fn add_participant(
     let room = chatrooms::new_row(&chat, &participant_id, now);
     queries::insert_chatrooms(conn, std::slice::from_ref(&room))?;
 
-    let others: Vec<ChatroomRow> = others
-        .into_iter()
-        .map(|mut r| {
-            r.tm_update = now;
-            r
-        })
-        .collect();
     let event = chat_event(
         Action::Updated,
         &chat,
@@ -394,21 +380,6 @@ pub fn remove_participant(
     queries::delete_rooms(conn, &gone_ids, now)?;
     queries::touch_rooms(conn, &kept_ids, now)?;
 
-    let gone: Vec<ChatroomRow> = gone
-        .into_iter()
-        .map(|mut r| {
-            r.tm_update = now;
-            r.tm_delete = now;
-            r
-        })
-        .collect();
-    let kept: Vec<ChatroomRow> = kept
-        .into_iter()
-        .map(|mut r| {
-            r.tm_update = now;
-            r
-        })
-        .collect();
     let event = chat_event(
         Action::Updated,
         &chat,

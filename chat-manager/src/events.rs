@@ -33,7 +33,7 @@ impl OutboxRecord for ChatRecord {
 
     fn weight(&self) -> usize {
         let ChatRecord::Event(e) = self;
-        e.data.get().len() + ENVELOPE_BYTES
+        e.weight()
     }
 
     fn render(
@@ -50,9 +50,6 @@ impl OutboxRecord for ChatRecord {
         legacy_records(lines)
     }
 }
-
-/// About what a CloudEvents envelope adds to its data.
-const ENVELOPE_BYTES: usize = 300;
 
 /// The chat's JSON, as its events and answers carry it.
 fn chat_json(chat: &ChatRow) -> common::resources::ChatJson {

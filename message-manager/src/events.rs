@@ -73,8 +73,7 @@ impl MessageRecord {
     }
 }
 
-/// About what a CloudEvents envelope adds to its data, and what one copy adds to a message's.
-const ENVELOPE_BYTES: usize = 300;
+/// About what one copy adds to a message's event.
 const COPY_BYTES: usize = 120;
 
 impl OutboxRecord for MessageRecord {
@@ -86,9 +85,11 @@ impl OutboxRecord for MessageRecord {
 
     fn weight(&self) -> usize {
         match self {
-            MessageRecord::Event(e) => e.data.get().len() + ENVELOPE_BYTES,
+            MessageRecord::Event(e) => e.weight(),
             // The message's text is not at hand here: a kilobyte for it.
-            MessageRecord::Fanout(f) => 1024 + ENVELOPE_BYTES + f.rooms.len() * COPY_BYTES,
+            MessageRecord::Fanout(f) => {
+                1024 + pipeline::cloudevent::ENVELOPE_BYTES + f.rooms.len() * COPY_BYTES
+            }
         }
     }
 

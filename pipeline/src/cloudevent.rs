@@ -13,6 +13,9 @@ use crate::contract::{EventData, EventType, ParsedEvent};
 /// The `datacontenttype` of every event, and AMQP's `content_type` of its message.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
+/// About what a CloudEvents envelope adds to its data, in bytes.
+pub const ENVELOPE_BYTES: usize = 300;
+
 /// An event ready to be published: everything but the envelope's `source` and `time`, which
 /// the relay adds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +60,11 @@ impl Event {
     }
 
     /// Its routing key, `<event type>.<customer id>`.
+    /// About what it weighs published: its data and the envelope around it, in bytes.
+    pub fn weight(&self) -> usize {
+        self.data.get().len() + ENVELOPE_BYTES
+    }
+
     pub fn routing_key(&self) -> String {
         self.event_type.routing_key(&self.customer_id)
     }
@@ -147,6 +155,12 @@ pub fn attributes(body: &[u8]) -> Result<(Attributes<'_>, &RawValue), Unreadable
 /// Reads a published event, its data typed.
 pub fn parse(body: &[u8]) -> Result<ParsedEvent, Unreadable> {
     let (attributes, data) = attributes(body)?;
+    parse_data(attributes, data)
+}
+
+/// The event of an envelope read with `attributes`, its data typed (the envelope is not read
+/// again).
+pub fn parse_data(attributes: Attributes<'_>, data: &RawValue) -> Result<ParsedEvent, Unreadable> {
     let event_type = EventType::parse(&attributes.event_type)
         .ok_or_else(|| Unreadable::Type(attributes.event_type.into_owned()))?;
     let data = EventData::parse(event_type.resource, data.get())

@@ -40,21 +40,6 @@ impl Resource {
         .into_iter()
         .find(|r| r.as_str() == s)
     }
-
-    /// Who publishes events of this resource.
-    pub fn publisher(self) -> Publisher {
-        match self {
-            Resource::Chat | Resource::Chatroom => Publisher::ChatManager,
-            Resource::Messagechat | Resource::Messagechatroom => Publisher::MessageManager,
-        }
-    }
-}
-
-/// The two publishing services, each on its own exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publisher {
-    ChatManager,
-    MessageManager,
 }
 
 /// What happened to it.

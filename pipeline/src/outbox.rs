@@ -250,9 +250,11 @@ pub const RELAY_STALLED_AFTER: Duration = Duration::from_secs(1);
 /// backlog, and this many rows count as over the limit whatever their size.
 const PRESSURE_WINDOW: i64 = 4096;
 
-/// How often the outbox is sampled while the relay publishes, and while it is stalled.
+/// How often the outbox is sampled while it holds unsent rows the relay is publishing, and
+/// while it is empty or the relay is stalled (a backlog then builds for that long at most
+/// before writers are held).
 const PRESSURE_INTERVAL: Duration = Duration::from_millis(20);
-const STALLED_PRESSURE_INTERVAL: Duration = Duration::from_millis(250);
+const QUIET_PRESSURE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Samples the oldest unsent rows of `service`'s outbox and holds `signal`'s writers back
 /// while they weigh more than `max_unsent_bytes` and the relay is publishing them, until
@@ -307,8 +309,8 @@ pub fn watch_pressure(
             let stalled = now.duration_since(progressed_at) > RELAY_STALLED_AFTER;
             signal.set_open(!over || stalled);
             holding.set(i64::from(over && !stalled));
-            interval = if stalled {
-                STALLED_PRESSURE_INTERVAL
+            interval = if stalled || window.is_empty() {
+                QUIET_PRESSURE_INTERVAL
             } else {
                 PRESSURE_INTERVAL
             };
@@ -606,7 +608,8 @@ impl<R: OutboxRecord> Relay<R> {
             .map_err(|e| RelayError::Bus(e.to_string()))?;
         common::metrics::count_published(self.source, round.events, round.bytes);
         let seqs = round.seqs;
-        self.unconfirmed.retain(|seq| !seqs.contains(seq));
+        let done: std::collections::HashSet<i64> = seqs.iter().copied().collect();
+        self.unconfirmed.retain(|seq| !done.contains(seq));
         let mark = move |conn: &mut DbConnection| mark_sent(conn, seqs);
         let marked = match &mut self.leader {
             Some(conn) => conn.run(mark).await,
@@ -746,13 +749,14 @@ fn decode<R: OutboxRecord>(text: &str) -> Decoded<R> {
     struct Version {
         v: u32,
     }
-    match serde_json::from_str::<Version>(text) {
-        Ok(Version { v }) if v > R::VERSION => Decoded::Newer(v),
-        Ok(_) => match serde_json::from_str::<StoredRecords<Vec<R>>>(text) {
-            Ok(stored) => Decoded::Records(stored.records),
-            Err(e) => Decoded::Unreadable(e.to_string()),
+    match serde_json::from_str::<StoredRecords<Vec<R>>>(text) {
+        Ok(stored) if stored.v <= R::VERSION => Decoded::Records(stored.records),
+        Ok(stored) => Decoded::Newer(stored.v),
+        // A newer release's records need not read as this release's: its version tells.
+        Err(e) => match serde_json::from_str::<Version>(text) {
+            Ok(Version { v }) if v > R::VERSION => Decoded::Newer(v),
+            _ => Decoded::Unreadable(e.to_string()),
         },
-        Err(e) => Decoded::Unreadable(e.to_string()),
     }
 }
 

@@ -617,19 +617,19 @@ fn route(payload: &[u8], hub: &EventHub) {
     let metrics = common::metrics::metrics();
     hub.stats.received.fetch_add(1, Ordering::Relaxed);
     metrics.hub_events_received.inc();
-    let customer = match pipeline::cloudevent::attributes(payload) {
-        Ok((attributes, _)) => attributes.customer_id.into_owned(),
+    let (attributes, data) = match pipeline::cloudevent::attributes(payload) {
+        Ok(envelope) => envelope,
         Err(e) => {
             tracing::warn!(error = %e, "event hub: unreadable event skipped");
             return;
         }
     };
-    if !hub.has_sockets_of(&customer) {
+    if !hub.has_sockets_of(&attributes.customer_id) {
         hub.stats.unwanted.fetch_add(1, Ordering::Relaxed);
         metrics.hub_events_unwanted.inc();
         return;
     }
-    match pipeline::cloudevent::parse(payload) {
+    match pipeline::cloudevent::parse_data(attributes, data) {
         Ok(event) => hub.lock().dispatch(Arc::new(event)),
         Err(e) => tracing::warn!(error = %e, "event hub: unreadable event skipped"),
     }
