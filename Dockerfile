@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 #
-# The three binaries of the split deployment, one small runtime image each:
+# The four binaries of the split deployment, one small runtime image each:
 #
 #   docker build --target chat-manager    -t chat-manager .
 #   docker build --target message-manager -t message-manager .
+#   docker build --target webhook-manager -t webhook-manager .
 #   docker build --target api-gateway     -t api-gateway .      # also the default target
 #
 # The build needs no protoc, libpq or SQLite on the system (a pure-Rust proto compiler;
@@ -19,11 +20,13 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p chat-manager -p message-manager -p api-gateway \
+    cargo build --release --locked -p chat-manager -p message-manager -p webhook-manager -p api-gateway \
     && mkdir -p /out \
-    && cp target/release/chat-manager target/release/message-manager target/release/api-gateway /out/
+    && cp target/release/chat-manager target/release/message-manager target/release/webhook-manager \
+        target/release/api-gateway /out/
 
-# What every runtime image shares: CA certificates only (no compilers, no package lists),
+# What every runtime image shares: CA certificates only (no compilers, no package lists; the
+# system CAs also verify customers' webhook receivers over HTTPS, in webhook-manager's image),
 # and a fixed non-root user (numeric, so Kubernetes' runAsNonRoot can verify it).
 FROM debian:bookworm-slim AS runtime-base
 RUN apt-get update \
@@ -51,6 +54,12 @@ COPY --from=builder /out/message-manager /usr/local/bin/message-manager
 ENV LISTEN_ADDR=0.0.0.0:9002
 EXPOSE 9002 9102
 ENTRYPOINT ["message-manager"]
+
+FROM runtime-base AS webhook-manager
+COPY --from=builder /out/webhook-manager /usr/local/bin/webhook-manager
+ENV LISTEN_ADDR=0.0.0.0:9003
+EXPOSE 9003 9103
+ENTRYPOINT ["webhook-manager"]
 
 # Last, so a plain `docker build .` gives the gateway (which alone runs the embedded default:
 # `docker run -p 8080:8080 <image>`).

@@ -19,7 +19,7 @@ use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::routes;
 use crate::ws::WsSettings;
 use crate::ws::hub::EventHub;
-use common::grpc_client::{ChatClient, GrpcTransport, MessageClient};
+use common::grpc_client::{ChatClient, GrpcTransport, MessageClient, WebhookClient};
 
 /// What every handler shares. One `Arc`: axum clones the state for each extractor and
 /// middleware of every request, and a clone of the parts would be a dozen reference counts
@@ -30,6 +30,8 @@ pub struct AppState(Arc<AppParts>);
 pub struct AppParts {
     pub chat: ChatClient,
     pub message: MessageClient,
+    /// None where no webhook-manager is configured: the webhook endpoints answer 503.
+    pub webhook: Option<WebhookClient>,
     pub verifier: TokenVerifier,
     /// Feeds the WebSocket; None where no event bus is configured.
     pub hub: Option<EventHub>,
@@ -57,6 +59,7 @@ impl AppState {
         AppState(Arc::new(AppParts {
             chat: ChatClient::new(chat),
             message: MessageClient::new(message),
+            webhook: None,
             verifier,
             hub: None,
             ws: WsSettings::default(),
@@ -86,6 +89,11 @@ impl AppState {
     /// Client addresses from this header (set by a trusted load balancer).
     pub fn with_client_ip_header(mut self, header: Option<http::HeaderName>) -> Self {
         self.parts().client_ip_header = header;
+        self
+    }
+
+    pub fn with_webhooks(mut self, webhook: GrpcTransport) -> Self {
+        self.parts().webhook = Some(WebhookClient::new(webhook));
         self
     }
 

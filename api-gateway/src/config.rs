@@ -120,6 +120,10 @@ pub struct ServeConfig {
     /// message-manager's gRPC URL (e.g. http://127.0.0.1:9002). Required with CHAT_MANAGER_URL.
     #[arg(long, env = "MESSAGE_MANAGER_URL")]
     pub message_manager_url: Option<String>,
+    /// webhook-manager's gRPC URL (e.g. http://127.0.0.1:9003), with CHAT_MANAGER_URL. Unset
+    /// there: the webhook endpoints answer 503.
+    #[arg(long, env = "WEBHOOK_MANAGER_URL")]
+    pub webhook_manager_url: Option<String>,
     /// The key calls to chat-manager and message-manager are signed with (at least 32 bytes,
     /// the same in the three processes). Required with CHAT_MANAGER_URL; the embedded default
     /// makes one per start.
@@ -223,7 +227,7 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct InternalTokenArgs {
     /// The service the token is for.
-    #[arg(long, value_parser = ["chat-manager", "message-manager"])]
+    #[arg(long, value_parser = ["chat-manager", "message-manager", "webhook-manager"])]
     pub audience: String,
     /// The shared internal key (see the configuration table).
     #[arg(long, env = "INTERNAL_AUTH_SECRET", hide_env_values = true)]

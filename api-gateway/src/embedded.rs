@@ -1,6 +1,7 @@
-//! The embedded default: chat-manager and message-manager in this process, each over its own
-//! SQLite file in the data directory, talking through an in-process event bus. Only the
-//! storage and the bus differ from the split deployment; the domain code is the same.
+//! The embedded default: chat-manager, message-manager and webhook-manager in this process,
+//! each over its own SQLite file in the data directory, talking through an in-process event
+//! bus. Only the storage and the bus differ from the split deployment; the domain code is the
+//! same. (Webhooks may point at private addresses here: this is for local development.)
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use common::grpc_client::{self, ChatClient, GrpcTransport};
 use common::grpc_server::ObserveLayer;
 use common::service_auth::{
     CHAT_MANAGER_CALLERS, InternalKey, MESSAGE_MANAGER_CALLERS, ServiceName,
+    WEBHOOK_MANAGER_CALLERS,
 };
 use tower::Layer;
 
@@ -21,6 +23,7 @@ use tower::Layer;
 pub struct Embedded {
     pub chat: GrpcTransport,
     pub message: GrpcTransport,
+    pub webhook: GrpcTransport,
     pub bus: EventBus,
     pub tasks: Vec<JoinHandle<()>>,
 }
@@ -41,6 +44,25 @@ pub async fn start(
     data_dir: &Path,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Embedded, Box<dyn std::error::Error + Send + Sync>> {
+    start_with(data_dir, webhook_settings(), shutdown).await
+}
+
+/// How the embedded default delivers webhooks: as the contract has it, to any address.
+pub fn webhook_settings() -> webhook_manager::dispatch::DispatchSettings {
+    webhook_manager::dispatch::DispatchSettings {
+        address: webhook_manager::address::AddressPolicy {
+            allow_private: true,
+        },
+        ..Default::default()
+    }
+}
+
+/// The embedded default, its webhooks delivered with `webhooks`.
+pub async fn start_with(
+    data_dir: &Path,
+    webhooks: webhook_manager::dispatch::DispatchSettings,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Embedded, Box<dyn std::error::Error + Send + Sync>> {
     std::fs::create_dir_all(data_dir)?;
     let bus = EventBus::in_process();
     let chat_db = open(data_dir, "chat-manager.db", chat_manager::db::MIGRATIONS).await?;
@@ -51,8 +73,17 @@ pub async fn start(
     )
     .await?;
 
-    // message-manager subscribes before chat-manager's relay can publish: the in-process bus
-    // keeps nothing for late subscribers.
+    let webhook_db = open(
+        data_dir,
+        "webhook-manager.db",
+        webhook_manager::db::MIGRATIONS,
+    )
+    .await?;
+
+    // message-manager and webhook-manager subscribe before the relays can publish: the
+    // in-process bus keeps nothing for late subscribers.
+    let webhook_topology = webhook_manager::Topology::default();
+    let webhook_subscription = webhook_manager::subscribe(&bus, &webhook_topology).await?;
     let topology = message_manager::Topology::default();
     let subscription = message_manager::subscribe_chat_events(
         &bus,
@@ -90,9 +121,26 @@ pub async fn start(
             )),
             message_manager::membership::MAX_AGE,
         )),
-        shutdown,
+        shutdown.clone(),
     );
     tasks.push(chat_relay);
+    let (webhook_server, webhook_tasks) = webhook_manager::service(
+        webhook_db,
+        bus.clone(),
+        webhook_manager::ServiceSettings {
+            topology: webhook_topology,
+            dispatch: webhooks,
+        },
+        webhook_subscription,
+        shutdown,
+    )?;
+    tasks.extend(webhook_tasks);
+    let webhook = grpc_client::in_process(
+        ObserveLayer.layer(
+            key.guard(ServiceName::WebhookManager, WEBHOOK_MANAGER_CALLERS)
+                .layer(webhook_server),
+        ),
+    );
     let message = grpc_client::in_process(
         ObserveLayer.layer(
             key.guard(ServiceName::MessageManager, MESSAGE_MANAGER_CALLERS)
@@ -105,6 +153,11 @@ pub async fn start(
             &message,
             ServiceName::ApiGateway,
             ServiceName::MessageManager,
+        ),
+        webhook: signed(
+            &webhook,
+            ServiceName::ApiGateway,
+            ServiceName::WebhookManager,
         ),
         bus,
         tasks,

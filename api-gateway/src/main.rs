@@ -107,35 +107,52 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         common::metrics::spawn_server(config.metrics_addr, shutdown_rx.clone()).await?;
     tasks.push(metrics_server);
 
-    let (chat, message, bus) = match (&config.chat_manager_url, &config.message_manager_url) {
-        (Some(chat), Some(message)) => {
-            let key = InternalKey::from_config(config.internal_auth_secret.as_deref())?;
-            let endpoint = config
-                .amqp
-                .endpoint("with CHAT_MANAGER_URL: the WebSocket's events come from there")?;
-            let client = |url: &str, audience| -> Result<_, BoxError> {
-                Ok(grpc_client::signed(
-                    grpc_client::remote(url)?,
-                    key.credentials(ServiceName::ApiGateway, audience),
-                ))
-            };
-            (
-                client(chat, ServiceName::ChatManager)?,
-                client(message, ServiceName::MessageManager)?,
-                EventBus::amqp(endpoint),
-            )
-        }
-        (None, None) => {
-            let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
-            tasks.extend(embedded.tasks);
-            (embedded.chat, embedded.message, embedded.bus)
-        }
-        _ => {
-            return Err(
-                "set both CHAT_MANAGER_URL and MESSAGE_MANAGER_URL, or neither (embedded)".into(),
-            );
-        }
-    };
+    let (chat, message, webhook, bus) =
+        match (&config.chat_manager_url, &config.message_manager_url) {
+            (Some(chat), Some(message)) => {
+                let key = InternalKey::from_config(config.internal_auth_secret.as_deref())?;
+                let endpoint = config
+                    .amqp
+                    .endpoint("with CHAT_MANAGER_URL: the WebSocket's events come from there")?;
+                let client = |url: &str, audience| -> Result<_, BoxError> {
+                    Ok(grpc_client::signed(
+                        grpc_client::remote(url)?,
+                        key.credentials(ServiceName::ApiGateway, audience),
+                    ))
+                };
+                let webhook = match &config.webhook_manager_url {
+                    Some(url) => Some(client(url, ServiceName::WebhookManager)?),
+                    None => {
+                        tracing::warn!(
+                            "WEBHOOK_MANAGER_URL is not set: the webhook endpoints answer 503"
+                        );
+                        None
+                    }
+                };
+                (
+                    client(chat, ServiceName::ChatManager)?,
+                    client(message, ServiceName::MessageManager)?,
+                    webhook,
+                    EventBus::amqp(endpoint),
+                )
+            }
+            (None, None) => {
+                let embedded = embedded::start(&config.data_dir, shutdown_rx.clone()).await?;
+                tasks.extend(embedded.tasks);
+                (
+                    embedded.chat,
+                    embedded.message,
+                    Some(embedded.webhook),
+                    embedded.bus,
+                )
+            }
+            _ => {
+                return Err(
+                    "set both CHAT_MANAGER_URL and MESSAGE_MANAGER_URL, or neither (embedded)"
+                        .into(),
+                );
+            }
+        };
     let ws = WsSettings {
         max_sockets_per_caller: config.ws_max_sockets_per_caller,
         ..WsSettings::default()
@@ -154,7 +171,11 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         false => Readiness::InProcess,
     };
     let verifier = TokenVerifier::with_rules(&secret, config.jwt.rules());
-    let state = AppState::new(chat, message, verifier)
+    let mut state = AppState::new(chat, message, verifier);
+    if let Some(webhook) = webhook {
+        state = state.with_webhooks(webhook);
+    }
+    let state = state
         .with_hub(hub, ws)
         .with_readiness(readiness)
         .with_rate_limits(

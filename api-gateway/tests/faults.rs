@@ -121,6 +121,10 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
             ("AMQP_URL".into(), env.amqp_url.clone()),
             ("CHAT_EVENTS_EXCHANGE".into(), env.chat_exchange.clone()),
             ("CHAT_EVENTS_QUEUE".into(), env.chat_events_queue.clone()),
+            (
+                "WEBHOOK_EVENTS_QUEUE".into(),
+                env.webhook_events_queue.clone(),
+            ),
         ],
         chat_addr,
     )
@@ -137,6 +141,10 @@ async fn kill_9_message_manager_during_sends_loses_no_acknowledged_message() {
                 env.message_exchange.clone(),
             ),
             ("CHAT_EVENTS_QUEUE".into(), env.chat_events_queue.clone()),
+            (
+                "WEBHOOK_EVENTS_QUEUE".into(),
+                env.webhook_events_queue.clone(),
+            ),
             ("CHAT_MANAGER_URL".into(), format!("http://{chat_addr}")),
         ],
         message_addr,

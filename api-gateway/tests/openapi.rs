@@ -54,7 +54,7 @@ async fn the_document_is_openapi_3_1_and_served_without_a_token() {
             assert_eq!(takes_key, method == "post", "{method} {path}");
         }
     }
-    assert_eq!(operations, 31, "every operation of the contract");
+    assert_eq!(operations, 39, "every operation of the contract");
 }
 
 /// Calls every documented operation with well-formed ids: none may fall through to the
@@ -70,7 +70,8 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
         let concrete = path
             .trim_start_matches("/v1.0")
             .replace("{id}", &new_id())
-            .replace("{participant_id}", &new_id());
+            .replace("{participant_id}", &new_id())
+            .replace("{delivery_id}", &new_id());
         for method in METHODS {
             let reply = s
                 .call(&method.to_uppercase(), &concrete, &admin, Some("{}"))
@@ -90,7 +91,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
             }
         }
     }
-    assert_eq!(checked.len(), 31, "{checked:#?}");
+    assert_eq!(checked.len(), 39, "{checked:#?}");
 }
 
 /// A small JSON Schema check for what the document uses: `$ref`, `type` (with `null`),
@@ -279,6 +280,21 @@ async fn every_operation_succeeds_as_documented() {
     // Agent `a` as a plain agent, and as an admin agent (customer-level creates as an agent).
     let alice = agent_token(&customer, &a, 0x10);
     let boss = agent_token(&customer, &a, 0x20);
+
+    // A webhook, which the changes below are delivered to.
+    let receiver = testkit::receiver::WebhookReceiver::start().await;
+    let webhook = d.check(
+        "post",
+        "/v1.0/webhooks",
+        &s.post(
+            "/webhooks",
+            &admin,
+            &json!({"name": "crm", "uri": receiver.url(), "event_types": ["chat_created"]})
+                .to_string(),
+        )
+        .await,
+    );
+    let hook = format!("/webhooks/{}", id_of(&webhook));
 
     // Chats.
     let chat = d.check(
@@ -475,6 +491,45 @@ async fn every_operation_succeeds_as_documented() {
         .await,
     );
 
+    // The webhook and its deliveries.
+    receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
+    d.check("get", "/v1.0/webhooks", &s.get("/webhooks", &admin).await);
+    d.check("get", "/v1.0/webhooks/{id}", &s.get(&hook, &admin).await);
+    d.check(
+        "put",
+        "/v1.0/webhooks/{id}",
+        &s.put(&hook, &admin, r#"{"name": "renamed", "status": "enabled"}"#)
+            .await,
+    );
+    d.check(
+        "post",
+        "/v1.0/webhooks/{id}/secret",
+        &s.post(&format!("{hook}/secret"), &admin, "").await,
+    );
+    let delivered = d.check(
+        "get",
+        "/v1.0/webhooks/{id}/deliveries",
+        &s.get(&format!("{hook}/deliveries"), &admin).await,
+    );
+    let delivery_id = id_of(&delivered["result"][0]);
+    d.check(
+        "post",
+        "/v1.0/webhooks/{id}/deliveries/{delivery_id}/retry",
+        &s.post(
+            &format!("{hook}/deliveries/{delivery_id}/retry"),
+            &admin,
+            "",
+        )
+        .await,
+    );
+    d.check(
+        "delete",
+        "/v1.0/webhooks/{id}",
+        &s.delete(&hook, &admin).await,
+    );
+
     // Deletes, customer level.
     d.check(
         "delete",
@@ -513,7 +568,7 @@ async fn every_operation_succeeds_as_documented() {
         .collect();
     let missed: Vec<&String> = documented.difference(&d.seen).collect();
     assert!(missed.is_empty(), "not driven: {missed:#?}");
-    assert_eq!(d.seen.len(), 31);
+    assert_eq!(d.seen.len(), 39);
 }
 
 /// Found by the fuzzer: serde reads a struct from an array by position, so `[null, null]`

@@ -33,6 +33,15 @@ pub struct ServeConfig {
     /// before message-manager first starts wait for it there.
     #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = pipeline::topology::CHAT_EVENTS_QUEUE)]
     pub chat_events_queue: String,
+    /// message-manager's exchange (webhook-manager's queue binds it too; chat-manager declares
+    /// only its own exchange's bindings).
+    #[arg(long, env = "MESSAGE_EVENTS_EXCHANGE", default_value = pipeline::topology::MESSAGE_EXCHANGE)]
+    pub message_events_exchange: String,
+    /// webhook-manager's durable queue of events: declared here too, so events published
+    /// before webhook-manager first starts wait for it there. Empty: none (webhook-manager is
+    /// not deployed).
+    #[arg(long, env = "WEBHOOK_EVENTS_QUEUE", default_value = pipeline::topology::WEBHOOK_EVENTS_QUEUE)]
+    pub webhook_events_queue: String,
     /// Internal authentication and reflection.
     #[command(flatten)]
     pub grpc: common::grpc_server::GrpcArgs,

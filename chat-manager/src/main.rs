@@ -29,12 +29,27 @@ fn main() -> std::process::ExitCode {
     })
 }
 
+/// webhook-manager's queue, unless it is not deployed.
+fn webhook_queue(config: &ServeConfig) -> Option<pipeline::bus::SubscriptionSpec> {
+    (!config.webhook_events_queue.is_empty()).then(|| {
+        pipeline::topology::webhook_events_subscriber(
+            &config.chat_events_exchange,
+            &config.message_events_exchange,
+            &config.webhook_events_queue,
+        )
+    })
+}
+
 async fn serve(config: ServeConfig, started: Started) -> Result<(), BoxError> {
     let bus = EventBus::amqp(config.amqp.endpoint("the outbox relay publishes there")?)
-        .with_subscribers(vec![pipeline::topology::chat_events_subscriber(
-            &config.chat_events_exchange,
-            &config.chat_events_queue,
-        )]);
+        .with_subscribers(
+            std::iter::once(pipeline::topology::chat_events_subscriber(
+                &config.chat_events_exchange,
+                &config.chat_events_queue,
+            ))
+            .chain(webhook_queue(&config))
+            .collect(),
+        );
     let (service, relay) = chat_manager::service(
         started.db.clone(),
         bus,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use proto::chat::v1::chat_service_client::ChatServiceClient;
 use proto::message::v1::message_service_client::MessageServiceClient;
+use proto::webhook::v1::webhook_service_client::WebhookServiceClient;
 use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceExt};
@@ -15,6 +16,7 @@ pub type GrpcTransport =
     BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
 pub type ChatClient = ChatServiceClient<GrpcTransport>;
 pub type MessageClient = MessageServiceClient<GrpcTransport>;
+pub type WebhookClient = WebhookServiceClient<GrpcTransport>;
 
 /// A failure to reach a service. A concrete type rather than `BoxError`: with a boxed trait
 /// object here, rustc cannot prove the handlers' futures `Send` (a higher-ranked lifetime

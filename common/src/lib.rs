@@ -10,6 +10,7 @@ pub mod housekeeping;
 pub mod idempotency;
 pub mod metrics;
 pub mod page;
+pub mod processed;
 pub mod resources;
 pub mod secrets;
 pub mod service;

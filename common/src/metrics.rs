@@ -64,6 +64,18 @@ pub struct QueueLabels {
     pub queue: String,
 }
 
+/// What became of a webhook attempt: `succeeded`, `retrying` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// A webhook delivery's state: `pending` or `retrying`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
 type LatencyFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -96,6 +108,10 @@ pub struct Metrics {
     pub websocket_connections: Gauge,
     pub hub_events_received: Counter,
     pub hub_events_unwanted: Counter,
+    pub webhook_deliveries: Family<OutcomeLabels, Counter>,
+    pub webhook_attempt_duration: Histogram,
+    pub webhook_backlog: Family<StatusLabels, Gauge>,
+    pub webhook_oldest_pending_age: Gauge<f64, AtomicU64>,
     probes: Mutex<Vec<Arc<Probe>>>,
 }
 
@@ -200,6 +216,30 @@ impl Metrics {
             "Events the hub received for a tenant with no socket here (its binding was going)",
             hub_events_unwanted.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook attempts by outcome: succeeded, retrying (to be tried again) or failed (given up)",
+            webhook_deliveries.clone(),
+        );
+        let webhook_attempt_duration = latency_histogram();
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "How long a webhook attempt took, from sending the request to the answer or the error",
+            webhook_attempt_duration.clone(),
+        );
+        let webhook_backlog = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "webhook_deliveries_backlog",
+            "Webhook deliveries not yet done, by status (pending, retrying)",
+            webhook_backlog.clone(),
+        );
+        let webhook_oldest_pending_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "webhook_oldest_pending_age_seconds",
+            "Age of the oldest webhook delivery not yet done (0 when none)",
+            webhook_oldest_pending_age.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -217,6 +257,10 @@ impl Metrics {
             websocket_connections,
             hub_events_received,
             hub_events_unwanted,
+            webhook_deliveries,
+            webhook_attempt_duration,
+            webhook_backlog,
+            webhook_oldest_pending_age,
             probes: Mutex::new(Vec::new()),
         }
     }

@@ -40,6 +40,7 @@ pub enum ServiceName {
     ApiGateway,
     ChatManager,
     MessageManager,
+    WebhookManager,
 }
 
 /// Who may call chat-manager: the gateway, and message-manager (to fill its membership view).
@@ -47,6 +48,8 @@ pub const CHAT_MANAGER_CALLERS: &[ServiceName] =
     &[ServiceName::ApiGateway, ServiceName::MessageManager];
 /// Who may call message-manager: the gateway.
 pub const MESSAGE_MANAGER_CALLERS: &[ServiceName] = &[ServiceName::ApiGateway];
+/// Who may call webhook-manager: the gateway.
+pub const WEBHOOK_MANAGER_CALLERS: &[ServiceName] = &[ServiceName::ApiGateway];
 
 impl ServiceName {
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl ServiceName {
             ServiceName::ApiGateway => "api-gateway",
             ServiceName::ChatManager => "chat-manager",
             ServiceName::MessageManager => "message-manager",
+            ServiceName::WebhookManager => "webhook-manager",
         }
     }
 
@@ -62,6 +66,7 @@ impl ServiceName {
             ServiceName::ApiGateway,
             ServiceName::ChatManager,
             ServiceName::MessageManager,
+            ServiceName::WebhookManager,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)

@@ -35,6 +35,11 @@ pub struct ServeConfig {
     /// The durable queue of chat events.
     #[arg(long, env = "CHAT_EVENTS_QUEUE", default_value = crate::DEFAULT_CHAT_EVENTS_QUEUE)]
     pub chat_events_queue: String,
+    /// webhook-manager's durable queue of events: declared here too, so events published
+    /// before webhook-manager first starts wait for it there. Empty: none (webhook-manager is
+    /// not deployed).
+    #[arg(long, env = "WEBHOOK_EVENTS_QUEUE", default_value = pipeline::topology::WEBHOOK_EVENTS_QUEUE)]
+    pub webhook_events_queue: String,
     /// chat-manager's gRPC URL, asked when the membership view has not caught up.
     #[arg(long, env = "CHAT_MANAGER_URL", required = true)]
     pub chat_manager_url: Option<String>,

@@ -1,19 +1,15 @@
 //! message-manager's events: its outbox records (`MessageRecord`), and the consumer of
 //! chat-manager's events into the membership view. The consumer is idempotent: each event id
 //! is recorded in the same transaction as its effect, so a redelivery changes nothing.
-//!
-//! An event that fails is retried a few times with backoff and then set aside in the
-//! dead-letter queue (`<queue>.dead-letter`), so it never holds up the events behind it. A
-//! malformed event goes there at once. Failures of the database itself are not the event's
-//! fault: the event is requeued and tried again once the database answers.
+//! Failures are retried, then dead-lettered, as `pipeline::consumer` does.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use common::db::{Db, DbConnection, DbError};
 use common::resources::ChatmessageJson;
 use diesel::Connection;
-use pipeline::bus::{Delivery, EventBus, EventMessage, Subscription, SubscriptionSpec};
+use pipeline::bus::{EventBus, Subscription, SubscriptionSpec};
+use pipeline::consumer::{DurableConsumer, EventHandler, Failure};
 use pipeline::contract::{Action, CopyItem, EventData, EventType, MessagechatEventData, Resource};
 use pipeline::outbox::legacy;
 use pipeline::{Event, OutboxRecord};
@@ -216,17 +212,9 @@ pub fn subscription_spec(chat_exchange: &str, queue: &str) -> SubscriptionSpec {
     pipeline::topology::chat_events_subscriber(chat_exchange, queue)
 }
 
-/// Attempts an event gets (the first and the retries) before it is dead-lettered.
-pub const MAX_ATTEMPTS: u32 = 4;
-/// The wait before the first retry; doubled for each further one.
-pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub use pipeline::consumer::{FIRST_RETRY_DELAY, MAX_ATTEMPTS, dead_letter_queue};
 
-/// Where events that could not be applied are set aside: a durable queue, reached through an
-/// exchange of the same name.
-pub fn dead_letter_queue(queue: &str) -> String {
-    pipeline::topology::dead_letter_name(queue)
-}
-
+/// Consumes chat-manager's events into the membership view (see `pipeline::consumer`).
 pub struct ChatEventConsumer {
     pub db: Db,
     pub bus: EventBus,
@@ -241,6 +229,22 @@ pub enum Handled {
     Duplicate,
 }
 
+/// Applies chat events to the membership view.
+struct MembershipUpdate {
+    db: Db,
+}
+
+impl EventHandler for MembershipUpdate {
+    async fn handle(&self, payload: &[u8]) -> Result<(), Failure> {
+        match handle(&self.db, payload).await {
+            Ok(_) => Ok(()),
+            Err(MessageError::Unavailable(why)) => Err(Failure::Unavailable(why)),
+            Err(MessageError::InvalidArgument(why)) => Err(Failure::Malformed(why)),
+            Err(e) => Err(Failure::Failed(e.to_string())),
+        }
+    }
+}
+
 impl ChatEventConsumer {
     /// Consumes until `shutdown`, from `first` (or, without one, a subscription of its own),
     /// subscribing again (with backoff) whenever the subscription ends or cannot be made.
@@ -249,103 +253,15 @@ impl ChatEventConsumer {
         first: impl Into<Option<Subscription>>,
         shutdown: watch::Receiver<bool>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        Box::pin(self.run_from(first.into(), shutdown))
-    }
-
-    async fn run_from(
-        self,
-        mut subscription: Option<Subscription>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let mut sub = match subscription.take() {
-                Some(s) => s,
-                None => match self.subscribe().await {
-                    Ok(s) => {
-                        backoff = Duration::from_millis(200);
-                        s
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?backoff, "chat events: subscribe failed");
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = shutdown.changed() => return,
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            loop {
-                let delivery = tokio::select! {
-                    d = sub.next() => d,
-                    _ = shutdown.changed() => return,
-                };
-                let Some(delivery) = delivery else {
-                    tracing::warn!("chat events: subscription ended; resubscribing");
-                    break;
-                };
-                self.process(delivery).await;
-            }
-        }
-    }
-
-    async fn subscribe(&self) -> Result<Subscription, pipeline::bus::BusError> {
-        subscribe_with_dead_letters(&self.bus, self.spec.clone()).await
-    }
-
-    async fn process(&self, delivery: Delivery) {
-        let mut attempt = 1;
-        loop {
-            match handle(&self.db, &delivery.message.payload).await {
-                Ok(outcome) => {
-                    tracing::debug!(?outcome, key = %delivery.message.routing_key, "chat event");
-                    let _ = delivery.ack().await;
-                    return;
-                }
-                Err(MessageError::Unavailable(why)) => {
-                    tracing::warn!(error = %why, "chat event: database unavailable; will be redelivered");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let _ = delivery.nack_requeue().await;
-                    return;
-                }
-                // A malformed event will never apply.
-                Err(MessageError::InvalidArgument(why)) => {
-                    return self.dead_letter(delivery, &why).await;
-                }
-                Err(e) if attempt < MAX_ATTEMPTS => {
-                    let delay = FIRST_RETRY_DELAY * 2u32.pow(attempt - 1);
-                    tracing::warn!(error = %e, attempt, retry_in = ?delay, id = %delivery.message.message_id, "chat event failed");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                Err(e) => return self.dead_letter(delivery, &e.to_string()).await,
-            }
-        }
-    }
-
-    /// Sets the event aside, then acknowledges it; if the broker does not take it, the event is
-    /// requeued instead (never dropped).
-    async fn dead_letter(&self, delivery: Delivery, why: &str) {
-        let aside = EventMessage {
-            exchange: dead_letter_queue(&self.spec.queue),
-            ..delivery.message.clone()
+        let stale_bindings = stale_bindings(&self.spec);
+        let consumer = DurableConsumer {
+            bus: self.bus,
+            spec: self.spec,
+            stale_bindings,
+            what: "chat events",
+            handler: MembershipUpdate { db: self.db },
         };
-        match self.bus.publish(std::slice::from_ref(&aside)).await {
-            Ok(()) => {
-                common::metrics::count_dead_lettered(&self.spec.queue);
-                tracing::error!(error = %why, id = %delivery.message.message_id,
-                    key = %delivery.message.routing_key, queue = %aside.exchange,
-                    "chat event dead-lettered");
-                let _ = delivery.ack().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "chat event: dead-lettering failed; will be redelivered");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = delivery.nack_requeue().await;
-            }
-        }
+        Box::pin(consumer.run(first.into(), shutdown))
     }
 }
 
@@ -365,24 +281,23 @@ pub async fn handle(db: &Db, payload: &[u8]) -> Result<Handled, MessageError> {
     .await
 }
 
-/// The dead-letter queue of `spec`'s queue (declared first: what is set aside must have
-/// somewhere to go), then the subscription; bindings of releases before tenant routing keys
-/// are removed from the queue.
+/// The bindings of releases before tenant routing keys (the bare event types), which match
+/// nothing any more.
+fn stale_bindings(spec: &SubscriptionSpec) -> Vec<(String, String)> {
+    spec.bindings
+        .first()
+        .map(|(exchange, _)| pipeline::topology::legacy_chat_bindings(exchange))
+        .unwrap_or_default()
+}
+
+/// The dead-letter queue of `spec`'s queue, then the subscription; bindings of releases
+/// before tenant routing keys are removed from the queue.
 pub async fn subscribe_with_dead_letters(
     bus: &EventBus,
     spec: SubscriptionSpec,
 ) -> Result<Subscription, pipeline::bus::BusError> {
-    bus.declare_set_aside(&dead_letter_queue(&spec.queue))
-        .await?;
-    let chat_exchange = spec.bindings.first().map(|(ex, _)| ex.clone());
-    let subscription = bus.subscribe(spec).await?;
-    if let Some(exchange) = chat_exchange {
-        let binder = subscription.binder();
-        for (ex, pattern) in pipeline::topology::legacy_chat_bindings(&exchange) {
-            binder.unbind(&ex, &pattern).await?;
-        }
-    }
-    Ok(subscription)
+    let stale = stale_bindings(&spec);
+    pipeline::consumer::subscribe_with_dead_letters(bus, spec, &stale).await
 }
 
 #[cfg(test)]

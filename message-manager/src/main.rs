@@ -36,6 +36,19 @@ async fn serve(config: ServeConfig, started: Started) -> Result<(), BoxError> {
         config
             .amqp
             .endpoint("the relay publishes there, chat events come from there")?,
+    )
+    .with_subscribers(
+        // webhook-manager's queue, unless it is not deployed.
+        (!config.webhook_events_queue.is_empty())
+            .then(|| {
+                pipeline::topology::webhook_events_subscriber(
+                    &config.chat_events_exchange,
+                    &config.message_events_exchange,
+                    &config.webhook_events_queue,
+                )
+            })
+            .into_iter()
+            .collect(),
     );
     let chat_url = config
         .chat_manager_url

@@ -39,6 +39,7 @@ async fn binary_serves_health_reflection_and_metrics_and_stops_on_sigterm() {
             ("CHAT_EVENTS_EXCHANGE", amqp.name("chat.events")),
             ("MESSAGE_EVENTS_EXCHANGE", amqp.name("message.events")),
             ("CHAT_EVENTS_QUEUE", queue.clone()),
+            ("WEBHOOK_EVENTS_QUEUE", amqp.name("webhook-manager.events")),
             // Not running: asked lazily, only when the membership view misses.
             ("CHAT_MANAGER_URL", format!("http://{}", free_addr())),
             ("LISTEN_ADDR", listen.to_string()),
@@ -238,6 +239,7 @@ async fn serves_while_rabbitmq_is_down_and_consumes_once_it_is_up() {
             ("CHAT_EVENTS_EXCHANGE", exchange.clone()),
             ("MESSAGE_EVENTS_EXCHANGE", amqp.name("message.events")),
             ("CHAT_EVENTS_QUEUE", queue.clone()),
+            ("WEBHOOK_EVENTS_QUEUE", amqp.name("webhook-manager.events")),
             ("CHAT_MANAGER_URL", format!("http://{}", free_addr())),
             ("LISTEN_ADDR", listen.to_string()),
             ("METRICS_ADDR", metrics.to_string()),

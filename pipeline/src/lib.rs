@@ -21,6 +21,7 @@
 
 pub mod bus;
 pub mod cloudevent;
+pub mod consumer;
 pub mod contract;
 pub mod outbox;
 pub mod store;

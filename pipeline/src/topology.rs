@@ -12,6 +12,8 @@ pub const CHAT_EXCHANGE: &str = "chat.events";
 pub const MESSAGE_EXCHANGE: &str = "message.events";
 /// message-manager's durable queue of chat-manager's events, unless configured otherwise.
 pub const CHAT_EVENTS_QUEUE: &str = "message-manager.chat-events";
+/// webhook-manager's durable queue of both services' events, unless configured otherwise.
+pub const WEBHOOK_EVENTS_QUEUE: &str = "webhook-manager.events";
 
 /// The chat events message-manager's membership view follows: every one chat-manager
 /// publishes.
@@ -29,6 +31,24 @@ pub fn chat_events_subscriber(chat_exchange: &str, queue: &str) -> SubscriptionS
         bindings: chat_event_types()
             .map(|t| (chat_exchange.to_owned(), t.any_tenant()))
             .collect(),
+        exclusive: false,
+        prefetch: 64,
+    }
+}
+
+/// webhook-manager's subscription: a durable queue bound to every event of both exchanges
+/// (each publisher declares the bindings on its own exchange).
+pub fn webhook_events_subscriber(
+    chat_exchange: &str,
+    message_exchange: &str,
+    queue: &str,
+) -> SubscriptionSpec {
+    SubscriptionSpec {
+        queue: queue.to_owned(),
+        bindings: vec![
+            (chat_exchange.to_owned(), "#".to_owned()),
+            (message_exchange.to_owned(), "#".to_owned()),
+        ],
         exclusive: false,
         prefetch: 64,
     }

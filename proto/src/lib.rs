@@ -16,5 +16,11 @@ pub mod message {
     }
 }
 
-/// Both services' descriptors (encoded `FileDescriptorSet`), for gRPC server reflection.
+pub mod webhook {
+    pub mod v1 {
+        include!("generated/webhook.v1.rs");
+    }
+}
+
+/// The services' descriptors (encoded `FileDescriptorSet`), for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/file_descriptor_set.bin");

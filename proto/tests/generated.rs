@@ -7,7 +7,12 @@ use std::path::Path;
 
 use prost::Message;
 
-const FILES: [&str; 3] = ["chat.v1.rs", "message.v1.rs", "file_descriptor_set.bin"];
+const FILES: [&str; 4] = [
+    "chat.v1.rs",
+    "message.v1.rs",
+    "webhook.v1.rs",
+    "file_descriptor_set.bin",
+];
 
 #[test]
 fn the_generated_code_matches_the_proto_files() {
@@ -15,7 +20,11 @@ fn the_generated_code_matches_the_proto_files() {
     let fresh = std::env::temp_dir().join(format!("proto-generated-{}", std::process::id()));
     std::fs::create_dir_all(&fresh).unwrap();
     let descriptors = protox::compile(
-        ["chat/v1/chat.proto", "message/v1/message.proto"],
+        [
+            "chat/v1/chat.proto",
+            "message/v1/message.proto",
+            "webhook/v1/webhook.proto",
+        ],
         [crate_dir.join("proto")],
     )
     .expect("the .proto files compile");

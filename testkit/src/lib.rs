@@ -9,6 +9,7 @@
 //! tests run in parallel and leave nothing behind.
 
 pub mod ops;
+pub mod receiver;
 pub mod tls;
 
 use std::io::Write as _;

@@ -4,6 +4,7 @@ mod chatmessages;
 mod chatroommessages;
 mod chatrooms;
 mod chats;
+mod webhooks;
 
 use axum::Router;
 use utoipa::IntoParams;
@@ -16,6 +17,7 @@ pub fn router() -> Router<AppState> {
         .merge(chatrooms::router())
         .merge(chatmessages::router())
         .merge(chatroommessages::router())
+        .merge(webhooks::router())
 }
 
 /// The operations of every endpoint, for the OpenAPI document.
@@ -25,6 +27,7 @@ pub fn operations() -> utoipa::openapi::OpenApi {
     doc.merge(chatrooms::Api::openapi());
     doc.merge(chatmessages::Api::openapi());
     doc.merge(chatroommessages::Api::openapi());
+    doc.merge(webhooks::Api::openapi());
     doc
 }
 

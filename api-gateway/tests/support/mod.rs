@@ -137,6 +137,7 @@ struct GatewayParts {
     message: grpc_client::GrpcTransport,
     events: Option<(EventBus, String, String)>,
     ws: WsSettings,
+    webhook: Option<grpc_client::GrpcTransport>,
 }
 
 impl Drop for Stack {
@@ -162,6 +163,8 @@ pub struct SplitEnv {
     pub chat_exchange: String,
     pub message_exchange: String,
     pub chat_events_queue: String,
+    /// webhook-manager's queue (which the publishers declare).
+    pub webhook_events_queue: String,
     /// The gateway's event hub may go through a proxy too.
     pub hub_amqp_url: String,
     /// Connections per service pool: few for tests (many run at once), the services' default
@@ -173,6 +176,26 @@ pub struct SplitEnv {
     pub membership_max_age: Duration,
     /// The gateway's rate limits (benchmarks turn them off).
     pub limits: Limits,
+    /// webhook-manager, when the test runs one: its schema and how it delivers.
+    pub webhooks: Option<(String, webhook_manager::dispatch::DispatchSettings)>,
+}
+
+impl SplitEnv {
+    /// Where webhook-manager's events come from.
+    pub fn webhook_topology(&self) -> webhook_manager::Topology {
+        webhook_manager::Topology {
+            chat_exchange: self.chat_exchange.clone(),
+            message_exchange: self.message_exchange.clone(),
+            queue: self.webhook_events_queue.clone(),
+        }
+    }
+
+    /// webhook-manager's queue, for the publishers to declare, when the test runs it.
+    fn webhook_subscriber(&self) -> Option<pipeline::bus::SubscriptionSpec> {
+        self.webhooks
+            .as_ref()
+            .map(|_| self.webhook_topology().subscription())
+    }
 }
 
 /// A split environment on this machine's PostgreSQL and RabbitMQ, with fresh schemas and
@@ -192,16 +215,30 @@ pub async fn split_env(
         chat_exchange: amqp.name("chat.events"),
         message_exchange: amqp.name("message.events"),
         chat_events_queue: amqp.name("message-manager.chat-events"),
+        webhook_events_queue: amqp.name("webhook-manager.events"),
         hub_amqp_url: amqp.url.clone(),
         db_pool_size: 4,
         db_timeouts: DbTimeouts::default(),
         membership_max_age: message_manager::membership::MAX_AGE,
         limits: Limits::default(),
+        webhooks: None,
     };
     Some((
         env,
         vec![Box::new(chat_pg), Box::new(message_pg), Box::new(amqp)],
     ))
+}
+
+/// As `split_env`, with a webhook-manager (on a schema of its own) delivering with `settings`.
+pub async fn split_env_with_webhooks(
+    test: &str,
+    settings: webhook_manager::dispatch::DispatchSettings,
+) -> Option<(SplitEnv, Vec<Box<dyn std::any::Any + Send + Sync>>)> {
+    let (mut env, mut guards) = split_env(test).await?;
+    let webhook_pg = testkit::require_postgres(test).await?;
+    env.webhooks = Some((webhook_pg.schema.clone(), settings));
+    guards.push(Box::new(webhook_pg));
+    Some((env, guards))
 }
 
 pub async fn connect(
@@ -319,14 +356,39 @@ impl Stack {
         Self::embedded_configured(temp_data_dir(), true, Limits::default(), ws).await
     }
 
+    /// The embedded default delivering webhooks with `webhooks`.
+    pub async fn embedded_with_webhooks(
+        webhooks: webhook_manager::dispatch::DispatchSettings,
+    ) -> Stack {
+        Self::embedded_delivering(
+            temp_data_dir(),
+            true,
+            Limits::default(),
+            test_ws_settings(),
+            webhooks,
+        )
+        .await
+    }
+
     async fn embedded_configured(
         data_dir: PathBuf,
         owns_dir: bool,
         limit: Limits,
         ws: WsSettings,
     ) -> Stack {
+        let webhooks = embedded::webhook_settings();
+        Self::embedded_delivering(data_dir, owns_dir, limit, ws, webhooks).await
+    }
+
+    async fn embedded_delivering(
+        data_dir: PathBuf,
+        owns_dir: bool,
+        limit: Limits,
+        ws: WsSettings,
+        webhooks: webhook_manager::dispatch::DispatchSettings,
+    ) -> Stack {
         let (tx, rx) = watch::channel(false);
-        let e = embedded::start(&data_dir, rx.clone())
+        let e = embedded::start_with(&data_dir, webhooks, rx.clone())
             .await
             .expect("embedded start");
         let events = (
@@ -339,6 +401,7 @@ impl Stack {
             message: e.message,
             events: Some(events),
             ws,
+            webhook: Some(e.webhook),
         };
         let mut stack =
             Self::with_gateway_configured(parts, Readiness::InProcess, limit, tx, rx).await;
@@ -377,12 +440,14 @@ impl Stack {
 
         let (chat_service, chat_relay) = chat_manager::service(
             chat_db.clone(),
-            EventBus::amqp(&env.chat_amqp_url).with_subscribers(vec![
-                pipeline::topology::chat_events_subscriber(
+            EventBus::amqp(&env.chat_amqp_url).with_subscribers(
+                std::iter::once(pipeline::topology::chat_events_subscriber(
                     &env.chat_exchange,
                     &env.chat_events_queue,
-                ),
-            ]),
+                ))
+                .chain(env.webhook_subscriber())
+                .collect(),
+            ),
             &env.chat_exchange,
             rx.clone(),
         );
@@ -396,7 +461,8 @@ impl Stack {
         .await;
         let chat_link = testkit::TcpProxy::start(chat_addr).await;
 
-        let bus = EventBus::amqp(&env.amqp_url);
+        let bus = EventBus::amqp(&env.amqp_url)
+            .with_subscribers(env.webhook_subscriber().into_iter().collect());
         let topology = message_manager::Topology {
             exchange: env.message_exchange.clone(),
             chat_exchange: env.chat_exchange.clone(),
@@ -442,6 +508,54 @@ impl Stack {
         )
         .await;
 
+        let (webhook_addr, webhook_tasks) = match &env.webhooks {
+            None => (None, Vec::new()),
+            Some((schema, settings)) => {
+                let db = connect(
+                    &env.pg_url,
+                    schema,
+                    webhook_manager::db::MIGRATIONS,
+                    env.db_pool_size,
+                    env.db_timeouts,
+                )
+                .await;
+                let bus = EventBus::amqp(&env.amqp_url);
+                let topology = env.webhook_topology();
+                // Tried until both relays have declared their exchanges.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let subscription = loop {
+                    match webhook_manager::subscribe(&bus, &topology).await {
+                        Ok(subscription) => break subscription,
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!(error = %e, "subscribing webhook-manager");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("subscribe webhook-manager: {e}"),
+                    }
+                };
+                let (service, mut tasks) = webhook_manager::service(
+                    db.clone(),
+                    bus,
+                    webhook_manager::ServiceSettings {
+                        topology,
+                        dispatch: *settings,
+                    },
+                    subscription,
+                    rx.clone(),
+                )
+                .expect("webhook-manager");
+                let (addr, server) = serve_grpc(
+                    service,
+                    db,
+                    ServiceName::WebhookManager,
+                    common::service_auth::WEBHOOK_MANAGER_CALLERS,
+                    rx.clone(),
+                )
+                .await;
+                tasks.push(server);
+                (Some(addr), tasks)
+            }
+        };
         let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
             hub_bus.clone(),
@@ -461,9 +575,12 @@ impl Stack {
             message,
             events: Some(events),
             ws,
+            webhook: webhook_addr
+                .map(|addr| gateway_client(&format!("http://{addr}"), ServiceName::WebhookManager)),
         };
         let mut stack =
             Self::with_gateway_configured(parts, readiness, env.limits.clone(), tx, rx).await;
+        stack.tasks.extend(webhook_tasks);
         stack.chat_addr = Some(chat_addr);
         stack.message_addr = Some(message_addr);
         stack
@@ -506,6 +623,7 @@ impl Stack {
                 "message.events".to_owned(),
             )),
             ws: test_ws_settings(),
+            webhook: None,
         };
         Self::with_gateway_configured(parts, Readiness::InProcess, Limits::default(), tx, rx).await
     }
@@ -556,6 +674,7 @@ impl Stack {
             message,
             events,
             ws: test_ws_settings(),
+            webhook: None,
         };
         Self::with_gateway_configured(parts, readiness, limit.into(), tx, rx).await
     }
@@ -588,8 +707,13 @@ impl Stack {
             message,
             events,
             ws,
+            webhook,
         } = parts;
-        let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET))
+        let mut state = AppState::new(chat, message, TokenVerifier::new(SECRET));
+        if let Some(webhook) = webhook {
+            state = state.with_webhooks(webhook);
+        }
+        let mut state = state
             .with_readiness(readiness)
             .with_rate_limits(limit.callers, limit.failures)
             .with_client_ip_header(limit.client_ip_header);

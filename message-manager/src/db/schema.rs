@@ -63,12 +63,7 @@ diesel::table! {
     }
 }
 
-diesel::table! {
-    processed_events (id) {
-        id -> Text,
-        processed_at -> Timestamp,
-    }
-}
+pub use common::processed::processed_events;
 
 // A send reads a chat and its chatrooms in one query; a room's copies are its chat's messages
 // less those deleted on their own.

@@ -1,0 +1,4 @@
+DROP TABLE idempotency_keys;
+DROP TABLE processed_events;
+DROP TABLE deliveries;
+DROP TABLE webhooks;
