@@ -698,6 +698,16 @@ async fn webhooks_are_checked_scoped_to_their_tenant_and_idempotent(s: &Stack) {
     s.get(&format!("/webhooks/{id}/deliveries?status=done"), &token)
         .await
         .assert_error(400, "invalid_argument", "status");
+
+    // At most 100 live webhooks a customer (two exist); a deleted one makes room.
+    for n in 2..100 {
+        create_webhook(s, &token, &uri, json!({"name": format!("hook {n}")})).await;
+    }
+    s.post("/webhooks", &token, &json!({"uri": uri}).to_string())
+        .await
+        .assert_error(409, "conflict", "at most 100");
+    s.delete(&format!("/webhooks/{id}"), &token).await.ok();
+    create_webhook(s, &token, &uri, json!({})).await;
 }
 
 /// In the split deployment (unless the operator allows them), webhooks may not point at

@@ -77,10 +77,13 @@ pub async fn plan(db: &Db, payload: &[u8]) -> Result<Vec<String>, WebhookError> 
                 return Ok(Vec::new());
             }
             let now = common::time::now();
+            // Each item's frame is rendered once; each webhook's rows are written before the
+            // next webhook's are made (a 1,000-item event for many webhooks holds one
+            // webhook's rows at a time).
             let mut frames: Vec<Option<String>> = vec![None; event.len()];
-            let mut rows = Vec::new();
             let mut woken = Vec::new();
             for (webhook, types) in wanted {
+                let mut rows = Vec::new();
                 for (n, item) in event.items().enumerate() {
                     if !types.contains(&item.event_type) {
                         continue;
@@ -104,9 +107,9 @@ pub async fn plan(db: &Db, payload: &[u8]) -> Result<Vec<String>, WebhookError> 
                         tm_update: now,
                     });
                 }
+                queries::insert_deliveries(conn, &rows)?;
                 woken.push(webhook.id.clone());
             }
-            queries::insert_deliveries(conn, &rows)?;
             Ok(woken)
         })
     })

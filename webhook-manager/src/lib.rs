@@ -140,6 +140,14 @@ impl WebhookManager {
         let new = std::sync::Arc::new(new);
         self.once(key, move |conn| {
             let row = new.row();
+            if queries::count_live_webhooks(conn, &row.customer_id)?
+                >= webhooks::MAX_WEBHOOKS_PER_CUSTOMER
+            {
+                return Err(WebhookError::Conflict(format!(
+                    "webhooks: a customer may have at most {} (delete one first)",
+                    webhooks::MAX_WEBHOOKS_PER_CUSTOMER
+                )));
+            }
             queries::insert_webhook(conn, &row)?;
             Ok(webhooks::to_proto(&row, true))
         })

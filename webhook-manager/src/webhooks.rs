@@ -10,6 +10,8 @@ use crate::error::WebhookError;
 use crate::signature;
 
 pub const MAX_NAME_CHARS: usize = 1000;
+/// Live webhooks a customer may have: each event is recorded once per webhook that lists it.
+pub const MAX_WEBHOOKS_PER_CUSTOMER: i64 = 100;
 
 /// `POST` or `PUT`.
 pub fn method(value: &str) -> Result<String, WebhookError> {

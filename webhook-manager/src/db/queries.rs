@@ -47,6 +47,15 @@ pub fn list_webhooks(
     paginate!(query, webhooks::tm_create, webhooks::id, page).load(conn)
 }
 
+/// How many live webhooks the tenant has.
+pub fn count_live_webhooks(conn: &mut DbConnection, customer_id: &str) -> QueryResult<i64> {
+    webhooks::table
+        .filter(webhooks::customer_id.eq(customer_id))
+        .filter(webhooks::tm_delete.eq(time::live()))
+        .count()
+        .get_result(conn)
+}
+
 /// The tenant's live, enabled webhooks: who an event of the tenant may go to.
 pub fn enabled_webhooks(
     conn: &mut DbConnection,
