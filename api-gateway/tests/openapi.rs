@@ -54,7 +54,7 @@ async fn the_document_is_openapi_3_1_and_served_without_a_token() {
             assert_eq!(takes_key, method == "post", "{method} {path}");
         }
     }
-    assert_eq!(operations, 39, "every operation of the contract");
+    assert_eq!(operations, 41, "every operation of the contract");
 }
 
 /// Calls every documented operation with well-formed ids: none may fall through to the
@@ -91,7 +91,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
             }
         }
     }
-    assert_eq!(checked.len(), 39, "{checked:#?}");
+    assert_eq!(checked.len(), 41, "{checked:#?}");
 }
 
 /// A small JSON Schema check for what the document uses: `$ref`, `type` (with `null`),
@@ -401,6 +401,16 @@ async fn every_operation_succeeds_as_documented() {
         "/v1.0/chatmessages/{id}",
         &s.get(&format!("/chatmessages/{message_id}"), &admin).await,
     );
+    d.check(
+        "put",
+        "/v1.0/chatmessages/{id}",
+        &s.put(
+            &format!("/chatmessages/{message_id}"),
+            &admin,
+            r#"{"text": "hello, edited"}"#,
+        )
+        .await,
+    );
     let copies = d.check(
         "get",
         "/v1.0/chatroommessages",
@@ -471,6 +481,12 @@ async fn every_operation_succeeds_as_documented() {
         .await,
     );
     let own_copy_path = format!("/service_agents/chatroommessages/{}", id_of(&own_copy));
+    d.check(
+        "put",
+        "/v1.0/service_agents/chatroommessages/{id}",
+        &s.put(&own_copy_path, &alice, r#"{"text": "as myself, edited"}"#)
+            .await,
+    );
     d.check(
         "get",
         "/v1.0/service_agents/chatroommessages/{id}",
@@ -568,7 +584,7 @@ async fn every_operation_succeeds_as_documented() {
         .collect();
     let missed: Vec<&String> = documented.difference(&d.seen).collect();
     assert!(missed.is_empty(), "not driven: {missed:#?}");
-    assert_eq!(d.seen.len(), 39);
+    assert_eq!(d.seen.len(), 41);
 }
 
 /// Found by the fuzzer: serde reads a struct from an array by position, so `[null, null]`

@@ -13,6 +13,9 @@ pub enum ServiceError {
     /// No such resource visible to the caller (also another tenant's).
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this at all (an agent editing a message it did not send).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A second live normal chat for a pair; an idempotency key reused with another request.
     #[error("{0}")]
     Conflict(String),
@@ -111,6 +114,7 @@ impl From<ServiceError> for tonic::Status {
             ServiceError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             ServiceError::NotFound(m) => tonic::Status::not_found(m),
             ServiceError::Conflict(m) => tonic::Status::already_exists(m),
+            ServiceError::PermissionDenied(m) => tonic::Status::permission_denied(m),
             ServiceError::Retry => tonic::Status::aborted("concurrent request; retry"),
             ServiceError::Unavailable(m) => {
                 tracing::warn!(error = %m, "unavailable");

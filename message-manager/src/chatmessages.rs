@@ -155,6 +155,54 @@ pub fn list(
     Ok(page.finish(rows, |r| (r.tm_create, r.id.clone())))
 }
 
+/// New content for a message: fields left out stay.
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    pub text: Option<String>,
+    pub medias: Option<Vec<pb::Media>>,
+}
+
+/// Changes a live message's content, checked as on creation; its live copies (derived from
+/// it) change with it, and one event names them all.
+pub fn update(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    edit: Edit,
+) -> Result<Change<ChatmessageRow>, MessageError> {
+    let message = get(conn, customer_id, id)?;
+    edit_message(conn, message, edit)
+}
+
+/// Applies `edit` to `message` (which must be live).
+pub fn edit_message(
+    conn: &mut DbConnection,
+    mut message: ChatmessageRow,
+    edit: Edit,
+) -> Result<Change<ChatmessageRow>, MessageError> {
+    if message.tm_delete != time::live() {
+        return Err(MessageError::not_found("chatmessage"));
+    }
+    let text = edit.text.unwrap_or_else(|| message.text.clone());
+    let medias = match edit.medias {
+        Some(medias) => medias,
+        None => content::medias_from_json(&message.medias),
+    };
+    let stored_medias = content::check_body(&text, &medias)?;
+    if text.is_empty() && medias.is_empty() {
+        return Err(MessageError::invalid(
+            "text: a message needs text or medias",
+        ));
+    }
+    message.text = text;
+    message.medias = stored_medias;
+    message.tm_update = time::now();
+    queries::save_message_content(conn, &message)?;
+    let rooms = queries::rooms_with_live_copy(conn, &message)?;
+    let records = vec![MessageRecord::fanout(Action::Updated, &message, &rooms)];
+    Ok((message, records))
+}
+
 /// Deletes the message, and with it its live copies (one event names them all).
 pub fn delete(
     conn: &mut DbConnection,

@@ -196,6 +196,29 @@ pub fn delete(
     Ok((copy, vec![record]))
 }
 
+/// Changes the message of a copy in `owner_id`'s chatroom: only the agent who sent it may
+/// (its agent `source`). Every live copy changes with it; returns the owner's copy.
+pub fn update(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    id: &str,
+    owner_id: &str,
+    edit: crate::chatmessages::Edit,
+) -> Result<Change<pb::Chatroommessage>, MessageError> {
+    let found = get(conn, customer_id, id, Some(owner_id))?;
+    if !found.is_live() {
+        return Err(MessageError::not_found("chatroommessage"));
+    }
+    let source = content::address_from_json(&found.message.source);
+    if source.r#type != "agent" || source.target != owner_id {
+        return Err(MessageError::PermissionDenied(
+            "chatroommessage: only the agent who sent the message may edit it".into(),
+        ));
+    }
+    let (message, records) = crate::chatmessages::edit_message(conn, found.message, edit)?;
+    Ok((to_proto(&message, &found.room, None), records))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,28 @@ impl MessageService for MessageGrpc {
         Ok(Response::new(chatmessages::to_proto(&row)))
     }
 
+    async fn update_chatmessage(
+        &self,
+        req: Request<pb::UpdateChatmessageRequest>,
+    ) -> Reply<pb::Chatmessage> {
+        let rid = RequestMeta::from_metadata(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let edit = chatmessages::Edit {
+            text: r.text,
+            medias: r.medias.map(|m| m.medias),
+        };
+        let row = self
+            .manager
+            .store()
+            .write(rid, move |c| {
+                chatmessages::update(c, &customer, &id, edit.clone())
+            })
+            .await?;
+        Ok(Response::new(chatmessages::to_proto(&row)))
+    }
+
     async fn create_chatroommessage(
         &self,
         req: Request<pb::CreateChatroommessageRequest>,
@@ -241,6 +263,29 @@ impl MessageService for MessageGrpc {
             .store()
             .write(rid, move |c| {
                 chatroommessages::delete(c, &customer, &id, owner.as_deref())
+            })
+            .await?;
+        Ok(Response::new(copy))
+    }
+
+    async fn update_chatroommessage(
+        &self,
+        req: Request<pb::UpdateChatroommessageRequest>,
+    ) -> Reply<pb::Chatroommessage> {
+        let rid = RequestMeta::from_metadata(req.metadata());
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let id = parse_id("id", &r.id)?;
+        let owner = parse_id("owner_id", &r.owner_id)?;
+        let edit = chatmessages::Edit {
+            text: r.text,
+            medias: r.medias.map(|m| m.medias),
+        };
+        let copy = self
+            .manager
+            .store()
+            .write(rid, move |c| {
+                chatroommessages::update(c, &customer, &id, &owner, edit.clone())
             })
             .await?;
         Ok(Response::new(copy))

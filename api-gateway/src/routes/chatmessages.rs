@@ -16,11 +16,11 @@ use crate::json::{Json, JsonBody};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/chatmessages", get(list).post(create))
-        .route("/chatmessages/{id}", get(read).delete(remove))
+        .route("/chatmessages/{id}", get(read).put(update).delete(remove))
 }
 
 #[derive(OpenApi)]
-#[openapi(paths(create, list, read, remove))]
+#[openapi(paths(create, list, read, update, remove))]
 pub(super) struct Api;
 
 type MessageReply = Result<Json<ChatmessageJson>, ApiError>;
@@ -132,6 +132,49 @@ async fn read(
         id,
     };
     let message = app.message.clone().get_chatmessage(rid.grpc(req)).await?;
+    Ok(Json(message.into_inner().into()))
+}
+
+/// New content, checked as on creation; fields left out stay (a message keeps text or medias).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct EditMessage {
+    #[schema(max_length = 65536)]
+    pub text: Option<String>,
+    /// Replaces the medias as a whole.
+    #[schema(max_items = 20)]
+    pub medias: Option<Vec<MediaJson>>,
+}
+
+impl EditMessage {
+    pub fn into_parts(self) -> (Option<String>, Option<pb::Medias>) {
+        let medias = self.medias.map(|m| pb::Medias {
+            medias: m.into_iter().map(pb::Media::from).collect(),
+        });
+        (self.text, medias)
+    }
+}
+
+#[utoipa::path(put, path = "/v1.0/chatmessages/{id}", tag = "chatmessages", params(IdParam), request_body = EditMessage,
+    responses((status = 200, description = "The edited message; every live copy of it changed with it", body = ChatmessageJson)))]
+async fn update(
+    State(app): State<AppState>,
+    CustomerAdmin(caller): CustomerAdmin,
+    rid: RequestId,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<EditMessage>,
+) -> MessageReply {
+    let (text, medias) = body.into_parts();
+    let req = pb::UpdateChatmessageRequest {
+        customer_id: caller.customer_id.to_string(),
+        id,
+        text,
+        medias,
+    };
+    let message = app
+        .message
+        .clone()
+        .update_chatmessage(rid.grpc(req))
+        .await?;
     Ok(Json(message.into_inner().into()))
 }
 

@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/service_agents/chatroommessages/{id}",
-            get(agent_read).delete(agent_remove),
+            get(agent_read).put(agent_update).delete(agent_remove),
         )
 }
 
@@ -41,6 +41,7 @@ pub fn router() -> Router<AppState> {
     agent_create,
     agent_list,
     agent_read,
+    agent_update,
     agent_remove
 ))]
 pub(super) struct Api;
@@ -229,6 +230,32 @@ async fn agent_read(
     PathId(id): PathId,
 ) -> CopyReply {
     read_in(app, Scope::agent(&caller, &agent), rid, id).await
+}
+
+#[utoipa::path(put, path = "/v1.0/service_agents/chatroommessages/{id}", tag = "service_agents", params(IdParam),
+    request_body = super::chatmessages::EditMessage,
+    responses((status = 200, description = "The calling agent's copy of the edited message (every live copy changed with it); only the agent who sent it may (403 otherwise)", body = ChatroommessageJson)))]
+async fn agent_update(
+    State(app): State<AppState>,
+    AgentCaller(caller, agent): AgentCaller,
+    rid: RequestId,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<super::chatmessages::EditMessage>,
+) -> CopyReply {
+    let (text, medias) = body.into_parts();
+    let req = pb::UpdateChatroommessageRequest {
+        customer_id: caller.customer_id.to_string(),
+        id,
+        owner_id: agent.id.to_string(),
+        text,
+        medias,
+    };
+    let copy = app
+        .message
+        .clone()
+        .update_chatroommessage(rid.grpc(req))
+        .await?;
+    Ok(Json(copy.into_inner().into()))
 }
 
 #[utoipa::path(delete, path = "/v1.0/service_agents/chatroommessages/{id}", tag = "service_agents", params(IdParam),

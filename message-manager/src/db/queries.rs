@@ -261,6 +261,18 @@ pub fn list_copies_pg<'a>(
     copies_page!(Pg, room, page)
 }
 
+/// Saves a message's text and medias, and when they changed.
+pub fn save_message_content(conn: &mut DbConnection, message: &ChatmessageRow) -> QueryResult<()> {
+    diesel::update(chatmessages::table.find(message.no))
+        .set((
+            chatmessages::text.eq(&message.text),
+            chatmessages::medias.eq(&message.medias),
+            chatmessages::tm_update.eq(message.tm_update),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
 pub fn delete_message(conn: &mut DbConnection, no: i64, now: NaiveDateTime) -> QueryResult<()> {
     diesel::update(chatmessages::table.find(no))
         .set((

@@ -133,6 +133,24 @@ pub struct DeleteChatmessageRequest {
     #[prost(string, tag = "2")]
     pub id: ::prost::alloc::string::String,
 }
+/// A message's medias, as a whole (a field that may be left out).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Medias {
+    #[prost(message, repeated, tag = "1")]
+    pub medias: ::prost::alloc::vec::Vec<Media>,
+}
+/// Changes a live chatmessage's content; every live copy changes with it. Fields left out stay.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UpdateChatmessageRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "3")]
+    pub text: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(message, optional, tag = "4")]
+    pub medias: ::core::option::Option<Medias>,
+}
 /// Posts a chatmessage into the chat of `chatroom_id` as the chatroom's owner and returns the
 /// owner's own copy.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -187,6 +205,21 @@ pub struct DeleteChatroommessageRequest {
     pub id: ::prost::alloc::string::String,
     #[prost(string, optional, tag = "3")]
     pub owner_id: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// Changes the message of a copy in `owner_id`'s chatroom, which that agent must have sent
+/// (PERMISSION_DENIED otherwise); returns the agent's copy. Fields left out stay.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UpdateChatroommessageRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "4")]
+    pub text: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(message, optional, tag = "5")]
+    pub medias: ::core::option::Option<Medias>,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -401,6 +434,29 @@ pub mod message_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn update_chatmessage(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateChatmessageRequest>,
+        ) -> std::result::Result<tonic::Response<super::Chatmessage>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/UpdateChatmessage",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("message.v1.MessageService", "UpdateChatmessage"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn create_chatroommessage(
             &mut self,
             request: impl tonic::IntoRequest<super::CreateChatroommessageRequest>,
@@ -505,6 +561,32 @@ pub mod message_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn update_chatroommessage(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateChatroommessageRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::Chatroommessage>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/UpdateChatroommessage",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("message.v1.MessageService", "UpdateChatroommessage"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -539,6 +621,10 @@ pub mod message_service_server {
             &self,
             request: tonic::Request<super::DeleteChatmessageRequest>,
         ) -> std::result::Result<tonic::Response<super::Chatmessage>, tonic::Status>;
+        async fn update_chatmessage(
+            &self,
+            request: tonic::Request<super::UpdateChatmessageRequest>,
+        ) -> std::result::Result<tonic::Response<super::Chatmessage>, tonic::Status>;
         async fn create_chatroommessage(
             &self,
             request: tonic::Request<super::CreateChatroommessageRequest>,
@@ -557,6 +643,10 @@ pub mod message_service_server {
         async fn delete_chatroommessage(
             &self,
             request: tonic::Request<super::DeleteChatroommessageRequest>,
+        ) -> std::result::Result<tonic::Response<super::Chatroommessage>, tonic::Status>;
+        async fn update_chatroommessage(
+            &self,
+            request: tonic::Request<super::UpdateChatroommessageRequest>,
         ) -> std::result::Result<tonic::Response<super::Chatroommessage>, tonic::Status>;
     }
     #[derive(Debug)]
@@ -819,6 +909,52 @@ pub mod message_service_server {
                     };
                     Box::pin(fut)
                 }
+                "/message.v1.MessageService/UpdateChatmessage" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateChatmessageSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::UpdateChatmessageRequest>
+                    for UpdateChatmessageSvc<T> {
+                        type Response = super::Chatmessage;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateChatmessageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::update_chatmessage(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateChatmessageSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
                 "/message.v1.MessageService/CreateChatroommessage" => {
                     #[allow(non_camel_case_types)]
                     struct CreateChatroommessageSvc<T: MessageService>(pub Arc<T>);
@@ -997,6 +1133,55 @@ pub mod message_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DeleteChatroommessageSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/message.v1.MessageService/UpdateChatroommessage" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateChatroommessageSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::UpdateChatroommessageRequest>
+                    for UpdateChatroommessageSvc<T> {
+                        type Response = super::Chatroommessage;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateChatroommessageRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::update_chatroommessage(
+                                        &inner,
+                                        request,
+                                    )
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateChatroommessageSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
