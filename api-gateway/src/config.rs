@@ -141,6 +141,9 @@ pub struct ServeConfig {
         default_value = "message.events"
     )]
     pub message_events_exchange: String,
+    /// The exchange the gateways share "is typing" signals on (declared by the gateway).
+    #[arg(long, env = "TYPING_EXCHANGE", default_value = pipeline::topology::TYPING_EXCHANGE)]
+    pub typing_exchange: String,
     /// Where the embedded default keeps its SQLite files, its key and the admin token.
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

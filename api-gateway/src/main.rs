@@ -12,7 +12,7 @@ use api_gateway::embedded;
 use api_gateway::health::{self, Readiness};
 use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
-use api_gateway::ws::hub::EventHub;
+use api_gateway::ws::hub::{EventHub, HubExchanges};
 use clap::Parser;
 use common::grpc_client;
 use common::service_auth::{InternalKey, ServiceName};
@@ -160,8 +160,11 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let hub_bus = bus.clone();
     let (hub, hub_task) = EventHub::start(
         bus,
-        &config.chat_events_exchange,
-        &config.message_events_exchange,
+        &HubExchanges::new(
+            &config.chat_events_exchange,
+            &config.message_events_exchange,
+        )
+        .with_typing(&config.typing_exchange),
         &ws,
         shutdown_rx.clone(),
     );

@@ -55,6 +55,7 @@ async fn each_process_has_only_the_broker_rights_it_needs() {
             chat_exchange: &env.chat_exchange,
             message_exchange: &env.message_exchange,
             chat_events_queue: &env.chat_events_queue,
+            typing_exchange: &env.typing_exchange,
         },
     )
     .await
@@ -171,6 +172,9 @@ async fn each_process_has_only_the_broker_rights_it_needs() {
         .await
         .unwrap();
     publish_as(&users.message_manager_url, &env.message_exchange, "ignored")
+        .await
+        .unwrap();
+    publish_as(&users.api_gateway_url, &env.typing_exchange, "ignored")
         .await
         .unwrap();
 }

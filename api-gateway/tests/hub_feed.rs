@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_gateway::ws::WsSettings;
-use api_gateway::ws::hub::{EventHub, HubMessage, Registration};
+use api_gateway::ws::hub::{EventHub, HubExchanges, HubMessage, Registration};
 use api_gateway::ws::topic::Topic;
 use pipeline::bus::{EventBus, EventMessage};
 use pipeline::contract::{ChatEventData, EventData, EventType};
@@ -50,6 +50,12 @@ async fn publish_chat(bus: &EventBus, exchange: &str, customer: &str, name: &str
         .unwrap();
 }
 
+/// The hub's exchanges: the typing one named after the chat exchange (`<chat>.typing`, which
+/// the RabbitMQ tests hand out for clean-up).
+fn exchanges(chat_ex: &str, message_ex: &str) -> HubExchanges {
+    HubExchanges::new(chat_ex, message_ex).with_typing(&format!("{chat_ex}.typing"))
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -88,7 +94,12 @@ async fn subscribes_only_while_sockets_are_open(bus: EventBus, chat_ex: &str, me
         ..WsSettings::default()
     };
     let (stop, shutdown) = watch::channel(false);
-    let (hub, task) = EventHub::start(bus.clone(), chat_ex, message_ex, &settings, shutdown);
+    let (hub, task) = EventHub::start(
+        bus.clone(),
+        &exchanges(chat_ex, message_ex),
+        &settings,
+        shutdown,
+    );
     let customer = uuid::Uuid::new_v4().to_string();
 
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -143,6 +154,7 @@ async fn rabbitmq_hub_subscribes_only_while_sockets_are_open() {
         return;
     };
     let (chat_ex, message_ex) = (names.name("chat.events"), names.name("message.events"));
+    names.name("chat.events.typing");
     subscribes_only_while_sockets_are_open(
         EventBus::amqp(names.url.clone()),
         &chat_ex,
@@ -178,12 +190,16 @@ async fn each_hub_receives_only_the_tenants_of_its_sockets(
     let (stop, shutdown) = watch::channel(false);
     let (one, one_task) = EventHub::start(
         bus.clone(),
-        chat_ex,
-        message_ex,
+        &exchanges(chat_ex, message_ex),
         &settings,
         shutdown.clone(),
     );
-    let (two, two_task) = EventHub::start(bus.clone(), chat_ex, message_ex, &settings, shutdown);
+    let (two, two_task) = EventHub::start(
+        bus.clone(),
+        &exchanges(chat_ex, message_ex),
+        &settings,
+        shutdown,
+    );
     let (a, b) = (
         uuid::Uuid::new_v4().to_string(),
         uuid::Uuid::new_v4().to_string(),
@@ -246,6 +262,7 @@ async fn rabbitmq_hubs_receive_only_the_tenants_of_their_sockets() {
         return;
     };
     let (chat_ex, message_ex) = (names.name("chat.events"), names.name("message.events"));
+    names.name("chat.events.typing");
     each_hub_receives_only_the_tenants_of_its_sockets(
         EventBus::amqp(names.url.clone()),
         &chat_ex,
@@ -266,8 +283,7 @@ async fn junk_on_the_exchanges_is_skipped_and_the_next_event_still_arrives() {
     let (stop, shutdown) = watch::channel(false);
     let (hub, task) = EventHub::start(
         bus.clone(),
-        chat_ex,
-        message_ex,
+        &exchanges(chat_ex, message_ex),
         &WsSettings::default(),
         shutdown,
     );

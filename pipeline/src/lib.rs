@@ -26,6 +26,7 @@ pub mod contract;
 pub mod outbox;
 pub mod store;
 pub mod topology;
+pub mod typing;
 
 pub use cloudevent::Event;
 pub use contract::{EventType, ParsedEvent};

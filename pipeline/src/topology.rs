@@ -12,6 +12,8 @@ pub const CHAT_EXCHANGE: &str = "chat.events";
 pub const MESSAGE_EXCHANGE: &str = "message.events";
 /// message-manager's durable queue of chat-manager's events, unless configured otherwise.
 pub const CHAT_EVENTS_QUEUE: &str = "message-manager.chat-events";
+/// The exchange the gateways share "is typing" signals on, unless configured otherwise.
+pub const TYPING_EXCHANGE: &str = "typing.events";
 /// webhook-manager's durable queue of both services' events, unless configured otherwise.
 pub const WEBHOOK_EVENTS_QUEUE: &str = "webhook-manager.events";
 

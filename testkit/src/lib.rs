@@ -345,6 +345,7 @@ pub struct BrokerNames<'a> {
     pub chat_exchange: &'a str,
     pub message_exchange: &'a str,
     pub chat_events_queue: &'a str,
+    pub typing_exchange: &'a str,
 }
 
 /// Per-process broker users on a fresh vhost (None, and the test skipped, without RabbitMQ or
@@ -373,6 +374,7 @@ pub async fn broker_users(test: &str, names: BrokerNames<'_>) -> Option<BrokerUs
         .env("CHAT_EVENTS_EXCHANGE", names.chat_exchange)
         .env("MESSAGE_EVENTS_EXCHANGE", names.message_exchange)
         .env("CHAT_EVENTS_QUEUE", names.chat_events_queue)
+        .env("TYPING_EXCHANGE", names.typing_exchange)
         .output()
         .await
         .expect("run deploy/rabbitmq/create-users");

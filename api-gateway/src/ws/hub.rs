@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pipeline::bus::{Binder, EventBus, Subscription, SubscriptionSpec};
-use pipeline::contract::{Item, ParsedEvent, tenant_pattern};
+use pipeline::contract::{Item, ParsedEvent, Resource, tenant_pattern};
+use pipeline::typing::TypingSignal;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,8 @@ pub enum HubMessage {
         event: Arc<ParsedEvent>,
         items: Vec<u32>,
     },
+    /// A frame made already (an agent typing in the socket's chatroom).
+    Frame(Arc<str>),
     /// The stream from the broker was interrupted: events may have been missed.
     Resync,
 }
@@ -80,6 +83,31 @@ impl Routes {
                     items,
                 };
                 self.deliver(*id, message);
+            }
+        }
+    }
+
+    /// Offers a typing signal to the sockets of its tenant: each other participant whose socket
+    /// subscribes to its own chatroom (`agent_id:<owner>:chatroom[:<its chatroom>]`) gets a
+    /// frame naming that chatroom.
+    fn dispatch_typing(&self, signal: &TypingSignal) {
+        let Some(ids) = self.by_customer.get(&signal.customer_id) else {
+            return;
+        };
+        for id in ids {
+            let topics = &self.by_id[id].topics;
+            for (room, owner) in &signal.chatrooms {
+                if *owner == signal.agent_id {
+                    continue;
+                }
+                let wanted = topics.iter().any(|t| {
+                    t.resource == Resource::Chatroom
+                        && t.audience == Audience::Agent(owner.clone())
+                        && t.id.as_ref().is_none_or(|narrowed| narrowed == room)
+                });
+                if wanted {
+                    self.deliver(*id, HubMessage::Frame(signal.frame(room).into()));
+                }
             }
         }
     }
@@ -174,6 +202,33 @@ pub struct EventHub {
     close_within: Duration,
     feed: Arc<Feed>,
     stats: Arc<HubStats>,
+    /// Where typing signals are published.
+    typing: Arc<(EventBus, String)>,
+}
+
+/// The exchanges the hub takes its sockets' events from.
+#[derive(Debug, Clone)]
+pub struct HubExchanges {
+    pub chat: String,
+    pub message: String,
+    /// "Is typing" signals between gateways (the hub declares it).
+    pub typing: String,
+}
+
+impl HubExchanges {
+    /// The exchanges of these names, and the default typing exchange.
+    pub fn new(chat: &str, message: &str) -> Self {
+        HubExchanges {
+            chat: chat.to_owned(),
+            message: message.to_owned(),
+            typing: pipeline::topology::TYPING_EXCHANGE.to_owned(),
+        }
+    }
+
+    pub fn with_typing(mut self, typing: &str) -> Self {
+        self.typing = typing.to_owned();
+        self
+    }
 }
 
 /// Whether the hub should be subscribed and to which tenants, and what is in place.
@@ -289,8 +344,7 @@ impl EventHub {
     /// sockets close, and the returned task ends once they have (or could have).
     pub fn start(
         bus: EventBus,
-        chat_exchange: &str,
-        message_exchange: &str,
+        exchanges: &HubExchanges,
         settings: &WsSettings,
         shutdown: watch::Receiver<bool>,
     ) -> (EventHub, JoinHandle<()>) {
@@ -309,14 +363,31 @@ impl EventHub {
                 owed_resync: AtomicBool::new(false),
             }),
             stats: Arc::default(),
+            typing: Arc::new((bus.clone(), exchanges.typing.clone())),
         };
-        let exchanges = Exchanges {
-            chat: chat_exchange.to_owned(),
-            message: message_exchange.to_owned(),
-        };
+        let exchanges = exchanges.clone();
         let linger = settings.idle_unsubscribe_after;
         let task = tokio::spawn(run(bus, exchanges, linger, hub.clone(), shutdown));
         (hub, task)
+    }
+
+    /// Publishes a typing signal to every gateway (this one included).
+    pub async fn publish_typing(
+        &self,
+        signal: &TypingSignal,
+    ) -> Result<(), pipeline::bus::BusError> {
+        let (bus, exchange) = &*self.typing;
+        let message = pipeline::bus::EventMessage {
+            exchange: exchange.clone(),
+            routing_key: signal.routing_key(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            payload: serde_json::to_vec(signal)
+                .expect("a typing signal serializes")
+                .into(),
+            request_id: None,
+            traceparent: None,
+        };
+        bus.publish(std::slice::from_ref(&message)).await
     }
 
     /// What the hub has received from the broker.
@@ -416,17 +487,15 @@ impl EventHub {
     }
 }
 
-/// The exchanges the hub binds its queue to.
-struct Exchanges {
-    chat: String,
-    message: String,
-}
-
-impl Exchanges {
+impl HubExchanges {
     /// The bindings of one tenant's events.
-    fn of_tenant(&self, customer_id: &str) -> [(&str, String); 2] {
+    fn of_tenant(&self, customer_id: &str) -> [(&str, String); 3] {
         let pattern = tenant_pattern(customer_id);
-        [(&self.chat, pattern.clone()), (&self.message, pattern)]
+        [
+            (&self.chat, pattern.clone()),
+            (&self.message, pattern.clone()),
+            (&self.typing, pattern),
+        ]
     }
 
     /// A subscription bound to `tenants`.
@@ -447,7 +516,7 @@ impl Exchanges {
 
 async fn run(
     bus: EventBus,
-    exchanges: Exchanges,
+    exchanges: HubExchanges,
     linger: Duration,
     hub: EventHub,
     mut shutdown: watch::Receiver<bool>,
@@ -471,7 +540,7 @@ enum FeedEnd {
 /// the stream is interrupted.
 async fn consume(
     bus: EventBus,
-    exchanges: Exchanges,
+    exchanges: HubExchanges,
     linger: Duration,
     hub: &EventHub,
     shutdown: &mut watch::Receiver<bool>,
@@ -485,7 +554,12 @@ async fn consume(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let tenants = hub.tenants();
-        let mut sub = match bus.subscribe(exchanges.spec(&tenants)).await {
+        // The typing exchange is the gateways' own: declared before it is bound.
+        let subscribed = match bus.prepare(&exchanges.typing).await {
+            Ok(()) => bus.subscribe(exchanges.spec(&tenants)).await,
+            Err(e) => Err(e),
+        };
+        let mut sub = match subscribed {
             Ok(sub) => sub,
             Err(e) => {
                 interrupted = true;
@@ -529,7 +603,7 @@ async fn consume(
 /// sockets, until it ends, `shutdown`, or no socket has been open for `linger`.
 async fn feed(
     sub: &mut Subscription,
-    exchanges: &Exchanges,
+    exchanges: &HubExchanges,
     linger: Duration,
     hub: &EventHub,
     wanted: &mut watch::Receiver<bool>,
@@ -577,7 +651,11 @@ async fn feed(
         let Some(delivery) = delivery else {
             return FeedEnd::Interrupted;
         };
-        route(&delivery.message.payload, hub);
+        if delivery.message.exchange == exchanges.typing {
+            route_typing(&delivery.message.payload, hub);
+        } else {
+            route(&delivery.message.payload, hub);
+        }
         let _ = delivery.ack().await;
     }
 }
@@ -586,7 +664,7 @@ async fn feed(
 /// none any more.
 async fn rebind(
     binder: &Binder,
-    exchanges: &Exchanges,
+    exchanges: &HubExchanges,
     hub: &EventHub,
 ) -> Result<(), pipeline::bus::BusError> {
     let wanted = hub.tenants();
@@ -632,6 +710,18 @@ fn route(payload: &[u8], hub: &EventHub) {
     match pipeline::cloudevent::parse_data(attributes, data) {
         Ok(event) => hub.lock().dispatch(Arc::new(event)),
         Err(e) => tracing::warn!(error = %e, "event hub: unreadable event skipped"),
+    }
+}
+
+/// Offers a typing signal to the sockets of its tenant.
+fn route_typing(payload: &[u8], hub: &EventHub) {
+    match serde_json::from_slice::<TypingSignal>(payload) {
+        Ok(signal) if signal.v == TypingSignal::VERSION => hub.lock().dispatch_typing(&signal),
+        Ok(signal) => tracing::debug!(
+            v = signal.v,
+            "event hub: typing signal of another version skipped"
+        ),
+        Err(e) => tracing::warn!(error = %e, "event hub: unreadable typing signal skipped"),
     }
 }
 

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::rate_limit::CallerKey;
 use hub::{EventHub, HubMessage, Registration};
+use pipeline::typing::{TypingSignal, TypingState};
 use topic::{Refusal, Topic};
 
 /// Tuning of the WebSocket endpoint.
@@ -41,6 +42,8 @@ pub struct WsSettings {
     /// chat-manager about a hundred topics.
     pub frames_per_second: u32,
     pub frame_burst: u32,
+    /// How long a typing `start` holds without another one: then the others are told `stop`.
+    pub typing_lapse: Duration,
 }
 
 /// Sockets per caller unless configured: an agent's tabs and devices.
@@ -65,6 +68,13 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 const EVENTS_PER_WRITE: usize = 64;
 /// Most topics one socket may hold.
 pub const MAX_TOPICS: usize = 100;
+/// Typing signals of one chatroom go out at most this often from one socket (a change from
+/// `start` to `stop` goes at once).
+pub const TYPING_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a socket trusts what it learnt of a chatroom it types in (its chat's rooms).
+const TYPING_ROOM_CHECKED_FOR: Duration = Duration::from_secs(30);
+/// Chatrooms one socket keeps typing state of.
+const MAX_TYPING_ROOMS: usize = 100;
 /// How long a socket the server closes waits for the client's close reply before dropping the
 /// connection. Dropping it at once, with the client's replies unread, could reset it and lose
 /// the frames the client has not read yet, the close frame among them.
@@ -83,6 +93,7 @@ impl Default for WsSettings {
             max_sockets_per_caller: DEFAULT_MAX_SOCKETS_PER_CALLER,
             frames_per_second: 10,
             frame_burst: 50,
+            typing_lapse: Duration::from_secs(10),
         }
     }
 }
@@ -124,6 +135,7 @@ pub async fn upgrade(
         request,
         settings: app.ws.clone(),
         topics: BTreeMap::new(),
+        typing: HashMap::new(),
     };
     Ok(ws
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -222,6 +234,20 @@ struct ClientFrame {
     #[serde(rename = "type")]
     kind: String,
     topics: Option<Vec<String>>,
+    /// Of a typing frame.
+    chatroom_id: Option<String>,
+    state: Option<String>,
+}
+
+/// A chatroom the socket's agent types in: its chat's rooms (whom to tell), and what was sent.
+struct TypingRoom {
+    chat_id: String,
+    chatrooms: Vec<(String, String)>,
+    checked_at: tokio::time::Instant,
+    /// The last signal sent, and when.
+    sent: Option<(TypingState, tokio::time::Instant)>,
+    /// When the agent last said `start` (cleared by `stop` or the lapse).
+    started_at: Option<tokio::time::Instant>,
 }
 
 struct Connection {
@@ -235,6 +261,8 @@ struct Connection {
     settings: WsSettings,
     /// Accepted topics, by their text.
     topics: BTreeMap<String, Topic>,
+    /// Chatrooms the agent types in, by id.
+    typing: HashMap<String, TypingRoom>,
 }
 
 fn text_frame(value: serde_json::Value) -> Message {
@@ -324,6 +352,8 @@ impl Connection {
         let _open = OpenSocket::count();
         let mut registration = self.hub.register(&self.customer_id);
         let end = self.run(&mut socket, &mut registration).await;
+        // The others stop seeing this agent type once it is gone.
+        self.stop_typing(|_| true).await;
         if let End::Stuck = end {
             tracing::info!(customer = %self.customer_id, "websocket dropped: not reading");
         }
@@ -340,6 +370,8 @@ impl Connection {
         let mut heard_since_ping = true;
         let mut unanswered_pings = 0u32;
         let mut budget = FrameBudget::new(&self.settings);
+        let mut typing_tick = tokio::time::interval(TYPING_INTERVAL);
+        typing_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             tokio::select! {
@@ -416,6 +448,11 @@ impl Connection {
                                     }
                                 }
                             }
+                            Some(HubMessage::Frame(frame)) => {
+                                if let Err(end) = self.feed(socket, Message::Text(frame.as_ref().into())).await {
+                                    return end;
+                                }
+                            }
                             Some(HubMessage::Resync) => {
                                 let frame = text_frame(json!({"type": "resync", "reason": "the event stream was interrupted; events may have been missed: list again to catch up"}));
                                 if let Err(end) = self.feed(socket, frame).await {
@@ -441,6 +478,10 @@ impl Connection {
                 // (The watch's reply borrows it: awaited inside, so nothing outlives the branch.)
                 () = async { let _ = registration.shutdown.wait_for(|down| *down).await; } => {
                     return self.close(socket, CLOSE_SHUTTING_DOWN, "server shutting down").await;
+                }
+                _ = typing_tick.tick(), if !self.typing.is_empty() => {
+                    let lapse = self.settings.typing_lapse;
+                    self.stop_typing(|started| started.elapsed() >= lapse).await;
                 }
                 _ = ping.tick() => {
                     if heard_since_ping {
@@ -472,10 +513,19 @@ impl Connection {
             Ok(frame) => frame,
             Err(e) => return vec![error_frame(e.code(), &e.to_string())],
         };
+        if frame.kind == "typing" {
+            return match self.typing_frame(frame).await {
+                Ok(()) => Vec::new(),
+                Err((code, message)) => vec![error_frame(code, &message)],
+            };
+        }
         if !matches!(frame.kind.as_str(), "subscribe" | "unsubscribe") {
             return vec![error_frame(
                 "invalid_argument",
-                &format!("type: {:?} is not subscribe or unsubscribe", frame.kind),
+                &format!(
+                    "type: {:?} is not subscribe, unsubscribe or typing",
+                    frame.kind
+                ),
             )];
         }
         let topics = match frame.topics {
@@ -527,6 +577,176 @@ impl Connection {
         }
         replies.extend(refusals);
         replies
+    }
+
+    /// `{"type": "typing", "chatroom_id", "state"}`: the agent types (or stopped) in its own
+    /// chatroom; the chat's other participants are told through whichever gateway holds their
+    /// sockets. Nothing is answered unless it is refused.
+    async fn typing_frame(&mut self, frame: ClientFrame) -> Result<(), Refusal> {
+        let Some(agent) = self.caller.agent.as_ref().map(|a| a.id.to_string()) else {
+            return Err((
+                "permission_denied",
+                "typing: only an agent types (the token has no agent identity)".into(),
+            ));
+        };
+        let room_id = frame
+            .chatroom_id
+            .as_deref()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .map(|id| id.hyphenated().to_string())
+            .ok_or_else(|| {
+                (
+                    "invalid_argument",
+                    "chatroom_id: required, the id of one of your chatrooms".to_owned(),
+                )
+            })?;
+        let state = frame
+            .state
+            .as_deref()
+            .and_then(TypingState::parse)
+            .ok_or_else(|| {
+                (
+                    "invalid_argument",
+                    "state: must be start or stop".to_owned(),
+                )
+            })?;
+        let now = tokio::time::Instant::now();
+        let fresh = self
+            .typing
+            .get(&room_id)
+            .is_some_and(|r| now - r.checked_at < TYPING_ROOM_CHECKED_FOR);
+        if !fresh {
+            let (chat_id, chatrooms) = self.chat_of_room(&room_id, &agent).await?;
+            if !self.typing.contains_key(&room_id) && self.typing.len() >= MAX_TYPING_ROOMS {
+                return Err((
+                    "invalid_argument",
+                    format!("chatroom_id: typing in at most {MAX_TYPING_ROOMS} chatrooms at once"),
+                ));
+            }
+            let room = self.typing.entry(room_id.clone()).or_insert(TypingRoom {
+                chat_id: chat_id.clone(),
+                chatrooms: Vec::new(),
+                checked_at: now,
+                sent: None,
+                started_at: None,
+            });
+            room.chat_id = chat_id;
+            room.chatrooms = chatrooms;
+            room.checked_at = now;
+        }
+        let room = self.typing.get_mut(&room_id).expect("just checked");
+        room.started_at = (state == TypingState::Start).then_some(now);
+        let repeat = room
+            .sent
+            .is_some_and(|(sent, at)| sent == state && now - at < TYPING_INTERVAL);
+        if repeat || (state == TypingState::Stop && room.sent.is_none()) {
+            return Ok(());
+        }
+        room.sent = Some((state, now));
+        let signal = TypingSignal {
+            v: TypingSignal::VERSION,
+            customer_id: self.customer_id.clone(),
+            chat_id: room.chat_id.clone(),
+            agent_id: agent,
+            state,
+            chatrooms: room.chatrooms.clone(),
+        };
+        self.hub.publish_typing(&signal).await.map_err(|e| {
+            tracing::warn!(error = %e, "typing: publishing failed");
+            (
+                "unavailable",
+                "typing: the signal could not be sent; try again".to_owned(),
+            )
+        })
+    }
+
+    /// The chat of the agent's own live chatroom `room_id`, and the chat's live chatrooms
+    /// (`[id, owner]`); not found for anyone else's.
+    async fn chat_of_room(
+        &self,
+        room_id: &str,
+        agent: &str,
+    ) -> Result<(String, Vec<(String, String)>), Refusal> {
+        let unavailable = |s: tonic::Status| -> Refusal {
+            match s.code() {
+                tonic::Code::NotFound => (
+                    "not_found",
+                    "chatroom_id: no such chatroom of yours".to_owned(),
+                ),
+                _ => (
+                    "unavailable",
+                    "chatroom_id: could not be checked; try again".to_owned(),
+                ),
+            }
+        };
+        let request = self.request.grpc(proto::chat::v1::GetChatroomRequest {
+            customer_id: self.customer_id.clone(),
+            id: room_id.to_owned(),
+            owner_id: Some(agent.to_owned()),
+        });
+        let room = self
+            .chat
+            .clone()
+            .get_chatroom(request)
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        if room.tm_delete != common::time::LIVE {
+            return Err(("not_found", "chatroom_id: no such chatroom of yours".into()));
+        }
+        let request = self.request.grpc(proto::chat::v1::GetChatRequest {
+            customer_id: self.customer_id.clone(),
+            id: room.chat_id.clone(),
+        });
+        let members = self
+            .chat
+            .clone()
+            .get_chat_members(request)
+            .await
+            .map_err(unavailable)?
+            .into_inner();
+        let chatrooms = members
+            .chatrooms
+            .into_iter()
+            .filter(|r| r.tm_delete == common::time::LIVE)
+            .map(|r| (r.id, r.owner_id))
+            .collect();
+        Ok((room.chat_id, chatrooms))
+    }
+
+    /// Tells the others `stop` for every chatroom the agent was typing in whose last `start`
+    /// passes `lapsed`, and forgets chatrooms with nothing more to say.
+    async fn stop_typing(&mut self, lapsed: impl Fn(tokio::time::Instant) -> bool) {
+        let Some(agent) = self.caller.agent.as_ref().map(|a| a.id.to_string()) else {
+            return;
+        };
+        let mut signals = Vec::new();
+        for room in self.typing.values_mut() {
+            match room.started_at {
+                Some(started) if lapsed(started) => {
+                    room.started_at = None;
+                    room.sent = Some((TypingState::Stop, tokio::time::Instant::now()));
+                    signals.push(TypingSignal {
+                        v: TypingSignal::VERSION,
+                        customer_id: self.customer_id.clone(),
+                        chat_id: room.chat_id.clone(),
+                        agent_id: agent.clone(),
+                        state: TypingState::Stop,
+                        chatrooms: room.chatrooms.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        // A room's state is kept while its start holds, or for the interval after a signal.
+        self.typing.retain(|_, r| {
+            r.started_at.is_some() || r.sent.is_some_and(|(_, at)| at.elapsed() < TYPING_INTERVAL)
+        });
+        for signal in signals {
+            if let Err(e) = self.hub.publish_typing(&signal).await {
+                tracing::warn!(error = %e, "typing: publishing a stop failed");
+            }
+        }
     }
 
     /// A topic the caller may see, or why not.

@@ -66,7 +66,7 @@ use api_gateway::embedded;
 use api_gateway::health::Readiness;
 use api_gateway::rate_limit::RateLimit;
 use api_gateway::ws::WsSettings;
-use api_gateway::ws::hub::EventHub;
+use api_gateway::ws::hub::{EventHub, HubExchanges};
 use common::db::{Db, DbOptions, DbTarget, DbTimeouts};
 use common::grpc_client::{self, ChatClient};
 use common::service_auth::{InternalKey, ServiceName};
@@ -135,7 +135,7 @@ pub struct Stack {
 struct GatewayParts {
     chat: grpc_client::GrpcTransport,
     message: grpc_client::GrpcTransport,
-    events: Option<(EventBus, String, String)>,
+    events: Option<(EventBus, HubExchanges)>,
     ws: WsSettings,
     webhook: Option<grpc_client::GrpcTransport>,
 }
@@ -163,6 +163,8 @@ pub struct SplitEnv {
     pub chat_exchange: String,
     pub message_exchange: String,
     pub chat_events_queue: String,
+    /// The gateways' typing exchange.
+    pub typing_exchange: String,
     /// webhook-manager's queue (which the publishers declare).
     pub webhook_events_queue: String,
     /// The gateway's event hub may go through a proxy too.
@@ -216,6 +218,7 @@ pub async fn split_env(
         message_exchange: amqp.name("message.events"),
         chat_events_queue: amqp.name("message-manager.chat-events"),
         webhook_events_queue: amqp.name("webhook-manager.events"),
+        typing_exchange: amqp.name("typing.events"),
         hub_amqp_url: amqp.url.clone(),
         db_pool_size: 4,
         db_timeouts: DbTimeouts::default(),
@@ -393,8 +396,7 @@ impl Stack {
             .expect("embedded start");
         let events = (
             e.bus.clone(),
-            "chat.events".to_owned(),
-            "message.events".to_owned(),
+            HubExchanges::new("chat.events", "message.events"),
         );
         let parts = GatewayParts {
             chat: e.chat,
@@ -559,8 +561,8 @@ impl Stack {
         let hub_bus = EventBus::amqp(&env.hub_amqp_url);
         let events = (
             hub_bus.clone(),
-            env.chat_exchange.clone(),
-            env.message_exchange.clone(),
+            HubExchanges::new(&env.chat_exchange, &env.message_exchange)
+                .with_typing(&env.typing_exchange),
         );
         let (chat, message) = (
             gateway_client(&format!("http://{chat_addr}"), ServiceName::ChatManager),
@@ -619,8 +621,7 @@ impl Stack {
             message: gateway_client(message_url, ServiceName::MessageManager),
             events: Some((
                 EventBus::in_process(),
-                "chat.events".to_owned(),
-                "message.events".to_owned(),
+                HubExchanges::new("chat.events", "message.events"),
             )),
             ws: test_ws_settings(),
             webhook: None,
@@ -631,7 +632,7 @@ impl Stack {
     async fn with_gateway(
         chat: grpc_client::GrpcTransport,
         message: grpc_client::GrpcTransport,
-        events: Option<(EventBus, String, String)>,
+        events: Option<(EventBus, HubExchanges)>,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
     ) -> Stack {
@@ -642,7 +643,7 @@ impl Stack {
     pub async fn with_gateway_ready(
         chat: grpc_client::GrpcTransport,
         message: grpc_client::GrpcTransport,
-        events: Option<(EventBus, String, String)>,
+        events: Option<(EventBus, HubExchanges)>,
         readiness: Readiness,
         tx: watch::Sender<bool>,
         rx: watch::Receiver<bool>,
@@ -663,7 +664,7 @@ impl Stack {
     pub async fn with_gateway_limited(
         chat: grpc_client::GrpcTransport,
         message: grpc_client::GrpcTransport,
-        events: Option<(EventBus, String, String)>,
+        events: Option<(EventBus, HubExchanges)>,
         readiness: Readiness,
         limit: RateLimit,
         tx: watch::Sender<bool>,
@@ -719,11 +720,10 @@ impl Stack {
             .with_client_ip_header(limit.client_ip_header);
         let mut hub_task = None;
         let mut event_hub = None;
-        if let Some((bus, chat_exchange, message_exchange)) = events {
+        if let Some((bus, exchanges)) = events {
             // The hub subscribes once a socket opens, and a subscribe frame is answered once
             // it has: the tests need not wait for it.
-            let (hub, task) =
-                EventHub::start(bus, &chat_exchange, &message_exchange, &ws, rx.clone());
+            let (hub, task) = EventHub::start(bus, &exchanges, &ws, rx.clone());
             event_hub = Some(hub.clone());
             state = state.with_hub(hub, ws);
             hub_task = Some(task);
