@@ -108,6 +108,8 @@ fn build() -> OpenApi {
         SecurityRequirement::new("token", Vec::<String>::new()),
     ]);
 
+    doc.webhooks = Some(webhook_delivery());
+
     for item in doc.paths.paths.values_mut() {
         let operations = [item.get.as_mut(), item.put.as_mut(), item.delete.as_mut()];
         for op in operations.into_iter().flatten() {
@@ -121,6 +123,85 @@ fn build() -> OpenApi {
         }
     }
     doc
+}
+
+/// What a customer's server receives for each event its webhook lists (OpenAPI 3.1
+/// `webhooks`): the request, its signature headers, and what the answer means.
+fn webhook_delivery() -> utoipa::openapi::path::Paths {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, PathsBuilder};
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let header = |name: &str, description: &str| {
+        let mut p = Parameter::new(name);
+        p.parameter_in = ParameterIn::Header;
+        p.required = Required::True;
+        p.description = Some(description.to_owned());
+        p.schema = Some(ObjectBuilder::new().schema_type(Type::String).into());
+        p
+    };
+    let event_types: Vec<&str> = pipeline::EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .collect();
+    let frame = ObjectBuilder::new()
+        .property(
+            "type",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(event_types)),
+        )
+        .required("type")
+        .property(
+            "data",
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("The resource, as the REST API returns it")),
+        )
+        .required("data");
+    let operation = OperationBuilder::new()
+        .operation_id(Some("chatEvent"))
+        .tag("webhooks")
+        .summary(Some(
+            "An event, sent to a webhook's `uri` with its `method`",
+        ))
+        .description(Some(
+            "One request per resource of an event the webhook lists (the WebSocket's frame). \
+             A 2xx answer within 10 s acknowledges it; a network error, a timeout, 408, 429 \
+             (`Retry-After` honoured) or a 5xx is retried with exponential backoff for 24 \
+             hours; any other answer fails it at once.",
+        ))
+        .parameter(header(
+            "webhook-id",
+            "The delivery's id, the same on every retry: deduplicate on it",
+        ))
+        .parameter(header("webhook-timestamp", "Unix seconds of this attempt"))
+        .parameter(header(
+            "webhook-signature",
+            "`v1,<base64 of HMAC-SHA256(key, \"<webhook-id>.<webhook-timestamp>.<body>\")>`, \
+             the key being the base64-decoded part of the secret after `whsec_` (Standard \
+             Webhooks)",
+        ))
+        .parameter(header(
+            "X-VoIPBIN-Signature",
+            "`sha256=<hex of HMAC-SHA256(secret, body)>`, keyed with the whole secret",
+        ))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(frame)).build(),
+                )
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response(
+            "200",
+            ResponseBuilder::new().description("Any 2xx within 10 s: delivered"),
+        )
+        .build();
+    PathsBuilder::new()
+        .path("chatEvent", PathItem::new(HttpMethod::Post, operation))
+        .build()
 }
 
 fn add_error_responses(op: &mut Operation) {

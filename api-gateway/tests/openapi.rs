@@ -55,6 +55,33 @@ async fn the_document_is_openapi_3_1_and_served_without_a_token() {
         }
     }
     assert_eq!(operations, 41, "every operation of the contract");
+    // The request a webhook receives is documented too (OpenAPI 3.1 `webhooks`).
+    let delivery = &doc["webhooks"]["chatEvent"]["post"];
+    let headers: Vec<&str> = delivery["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["in"] == "header" && p["required"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        headers,
+        [
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "X-VoIPBIN-Signature"
+        ]
+    );
+    let frame = &delivery["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(frame["required"], json!(["type", "data"]));
+    assert_eq!(
+        frame["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .len(),
+        12
+    );
 }
 
 /// Calls every documented operation with well-formed ids: none may fall through to the
