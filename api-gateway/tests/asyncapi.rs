@@ -302,3 +302,49 @@ async fn every_event_published_matches_the_asyncapi_document() {
     }
     stack.stop().await;
 }
+
+/// The gateways' typing signal, as `pipeline::typing` serializes it, is what the document's
+/// typing channel says.
+#[test]
+fn a_typing_signal_matches_the_asyncapi_document() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto/asyncapi.yaml");
+    let document: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(
+        document["channels"]["typingSignals"]["address"],
+        "typing.events"
+    );
+    assert_eq!(
+        document["operations"]["chatroom_typing"]["bindings"]["amqp"]["cc"][0],
+        "chatroom_typing.{customer id}"
+    );
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.set_default_draft(boon::Draft::V7);
+    compiler.enable_format_assertions();
+    compiler.add_resource(DOCUMENT, document).unwrap();
+    let payload = compiler
+        .compile(
+            &format!("{DOCUMENT}#/components/messages/chatroom_typing/payload"),
+            &mut schemas,
+        )
+        .unwrap();
+    let id = || new_id();
+    let signal = pipeline::typing::TypingSignal {
+        v: pipeline::typing::TypingSignal::VERSION,
+        customer_id: id(),
+        chat_id: id(),
+        agent_id: id(),
+        state: pipeline::typing::TypingState::Stop,
+        chatrooms: vec![(id(), id()), (id(), id())],
+    };
+    let body = serde_json::to_value(&signal).unwrap();
+    schemas
+        .validate(&body, payload)
+        .expect("the signal matches");
+    let mut stray = body.clone();
+    stray["state"] = "typing".into();
+    assert!(
+        schemas.validate(&stray, payload).is_err(),
+        "the schema checks"
+    );
+}
