@@ -52,10 +52,14 @@ pub fn is_private(ip: IpAddr) -> bool {
                 return is_private_v4(v4);
             }
             let s = v6.segments();
+            let o = v6.octets();
             // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let o = v6.octets();
                 return is_private_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            // 6to4 (2002::/16) carries an IPv4 address in its bits 16 to 48.
+            if s[0] == 0x2002 {
+                return is_private_v4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
             }
             v6.is_unspecified()
                 || v6.is_loopback()
@@ -63,6 +67,9 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local, fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link-local, fe80::/10
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated), fec0::/10
+                || s[..6] == [0, 0, 0, 0, 0, 0] // IPv4-compatible (deprecated), ::/96
+                || s[..3] == [0x64, 0xff9b, 1] // local-use NAT64, 64:ff9b:1::/48
+                || s[..2] == [0x2001, 0] // Teredo, 2001::/32
         }
     }
 }
@@ -114,19 +121,63 @@ impl AddressPolicy {
     }
 }
 
+/// The address `url` names literally, if it does (no lookup needed).
+pub fn literal_ip(url: &Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Name lookups in progress at once. Each runs on a thread of its own (the system resolver
+/// blocks): not on the runtime's blocking pool, which the database calls share, so a name
+/// server that does not answer holds up only lookups.
+const MAX_LOOKUPS: usize = 16;
+/// How long a lookup may take.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    static LOOKUPS: std::sync::LazyLock<Arc<tokio::sync::Semaphore>> =
+        std::sync::LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)));
+    let permit = LOOKUPS
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("webhook-dns".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|addrs| addrs.collect());
+            let _ = tx.send(found);
+            // Held until the lookup ends, even one that outlived its caller's wait.
+            drop(permit);
+        })?;
+    match tokio::time::timeout(LOOKUP_TIMEOUT, rx).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(_)) => Err(std::io::Error::other("the lookup ended without an answer")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {LOOKUP_TIMEOUT:?}"),
+        )),
+    }
+}
+
 async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Refused> {
     // A literal address (IPv6 in brackets in a URL) needs no lookup.
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| Refused::Unresolved {
-            host: host.to_owned(),
-            why: e.to_string(),
-        })?
-        .collect();
+    let found: Vec<SocketAddr> = lookup(bare, port).await.map_err(|e| Refused::Unresolved {
+        host: host.to_owned(),
+        why: e.to_string(),
+    })?;
     if found.is_empty() {
         return Err(Refused::Unresolved {
             host: host.to_owned(),
@@ -182,6 +233,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            "::7f00:1",
+            "64:ff9b:1::1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378::1",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
@@ -192,6 +248,8 @@ mod tests {
             "100.128.0.1",
             "2606:4700:4700::1111",
             "::ffff:8.8.8.8",
+            "2002:808:808::1",
+            "2001:4860:4860::8888",
         ] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }

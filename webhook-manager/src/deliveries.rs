@@ -11,6 +11,8 @@ use crate::error::WebhookError;
 
 /// An answer later than this is a failed attempt (the contract's 10 seconds).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest wait a `Retry-After` may ask for.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -72,8 +74,8 @@ impl RetryPolicy {
         (base + jitter).min(MAX_INTERVAL)
     }
 
-    /// The state after attempt number `attempts` of a delivery created at `created` was
-    /// answered with `answer` at `now`.
+    /// The state after attempt number `attempts` of a delivery retried since `created` (its
+    /// creation, or a retry by hand) was answered with `answer` at `now`.
     pub fn outcome(
         &self,
         answer: &Answer,
@@ -117,8 +119,9 @@ impl RetryPolicy {
                 next_attempt: now,
             };
         }
+        // A `Retry-After` of 0 (or a date gone by) waits a second: never a tight loop.
         let wait = retry_after
-            .map(|w| w.min(MAX_INTERVAL))
+            .map(|w| w.clamp(MIN_RETRY_AFTER, MAX_INTERVAL))
             .unwrap_or_else(|| self.backoff(attempts));
         Outcome {
             status: "retrying",
@@ -264,6 +267,17 @@ mod tests {
             at(1),
         );
         assert_eq!(o.next_attempt, at(3601));
+        // Zero (or a date gone by) is a second: never a tight loop.
+        let o = p.outcome(
+            &Answer::Status {
+                code: 429,
+                retry_after: Some(Duration::ZERO),
+            },
+            1,
+            at(0),
+            at(1),
+        );
+        assert_eq!(o.next_attempt, at(2));
         let now = at(0).and_utc();
         assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
         let date = (now + chrono::Duration::seconds(30)).to_rfc2822();

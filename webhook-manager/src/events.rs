@@ -103,6 +103,7 @@ pub async fn plan(db: &Db, payload: &[u8]) -> Result<Vec<String>, WebhookError> 
                         last_status_code: 0,
                         last_error: String::new(),
                         tm_next_attempt: now,
+                        tm_retry_from: now,
                         tm_create: now,
                         tm_update: now,
                     });

@@ -321,6 +321,7 @@ pub fn service(
     let jobs = vec![
         common::housekeeping::IDEMPOTENCY_KEYS,
         ("processed event ids", queries::purge_processed),
+        ("finished deliveries", queries::purge_finished),
     ];
     tokio::spawn(common::housekeeping::run(
         db.clone(),

@@ -59,6 +59,7 @@ fn pending(webhook: &WebhookRow) -> DeliveryRow {
         last_status_code: 0,
         last_error: String::new(),
         tm_next_attempt: now,
+        tm_retry_from: now,
         tm_create: now,
         tm_update: now,
     }

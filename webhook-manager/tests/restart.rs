@@ -145,7 +145,7 @@ async fn killed_with_deliveries_pending_it_delivers_every_one_after_a_restart() 
         .expect("webhook-manager restarted");
 
     // Every chat reaches the receiver (claimed attempts cut off by the kill come due again
-    // when their lease ends, 15 s after the claim).
+    // when their lease ends, 20 s after the claim).
     let wanted: HashSet<String> = chats.iter().cloned().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

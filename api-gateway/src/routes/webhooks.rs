@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 pub(super) struct Api;
 
 /// A customer's webhook: where its events are delivered.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct WebhookJson {
     pub id: String,
     pub customer_id: String,
@@ -57,6 +57,19 @@ pub struct WebhookJson {
     pub tm_create: String,
     pub tm_update: String,
     pub tm_delete: String,
+}
+
+/// Without the secret: a value in a log line must not leak it.
+impl std::fmt::Debug for WebhookJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookJson")
+            .field("id", &self.id)
+            .field("customer_id", &self.customer_id)
+            .field("uri", &self.uri)
+            .field("status", &self.status)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<pb::Webhook> for WebhookJson {

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use super::schema::{deliveries, webhooks};
 
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[derive(Clone, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = webhooks)]
 pub struct WebhookRow {
     pub id: String,
@@ -36,6 +36,8 @@ pub struct DeliveryRow {
     pub last_status_code: i32,
     pub last_error: String,
     pub tm_next_attempt: NaiveDateTime,
+    /// Retries go on for the retry period from here: the creation, or the last retry by hand.
+    pub tm_retry_from: NaiveDateTime,
     pub tm_create: NaiveDateTime,
     pub tm_update: NaiveDateTime,
 }
@@ -49,5 +51,24 @@ pub struct DueDelivery {
     pub body: String,
     pub attempts: i32,
     pub tm_next_attempt: NaiveDateTime,
-    pub tm_create: NaiveDateTime,
+    pub tm_retry_from: NaiveDateTime,
+}
+
+/// Without the secret: a row in a log line must not leak it.
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("id", &self.id)
+            .field("customer_id", &self.customer_id)
+            .field("name", &self.name)
+            .field("uri", &self.uri)
+            .field("method", &self.method)
+            .field("event_types", &self.event_types)
+            .field("status", &self.status)
+            .field("secret", &"<redacted>")
+            .field("tm_create", &self.tm_create)
+            .field("tm_update", &self.tm_update)
+            .field("tm_delete", &self.tm_delete)
+            .finish()
+    }
 }

@@ -80,6 +80,24 @@ pub fn deliverable_webhook(conn: &mut DbConnection, id: &str) -> QueryResult<Opt
         .optional()
 }
 
+/// Gives up the deliveries not yet done of a webhook that is deleted (none if it is not).
+pub fn fail_deliveries_of_deleted(
+    conn: &mut DbConnection,
+    webhook_id: &str,
+    now: NaiveDateTime,
+) -> QueryResult<usize> {
+    let deleted = webhooks::table
+        .filter(webhooks::id.eq(webhook_id))
+        .filter(webhooks::tm_delete.ne(time::live()))
+        .count()
+        .get_result::<i64>(conn)?
+        > 0;
+    if !deleted {
+        return Ok(0);
+    }
+    fail_active_deliveries(conn, webhook_id, "webhook deleted", now)
+}
+
 pub fn save_webhook(conn: &mut DbConnection, row: &WebhookRow) -> QueryResult<()> {
     diesel::update(webhooks::table.filter(webhooks::id.eq(&row.id)))
         .set((
@@ -154,12 +172,13 @@ pub fn fail_active_deliveries(
     .execute(conn)
 }
 
-/// Queues a delivery again, due now.
+/// Queues a delivery again, due now, retried for a full period again from now.
 pub fn requeue(conn: &mut DbConnection, id: &str, now: NaiveDateTime) -> QueryResult<()> {
     diesel::update(deliveries::table.filter(deliveries::id.eq(id)))
         .set((
             deliveries::status.eq("pending"),
             deliveries::tm_next_attempt.eq(now),
+            deliveries::tm_retry_from.eq(now),
             deliveries::tm_update.eq(now),
         ))
         .execute(conn)
@@ -239,11 +258,13 @@ pub struct AttemptResult<'a> {
     pub next_attempt: NaiveDateTime,
 }
 
-/// Records an attempt's result, unless the delivery was given up meanwhile (its webhook
-/// deleted) or queued again by hand: a success is recorded in any case.
+/// Records the result of attempt number `attempts`, unless the delivery was given up
+/// meanwhile (its webhook deleted), queued again by hand, or claimed for a later attempt (this
+/// one outlived its lease): a success is recorded in any case.
 pub fn record(
     conn: &mut DbConnection,
     id: &str,
+    attempts: i32,
     result: &AttemptResult<'_>,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
@@ -258,11 +279,29 @@ pub fn record(
     if result.status == "succeeded" {
         diesel::update(target).set(set).execute(conn)?;
     } else {
-        diesel::update(target.filter(deliveries::status.eq_any(ACTIVE)))
-            .set(set)
-            .execute(conn)?;
+        diesel::update(
+            target
+                .filter(deliveries::status.eq_any(ACTIVE))
+                .filter(deliveries::attempts.eq(attempts)),
+        )
+        .set(set)
+        .execute(conn)?;
     }
     Ok(())
+}
+
+/// How long finished deliveries (succeeded or failed) are kept.
+pub const KEEP_FINISHED_DAYS: i64 = 30;
+
+/// Forgets finished deliveries older than `KEEP_FINISHED_DAYS` (run now and then).
+pub fn purge_finished(conn: &mut DbConnection) -> QueryResult<usize> {
+    let cutoff = time::now() - chrono::Duration::days(KEEP_FINISHED_DAYS);
+    diesel::delete(
+        deliveries::table
+            .filter(deliveries::status.eq_any(["succeeded", "failed"]))
+            .filter(deliveries::tm_update.lt(cutoff)),
+    )
+    .execute(conn)
 }
 
 /// Deliveries not yet done: how many of each status, and when the oldest was created.

@@ -29,6 +29,7 @@ diesel::table! {
         last_status_code -> Integer,
         last_error -> Text,
         tm_next_attempt -> Timestamp,
+        tm_retry_from -> Timestamp,
         tm_create -> Timestamp,
         tm_update -> Timestamp,
     }

@@ -31,15 +31,17 @@ CREATE TABLE deliveries (
     last_status_code INTEGER NOT NULL,
     last_error       TEXT NOT NULL,
     tm_next_attempt  TIMESTAMP NOT NULL,
+    -- Retries go on for the retry period from here (the creation, or a retry by hand).
+    tm_retry_from    TIMESTAMP NOT NULL,
     tm_create        TIMESTAMP NOT NULL,
     tm_update        TIMESTAMP NOT NULL
 );
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, tm_create, id);
--- What is still to be delivered, for the dispatcher: per webhook, and overall by due time.
-CREATE INDEX deliveries_due_by_webhook ON deliveries (webhook_id, tm_next_attempt)
-    WHERE status IN ('pending', 'retrying');
-CREATE INDEX deliveries_due ON deliveries (tm_next_attempt)
-    WHERE status IN ('pending', 'retrying');
+-- A webhook's deliveries of one status (the dispatcher's due ones, the `status` filter), and
+-- the webhooks with work. Not partial indexes: the statuses are bound parameters, which
+-- neither SQLite nor a generic PostgreSQL plan matches against a partial index's predicate.
+CREATE INDEX deliveries_by_webhook_status ON deliveries (webhook_id, status, tm_next_attempt);
+CREATE INDEX deliveries_by_status ON deliveries (status, webhook_id, tm_next_attempt);
 
 -- Event ids already turned into deliveries, recorded in the same transaction.
 CREATE TABLE processed_events (
