@@ -17,32 +17,6 @@ against_both!(
     edits_are_checked_as_creation_is_and_write_nothing_when_refused,
 );
 
-/// A group chat of `agents` (the first owns it); their chatroom ids, in the same order.
-async fn group(s: &Stack, admin: &str, agents: &[&str]) -> (String, Vec<String>) {
-    let chat = s
-        .post(
-            "/chats",
-            admin,
-            &chat_body("group", agents[0], agents, "team"),
-        )
-        .await
-        .ok()
-        .clone();
-    let chat_id = chat["id"].as_str().unwrap().to_owned();
-    let mut rooms = Vec::new();
-    for agent in agents {
-        let listed = s
-            .list_all(admin, &format!("/chatrooms?owner_id={agent}"))
-            .await;
-        let room = listed
-            .iter()
-            .find(|r| r["chat_id"] == chat_id.as_str())
-            .unwrap();
-        rooms.push(room["id"].as_str().unwrap().to_owned());
-    }
-    (chat_id, rooms)
-}
-
 /// The copy of `message` in `room`.
 async fn copy_in(s: &Stack, admin: &str, room: &str, message: &str) -> Value {
     let copies = s

@@ -26,32 +26,6 @@ against_both!(
     typing_is_refused_for_what_is_not_the_agents_own,
 );
 
-/// A group chat of `agents` (the first owns it): its id and the agents' chatrooms, in order.
-async fn group(s: &Stack, admin: &str, agents: &[&str]) -> (String, Vec<String>) {
-    let chat = s
-        .post(
-            "/chats",
-            admin,
-            &chat_body("group", agents[0], agents, "team"),
-        )
-        .await
-        .ok()
-        .clone();
-    let chat_id = chat["id"].as_str().unwrap().to_owned();
-    let mut rooms = Vec::new();
-    for agent in agents {
-        let listed = s
-            .list_all(admin, &format!("/chatrooms?owner_id={agent}"))
-            .await;
-        let room = listed
-            .iter()
-            .find(|r| r["chat_id"] == chat_id.as_str())
-            .unwrap();
-        rooms.push(room["id"].as_str().unwrap().to_owned());
-    }
-    (chat_id, rooms)
-}
-
 fn typing(room: &str, state: &str) -> Value {
     json!({"type": "typing", "chatroom_id": room, "state": state})
 }

@@ -16,9 +16,6 @@ use serde_json::{Value, json};
 use support::*;
 use tokio::io::AsyncBufReadExt as _;
 use tokio::process::{Child, Command};
-use webhook_manager::address::AddressPolicy;
-use webhook_manager::deliveries::RetryPolicy;
-use webhook_manager::dispatch::DispatchSettings;
 
 const WAIT: Duration = Duration::from_secs(20);
 const START: &str = "<!-- webhook-receivers:start -->";
@@ -58,20 +55,6 @@ struct Example {
     fence: &'static str,
     file: &'static str,
     program: &'static str,
-}
-
-/// Delivery as in webhooks.rs, to a receiver on loopback.
-fn quick(allow_private: bool) -> DispatchSettings {
-    DispatchSettings {
-        retry: RetryPolicy {
-            first_retry: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-        address: AddressPolicy { allow_private },
-        endpoint_concurrency: 2,
-        attempt_timeout: Duration::from_secs(3),
-        ..DispatchSettings::default()
-    }
 }
 
 /// The first code block opened by `fence` between the README's markers.

@@ -9,24 +9,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::*;
 use testkit::receiver::{Answer, Received, WebhookReceiver};
-use webhook_manager::address::AddressPolicy;
-use webhook_manager::deliveries::RetryPolicy;
-use webhook_manager::dispatch::DispatchSettings;
-
-/// Delivery as the contract has it, with quick retries (a test cannot wait 5 s per retry) and,
-/// where a receiver hangs, a short attempt timeout.
-fn quick(allow_private: bool) -> DispatchSettings {
-    DispatchSettings {
-        retry: RetryPolicy {
-            first_retry: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        },
-        address: AddressPolicy { allow_private },
-        endpoint_concurrency: 2,
-        attempt_timeout: Duration::from_secs(3),
-        ..DispatchSettings::default()
-    }
-}
 
 /// Runs each scenario against the embedded default and the split deployment (skipped, and
 /// listed, without PostgreSQL and RabbitMQ), both delivering with `quick(true)`.

@@ -906,6 +906,47 @@ pub fn token(customer_id: &str, agent_id: Option<&str>, permission: u64, ttl: Du
     .unwrap()
 }
 
+/// Webhook delivery as the contract has it, with quick retries (a test cannot wait 5 s per
+/// retry) and, where a receiver hangs, a short attempt timeout.
+pub fn quick(allow_private: bool) -> webhook_manager::dispatch::DispatchSettings {
+    webhook_manager::dispatch::DispatchSettings {
+        retry: webhook_manager::deliveries::RetryPolicy {
+            first_retry: Duration::from_millis(200),
+            ..Default::default()
+        },
+        address: webhook_manager::address::AddressPolicy { allow_private },
+        endpoint_concurrency: 2,
+        attempt_timeout: Duration::from_secs(3),
+        ..Default::default()
+    }
+}
+
+/// A group chat of `agents` (the first owns it); their chatroom ids, in the same order.
+pub async fn group(s: &Stack, admin: &str, agents: &[&str]) -> (String, Vec<String>) {
+    let chat = s
+        .post(
+            "/chats",
+            admin,
+            &chat_body("group", agents[0], agents, "team"),
+        )
+        .await
+        .ok()
+        .clone();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    let mut rooms = Vec::new();
+    for agent in agents {
+        let listed = s
+            .list_all(admin, &format!("/chatrooms?owner_id={agent}"))
+            .await;
+        let room = listed
+            .iter()
+            .find(|r| r["chat_id"] == chat_id.as_str())
+            .unwrap();
+        rooms.push(room["id"].as_str().unwrap().to_owned());
+    }
+    (chat_id, rooms)
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
