@@ -82,51 +82,84 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
-            return Err(ApiError::PayloadTooLarge(format!(
-                "body: larger than {MAX_BODY_BYTES} bytes"
-            )));
+        let bytes = read_body(req).await?;
+        if !bytes.iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(ApiError::invalid("body: required (a JSON object)"));
         }
-        let _room = BODY_BUDGET
-            .reserve(declared.unwrap_or(MAX_BODY_BYTES))
-            .ok_or_else(|| {
-                ApiError::Unavailable("body: too many large requests at once; try again".into())
-            })?;
-        let reading = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
-        let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, reading)
-            .await
-            .map_err(|_| {
-                ApiError::RequestTimeout(format!(
-                    "body: not received within {} s",
-                    BODY_READ_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| {
-                if is_length_limit(&e) {
-                    ApiError::PayloadTooLarge(format!("body: larger than {MAX_BODY_BYTES} bytes"))
-                } else {
-                    ApiError::invalid(format!("body: could not be read: {e}"))
-                }
-            })?;
-        // Every body of the API is an object; serde would also read a struct from an array
-        // (`[null, null]`, by position), which no client means.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => parse(&bytes).map(JsonBody),
-            None => Err(ApiError::invalid("body: required (a JSON object)")),
-            Some(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-                Ok(_) => Err(ApiError::invalid("body: must be a JSON object")),
-                // Form fields (`curl -d name=x`), say: read as JSON whatever the content type.
-                Err(e) => Err(ApiError::invalid(format!(
-                    "body: must be JSON (an object such as {{\"name\": \"x\"}}), whatever \
+        parse_object(&bytes).map(JsonBody)
+    }
+}
+
+/// A request body parsed as JSON into `T`, where the body may be left out (`None`).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req).await?;
+        if !bytes.iter().any(|b| !b.is_ascii_whitespace()) {
+            return Ok(OptionalJsonBody(None));
+        }
+        parse_object(&bytes).map(|v| OptionalJsonBody(Some(v)))
+    }
+}
+
+/// The body, within the size, budget and time limits.
+async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "body: larger than {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let _room = BODY_BUDGET
+        .reserve(declared.unwrap_or(MAX_BODY_BYTES))
+        .ok_or_else(|| {
+            ApiError::Unavailable("body: too many large requests at once; try again".into())
+        })?;
+    let reading = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+    let bytes = tokio::time::timeout(BODY_READ_TIMEOUT, reading)
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "body: not received within {} s",
+                BODY_READ_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            if is_length_limit(&e) {
+                ApiError::PayloadTooLarge(format!("body: larger than {MAX_BODY_BYTES} bytes"))
+            } else {
+                ApiError::invalid(format!("body: could not be read: {e}"))
+            }
+        })?;
+    Ok(bytes)
+}
+
+/// A non-empty body as a JSON object.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of the API is an object; serde would also read a struct from an array
+    // (`[null, null]`, by position), which no client means.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => parse(bytes),
+        None => Err(ApiError::invalid("body: required (a JSON object)")),
+        Some(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::invalid("body: must be a JSON object")),
+            // Form fields (`curl -d name=x`), say: read as JSON whatever the content type.
+            Err(e) => Err(ApiError::invalid(format!(
+                "body: must be JSON (an object such as {{\"name\": \"x\"}}), whatever \
                      the Content-Type says; this is not JSON ({e})"
-                ))),
-            },
-        }
+            ))),
+        },
     }
 }
 

@@ -54,7 +54,7 @@ async fn the_document_is_openapi_3_1_and_served_without_a_token() {
             assert_eq!(takes_key, method == "post", "{method} {path}");
         }
     }
-    assert_eq!(operations, 41, "every operation of the contract");
+    assert_eq!(operations, 45, "every operation of the contract");
     // The request a webhook receives is documented too (OpenAPI 3.1 `webhooks`).
     let delivery = &doc["webhooks"]["chatEvent"]["post"];
     let headers: Vec<&str> = delivery["parameters"]
@@ -80,7 +80,7 @@ async fn the_document_is_openapi_3_1_and_served_without_a_token() {
             .as_array()
             .unwrap()
             .len(),
-        12
+        13
     );
 }
 
@@ -118,7 +118,7 @@ async fn every_documented_operation_is_routed_and_nothing_else() {
             }
         }
     }
-    assert_eq!(checked.len(), 41, "{checked:#?}");
+    assert_eq!(checked.len(), 45, "{checked:#?}");
 }
 
 /// A small JSON Schema check for what the document uses: `$ref`, `type` (with `null`),
@@ -507,6 +507,36 @@ async fn every_operation_succeeds_as_documented() {
         )
         .await,
     );
+    let read_path = format!("/service_agents/chatrooms/{room_id}/read");
+    d.check(
+        "get",
+        "/v1.0/service_agents/unread",
+        &s.get("/service_agents/unread", &alice).await,
+    );
+    d.check(
+        "get",
+        "/v1.0/service_agents/chatrooms/{id}/read",
+        &s.get(&read_path, &alice).await,
+    );
+    d.check(
+        "put",
+        "/v1.0/service_agents/chatrooms/{id}/read",
+        &s.put(
+            &read_path,
+            &alice,
+            &json!({"messagechat_id": own_copy["messagechat_id"]}).to_string(),
+        )
+        .await,
+    );
+    d.check(
+        "get",
+        "/v1.0/service_agents/chatrooms/{id}/reads",
+        &s.get(
+            &format!("/service_agents/chatrooms/{room_id}/reads"),
+            &alice,
+        )
+        .await,
+    );
     let own_copy_path = format!("/service_agents/chatroommessages/{}", id_of(&own_copy));
     d.check(
         "put",
@@ -611,7 +641,7 @@ async fn every_operation_succeeds_as_documented() {
         .collect();
     let missed: Vec<&String> = documented.difference(&d.seen).collect();
     assert!(missed.is_empty(), "not driven: {missed:#?}");
-    assert_eq!(d.seen.len(), 41);
+    assert_eq!(d.seen.len(), 45);
 }
 
 /// Found by the fuzzer: serde reads a struct from an array by position, so `[null, null]`

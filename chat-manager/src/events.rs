@@ -153,6 +153,8 @@ fn legacy_records(lines: Vec<legacy::Line<'_>>) -> Option<Vec<ChatRecord>> {
                     Action::Created => data.chatrooms.created.push(item),
                     Action::Updated => data.chatrooms.updated.push(item),
                     Action::Deleted => data.chatrooms.deleted.push(item),
+                    // Legacy rows predate read state.
+                    Action::ReadUpdated => return None,
                 }
             }
             None => {

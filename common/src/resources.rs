@@ -248,6 +248,37 @@ impl From<msg::Chatroommessage> for ChatroommessageJson {
     }
 }
 
+/// A chatroom's read state: how far its owner has read in its chat. `last_read_messagechat_id`
+/// and `tm_last_read` are `""` before the first read, and so is `tm_update`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReadStateJson {
+    pub chatroom_id: String,
+    pub customer_id: String,
+    pub chat_id: String,
+    pub owner_id: String,
+    pub last_read_messagechat_id: String,
+    pub tm_last_read: String,
+    /// The room's live copies after the read point that its owner did not send.
+    pub unread_count: i64,
+    pub tm_update: String,
+}
+
+impl From<msg::ReadState> for ReadStateJson {
+    fn from(r: msg::ReadState) -> Self {
+        ReadStateJson {
+            chatroom_id: r.chatroom_id,
+            customer_id: r.customer_id,
+            chat_id: r.chat_id,
+            owner_id: r.owner_id,
+            last_read_messagechat_id: r.last_read_messagechat_id,
+            tm_last_read: r.tm_last_read,
+            unread_count: r.unread_count,
+            tm_update: r.tm_update,
+        }
+    }
+}
+
 /// A page of a list, as the seed shows it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -119,6 +119,8 @@ pub fn prepare(members: &Members, new: NewMessage) -> Result<Change<ChatmessageR
         tm_create: now,
         tm_update: now,
         tm_delete: time::live(),
+        chat_seq: 0,
+        sender_id: (new.source.r#type == "agent").then(|| new.source.target.clone()),
     };
     // The rooms holding a copy: live now, and created by now (chat-manager's clock may run a
     // little ahead; the lists go by the same rule).

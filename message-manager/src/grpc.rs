@@ -12,6 +12,7 @@ use crate::MessageManager;
 use crate::chatmessages::{self, MessageType, NewMessage};
 use crate::chatroommessages;
 use crate::error::{MessageError, parse_id};
+use crate::reads;
 
 #[derive(Debug, Clone)]
 pub struct MessageGrpc {
@@ -25,6 +26,26 @@ impl MessageGrpc {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+
+impl MessageGrpc {
+    /// The live chatroom `room_id` of `owner_id` (NOT_FOUND for anyone else's).
+    async fn own_room(
+        &self,
+        customer_id: &str,
+        owner_id: &str,
+        room_id: &str,
+        meta: &RequestMeta,
+    ) -> Result<crate::db::models::MemberChatroom, MessageError> {
+        let customer = parse_id("customer_id", customer_id)?;
+        let owner = parse_id("owner_id", owner_id)?;
+        let room_id = parse_id("chatroom_id", room_id)?;
+        let room = self
+            .manager
+            .room(&customer, &room_id, meta.request_id.as_deref())
+            .await?;
+        reads::own_room(room, &owner)
+    }
+}
 
 fn page(p: Option<pb::PageRequest>) -> Result<Page, MessageError> {
     let p = p.unwrap_or_default();
@@ -289,5 +310,63 @@ impl MessageService for MessageGrpc {
             })
             .await?;
         Ok(Response::new(copy))
+    }
+
+    async fn get_read_state(&self, req: Request<pb::GetReadStateRequest>) -> Reply<pb::ReadState> {
+        let rid = RequestMeta::from_metadata(req.metadata());
+        let r = req.into_inner();
+        let room = self
+            .own_room(&r.customer_id, &r.owner_id, &r.chatroom_id, &rid)
+            .await?;
+        let state = self
+            .manager
+            .store()
+            .read(move |c| reads::get(c, &room))
+            .await?;
+        Ok(Response::new(state))
+    }
+
+    async fn mark_read(&self, req: Request<pb::MarkReadRequest>) -> Reply<pb::ReadState> {
+        let rid = RequestMeta::from_metadata(req.metadata());
+        let r = req.into_inner();
+        let message = optional_id("messagechat_id", r.messagechat_id)?;
+        let room = self
+            .own_room(&r.customer_id, &r.owner_id, &r.chatroom_id, &rid)
+            .await?;
+        let state = self
+            .manager
+            .store()
+            .write(rid, move |c| reads::mark(c, &room, message.as_deref()))
+            .await?;
+        Ok(Response::new(state))
+    }
+
+    async fn list_read_states(
+        &self,
+        req: Request<pb::ListReadStatesRequest>,
+    ) -> Reply<pb::ListReadStatesResponse> {
+        let rid = RequestMeta::from_metadata(req.metadata());
+        let r = req.into_inner();
+        let room = self
+            .own_room(&r.customer_id, &r.owner_id, &r.chatroom_id, &rid)
+            .await?;
+        let read_states = self
+            .manager
+            .store()
+            .read(move |c| reads::list_for_chat(c, &room))
+            .await?;
+        Ok(Response::new(pb::ListReadStatesResponse { read_states }))
+    }
+
+    async fn get_unread(&self, req: Request<pb::GetUnreadRequest>) -> Reply<pb::Unread> {
+        let r = req.into_inner();
+        let customer = parse_id("customer_id", &r.customer_id)?;
+        let owner = parse_id("owner_id", &r.owner_id)?;
+        let unread = self
+            .manager
+            .store()
+            .read(move |c| reads::unread(c, &customer, &owner))
+            .await?;
+        Ok(Response::new(unread))
     }
 }

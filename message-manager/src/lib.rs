@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod membership;
+pub mod reads;
 
 use std::sync::Arc;
 
@@ -348,11 +349,11 @@ fn number_taken(e: &diesel::result::Error) -> bool {
 fn with_fresh_id(
     members: &Members,
     new: &chatmessages::NewMessage,
-    mut write: impl FnMut(&ChatmessageRow, &[MessageRecord]) -> diesel::QueryResult<()>,
+    mut write: impl FnMut(&mut ChatmessageRow, &[MessageRecord]) -> diesel::QueryResult<()>,
 ) -> Result<Change<ChatmessageRow>, MessageError> {
     for _ in 0..FRESH_ID_ATTEMPTS {
-        let (message, events) = chatmessages::prepare(members, new.clone())?;
-        match write(&message, &events) {
+        let (mut message, events) = chatmessages::prepare(members, new.clone())?;
+        match write(&mut message, &events) {
             Ok(()) => return Ok((message, events)),
             Err(e) if number_taken(&e) => continue,
             Err(e) => return Err(e.into()),

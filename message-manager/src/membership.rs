@@ -224,7 +224,7 @@ pub fn apply_event(conn: &mut DbConnection, event: &ParsedEvent) -> Result<(), M
             }
         }
         EventData::Chatroom(room) => queries::upsert_member_room(conn, &member_room(room)?)?,
-        EventData::Messagechat(_) | EventData::Messagechatroom(_) => {}
+        EventData::Messagechat(_) | EventData::Messagechatroom(_) | EventData::ChatroomRead(_) => {}
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Upgrading a database written with a row per copy (migrations 1 and 2) to derived copies
 //! (the lean fan-out migration) keeps what clients saw: every room lists the same copies, a
-//! copy deleted on its own stays deleted, and the old copy ids still find their copies. On
-//! PostgreSQL and on SQLite.
+//! copy deleted on its own stays deleted, and the old copy ids still find their copies; the
+//! later read-state migration numbers the messages so unread counts hold. On PostgreSQL and
+//! on SQLite.
 
 use common::db::DbConnection;
 use common::page::Page;
@@ -146,6 +147,22 @@ fn check_upgraded(conn: &mut DbConnection) {
         .unwrap()
         .to_proto();
     assert_eq!(again, a1);
+    // Read state counts the same copies: nothing read yet, the sender's own not unread.
+    let unread: Vec<(String, i64)> =
+        queries::read_states(conn, CUSTOMER, queries::ReadScope::Chat(CHAT))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.owner_id, r.unread_count))
+            .collect();
+    assert_eq!(
+        unread,
+        [
+            ("a".to_owned(), 0),
+            ("b".to_owned(), 1),
+            ("c".to_owned(), 2),
+            ("d".to_owned(), 1)
+        ]
+    );
     // Another tenant sees none of it.
     assert!(
         chatroommessages::get(

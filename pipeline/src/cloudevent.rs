@@ -163,8 +163,8 @@ pub fn parse(body: &[u8]) -> Result<ParsedEvent, Unreadable> {
 pub fn parse_data(attributes: Attributes<'_>, data: &RawValue) -> Result<ParsedEvent, Unreadable> {
     let event_type = EventType::parse(&attributes.event_type)
         .ok_or_else(|| Unreadable::Type(attributes.event_type.into_owned()))?;
-    let data = EventData::parse(event_type.resource, data.get())
-        .map_err(|e| Unreadable::Data(event_type, e))?;
+    let data =
+        EventData::parse(event_type, data.get()).map_err(|e| Unreadable::Data(event_type, e))?;
     Ok(ParsedEvent {
         id: attributes.id.into_owned(),
         event_type,

@@ -1,4 +1,4 @@
-//! The events as their subscribers see them: the twelve event types, their routing keys and
+//! The events as their subscribers see them: the thirteen event types, their routing keys and
 //! the `data` each carries. `proto/asyncapi.yaml` documents the same for people and tools, and
 //! a test checks rendered events against it.
 //!
@@ -8,7 +8,9 @@
 //! bytes per copy, not by a whole chatroommessage. Subscribers that want VoIPbin's
 //! per-resource frames (the WebSocket, webhooks) expand the event as they deliver it.
 
-use common::resources::{ChatJson, ChatmessageJson, ChatroomJson, ChatroommessageJson};
+use common::resources::{
+    ChatJson, ChatmessageJson, ChatroomJson, ChatroommessageJson, ReadStateJson,
+};
 use serde::{Deserialize, Serialize};
 
 /// What an event is about.
@@ -44,11 +46,13 @@ impl Resource {
 
 /// What happened to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     Created,
     Updated,
     Deleted,
+    /// A chatroom's read state moved (`chatroom_read_updated`).
+    ReadUpdated,
 }
 
 impl Action {
@@ -57,6 +61,7 @@ impl Action {
             Action::Created => "created",
             Action::Updated => "updated",
             Action::Deleted => "deleted",
+            Action::ReadUpdated => "read_updated",
         }
     }
 }
@@ -77,11 +82,13 @@ macro_rules! event_types {
             };)*
 
             /// Every event type, in the contract's order.
-            pub const ALL: [EventType; 12] = [$(EventType::$name),*];
+            pub const ALL: [EventType; 13] = [$(EventType::$name),*];
 
             pub fn as_str(self) -> &'static str {
                 match (self.resource, self.action) {
                     $((Resource::$resource, Action::$action) => $text,)*
+                    // Only chatrooms have a read state: no code makes these.
+                    (_, Action::ReadUpdated) => "unknown",
                 }
             }
         }
@@ -101,6 +108,7 @@ event_types! {
     MESSAGECHATROOM_CREATED = Messagechatroom Created "messagechatroom_created";
     MESSAGECHATROOM_UPDATED = Messagechatroom Updated "messagechatroom_updated";
     MESSAGECHATROOM_DELETED = Messagechatroom Deleted "messagechatroom_deleted";
+    CHATROOM_READ_UPDATED = Chatroom ReadUpdated "chatroom_read_updated";
 }
 
 impl EventType {
@@ -251,7 +259,9 @@ impl ChatEventData {
             tm_update: chat.tm_update.clone(),
             tm_delete: match action {
                 Action::Deleted => chat.tm_update.clone(),
-                Action::Created | Action::Updated => common::time::LIVE.to_owned(),
+                Action::Created | Action::Updated | Action::ReadUpdated => {
+                    common::time::LIVE.to_owned()
+                }
             },
         }
     }
@@ -307,6 +317,20 @@ impl MessagechatEventData {
     }
 }
 
+/// The `data` of `chatroom_read_updated`: the chatroom's read state after the change, and the
+/// other live chatrooms of its chat (their owners see it as "seen").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadEventData {
+    #[serde(flatten)]
+    pub read_state: ReadStateJson,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerItem>,
+}
+
+/// Another participant's chatroom of the same chat: `[chatroom id, owner id]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerItem(pub String, pub String);
+
 /// An event's `data`, by type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
@@ -314,12 +338,16 @@ pub enum EventData {
     Chatroom(ChatroomJson),
     Messagechat(MessagechatEventData),
     Messagechatroom(ChatroommessageJson),
+    ChatroomRead(ReadEventData),
 }
 
 impl EventData {
-    /// The data of an event of `resource` from its JSON.
-    pub fn parse(resource: Resource, json: &str) -> Result<Self, serde_json::Error> {
-        Ok(match resource {
+    /// The data of an event of `event_type` from its JSON.
+    pub fn parse(event_type: EventType, json: &str) -> Result<Self, serde_json::Error> {
+        if event_type == EventType::CHATROOM_READ_UPDATED {
+            return Ok(EventData::ChatroomRead(serde_json::from_str(json)?));
+        }
+        Ok(match event_type.resource {
             Resource::Chat => EventData::Chat(serde_json::from_str(json)?),
             Resource::Chatroom => EventData::Chatroom(serde_json::from_str(json)?),
             Resource::Messagechat => EventData::Messagechat(serde_json::from_str(json)?),
@@ -333,6 +361,7 @@ impl EventData {
             EventData::Chatroom(d) => serde_json::value::to_raw_value(d),
             EventData::Messagechat(d) => serde_json::value::to_raw_value(d),
             EventData::Messagechatroom(d) => serde_json::value::to_raw_value(d),
+            EventData::ChatroomRead(d) => serde_json::value::to_raw_value(d),
         };
         json.expect("event data serializes")
     }
@@ -343,6 +372,7 @@ impl EventData {
             EventData::Chatroom(d) => &d.customer_id,
             EventData::Messagechat(d) => &d.chatmessage.customer_id,
             EventData::Messagechatroom(d) => &d.customer_id,
+            EventData::ChatroomRead(d) => &d.read_state.customer_id,
         }
     }
 }
@@ -358,6 +388,10 @@ pub struct Item<'a> {
     pub scope_id: &'a str,
     /// The chatroom's owner, for chatrooms and copies.
     pub owner_id: Option<&'a str>,
+    /// Another participant's view of a read state (`chatroom_read_updated`'s peers): for that
+    /// participant's own agent topics only, never for customer topics or webhooks, which get
+    /// the read state once, as item 0.
+    pub peer: bool,
 }
 
 /// A published event, read: its type, tenant and data (see `cloudevent::parse`).
@@ -377,6 +411,7 @@ impl ParsedEvent {
         1 + match &self.data {
             EventData::Chat(d) => d.chatrooms.len(),
             EventData::Messagechat(d) => d.chatroommessages.len(),
+            EventData::ChatroomRead(d) => d.peers.len(),
             EventData::Chatroom(_) | EventData::Messagechatroom(_) => 0,
         }
     }
@@ -395,6 +430,7 @@ impl ParsedEvent {
                 id: &d.chat.id,
                 scope_id: &d.chat.id,
                 owner_id: None,
+                peer: false,
             }),
             (EventData::Chat(d), n) => {
                 let (action, room) = d.chatrooms.at(n - 1)?;
@@ -403,6 +439,7 @@ impl ParsedEvent {
                     id: &room.id,
                     scope_id: &room.id,
                     owner_id: Some(&room.owner_id),
+                    peer: false,
                 })
             }
             (EventData::Chatroom(room), 0) => Some(Item {
@@ -410,12 +447,14 @@ impl ParsedEvent {
                 id: &room.id,
                 scope_id: &room.id,
                 owner_id: Some(self.owner_id.as_deref().unwrap_or(&room.owner_id)),
+                peer: false,
             }),
             (EventData::Messagechat(d), 0) => Some(Item {
                 event_type: self.event_type,
                 id: &d.chatmessage.id,
                 scope_id: &d.chatmessage.chat_id,
                 owner_id: None,
+                peer: false,
             }),
             (EventData::Messagechat(d), n) => {
                 let copy = d.chatroommessages.get(n - 1)?;
@@ -424,6 +463,7 @@ impl ParsedEvent {
                     id: copy.id(),
                     scope_id: copy.chatroom_id(),
                     owner_id: Some(copy.owner_id()),
+                    peer: false,
                 })
             }
             (EventData::Messagechatroom(copy), 0) => Some(Item {
@@ -431,7 +471,25 @@ impl ParsedEvent {
                 id: &copy.id,
                 scope_id: &copy.chatroom_id,
                 owner_id: self.owner_id.as_deref(),
+                peer: false,
             }),
+            (EventData::ChatroomRead(d), 0) => Some(Item {
+                event_type: self.event_type,
+                id: &d.read_state.chatroom_id,
+                scope_id: &d.read_state.chatroom_id,
+                owner_id: Some(&d.read_state.owner_id),
+                peer: false,
+            }),
+            (EventData::ChatroomRead(d), n) => {
+                let peer = d.peers.get(n - 1)?;
+                Some(Item {
+                    event_type: self.event_type,
+                    id: &d.read_state.chatroom_id,
+                    scope_id: &peer.0,
+                    owner_id: Some(&peer.1),
+                    peer: true,
+                })
+            }
             _ => None,
         }
     }
@@ -455,6 +513,9 @@ impl ParsedEvent {
                 serde_json::to_string(&d.chatroommessage(d.chatroommessages.get(n - 1)?))
             }
             (EventData::Messagechatroom(copy), 0) => serde_json::to_string(copy),
+            (EventData::ChatroomRead(d), n) if n <= d.peers.len() => {
+                serde_json::to_string(&d.read_state)
+            }
             _ => return None,
         };
         Some(json.expect("resource JSON serializes"))
@@ -603,5 +664,56 @@ mod tests {
         assert_eq!(frame["type"], "messagechatroom_created");
         assert_eq!(frame["data"]["id"], "k1");
         assert_eq!(event.item_json(3), None);
+    }
+
+    #[test]
+    fn a_read_event_stands_for_its_read_state_once_and_once_more_per_peer() {
+        let state = ReadStateJson {
+            chatroom_id: "r1".into(),
+            customer_id: "c".into(),
+            chat_id: "chat-1".into(),
+            owner_id: "a".into(),
+            last_read_messagechat_id: "m".into(),
+            tm_last_read: "t1".into(),
+            unread_count: 2,
+            tm_update: "t2".into(),
+        };
+        let data = EventData::ChatroomRead(ReadEventData {
+            read_state: state.clone(),
+            peers: vec![
+                PeerItem("r2".into(), "b".into()),
+                PeerItem("r3".into(), "c".into()),
+            ],
+        });
+        let json = data.to_json();
+        assert_eq!(
+            EventData::parse(EventType::CHATROOM_READ_UPDATED, json.get()).unwrap(),
+            data
+        );
+        let event = ParsedEvent {
+            id: "e".into(),
+            event_type: EventType::CHATROOM_READ_UPDATED,
+            customer_id: "c".into(),
+            owner_id: Some("a".into()),
+            data,
+        };
+        let items: Vec<Item<'_>> = event.items().collect();
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            (items[0].scope_id, items[0].owner_id, items[0].peer),
+            ("r1", Some("a"), false)
+        );
+        assert_eq!(
+            (items[2].scope_id, items[2].owner_id, items[2].peer),
+            ("r3", Some("c"), true)
+        );
+        for n in 0..3 {
+            let json = event.item_json(n).unwrap();
+            assert_eq!(serde_json::from_str::<ReadStateJson>(&json).unwrap(), state);
+        }
+        assert_eq!(event.item_json(3), None);
+        let frame: serde_json::Value = serde_json::from_str(&event.item_frame(1).unwrap()).unwrap();
+        assert_eq!(frame["type"], "chatroom_read_updated");
+        assert_eq!(frame["data"]["owner_id"], "a");
     }
 }

@@ -85,7 +85,8 @@ pub async fn plan(db: &Db, payload: &[u8]) -> Result<Vec<String>, WebhookError> 
             for (webhook, types) in wanted {
                 let mut rows = Vec::new();
                 for (n, item) in event.items().enumerate() {
-                    if !types.contains(&item.event_type) {
+                    // A read state goes to a webhook once, not once per participant.
+                    if item.peer || !types.contains(&item.event_type) {
                         continue;
                     }
                     let body = frames[n]

@@ -4,6 +4,7 @@ mod chatmessages;
 mod chatroommessages;
 mod chatrooms;
 mod chats;
+mod reads;
 mod webhooks;
 
 use axum::Router;
@@ -17,6 +18,7 @@ pub fn router() -> Router<AppState> {
         .merge(chatrooms::router())
         .merge(chatmessages::router())
         .merge(chatroommessages::router())
+        .merge(reads::router())
         .merge(webhooks::router())
 }
 
@@ -27,6 +29,7 @@ pub fn operations() -> utoipa::openapi::OpenApi {
     doc.merge(chatrooms::Api::openapi());
     doc.merge(chatmessages::Api::openapi());
     doc.merge(chatroommessages::Api::openapi());
+    doc.merge(reads::Api::openapi());
     doc.merge(webhooks::Api::openapi());
     doc
 }

@@ -169,6 +169,10 @@ impl Topic {
         if item.event_type.resource != self.resource {
             return false;
         }
+        // Another participant's read state reaches agents only, on their own room's topics.
+        if item.peer && matches!(self.audience, Audience::Customer(_)) {
+            return false;
+        }
         if let Audience::Agent(agent) = &self.audience
             && item.owner_id != Some(agent.as_str())
         {
@@ -210,6 +214,7 @@ mod tests {
             id: "i",
             scope_id,
             owner_id: owner,
+            peer: false,
         }
     }
 
@@ -296,6 +301,14 @@ mod tests {
     #[test]
     fn items_match_by_resource_owner_and_id() {
         let all_rooms = Topic::parse(&format!("customer_id:{C}:chatroom")).unwrap();
+        // Another participant's read state: on its own agent topics only.
+        let peer = Item {
+            peer: true,
+            ..item(Resource::Chatroom, Some(A), X)
+        };
+        assert!(!all_rooms.matches(&peer));
+        let a_rooms = Topic::parse(&format!("agent_id:{A}:chatroom:{X}")).unwrap();
+        assert!(a_rooms.matches(&peer));
         assert!(all_rooms.matches(&item(Resource::Chatroom, Some(X), X)));
         assert!(!all_rooms.matches(&item(Resource::Chat, None, X)));
         let mine = Topic::parse(&format!("agent_id:{A}:messagechatroom")).unwrap();

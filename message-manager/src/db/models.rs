@@ -20,9 +20,14 @@ pub struct ChatmessageRow {
     pub tm_create: NaiveDateTime,
     pub tm_update: NaiveDateTime,
     pub tm_delete: NaiveDateTime,
+    /// The message's place in its chat, given when it is written (0 until then).
+    pub chat_seq: i64,
+    /// The agent of an agent source.
+    pub sender_id: Option<String>,
 }
 
-/// A chat as the membership view knows it.
+/// A chat as the membership view knows it (less the send's counters, `last_seq` and
+/// `last_message_at`, which only the send writes).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset, PartialEq)]
 #[diesel(table_name = member_chats)]
 pub struct MemberChat {

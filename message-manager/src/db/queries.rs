@@ -13,28 +13,65 @@ use super::schema::{
 };
 use crate::chatroommessages::{CopyKey, message_no};
 
-/// Writes the message (its copies are derived from it; see `chatroommessages`).
-pub fn insert_message(conn: &mut DbConnection, message: &ChatmessageRow) -> QueryResult<()> {
+/// Writes the message at the next place of its chat (its copies are derived from it; see
+/// `chatroommessages`), inside the caller's transaction. The chat's counters are updated
+/// first, and that row stays locked until the transaction ends, so a chat's messages take
+/// their places (`chat_seq`) and times in the order they commit: `tm_create` becomes just after
+/// the chat's last message's when the clock has not passed it. Sets both on `message`.
+pub fn insert_message(conn: &mut DbConnection, message: &mut ChatmessageRow) -> QueryResult<()> {
+    let chat = member_chats::table
+        .find(message.chat_id.clone())
+        .filter(member_chats::customer_id.eq(message.customer_id.clone()));
+    let counted = diesel::update(chat.clone())
+        .set(member_chats::last_seq.eq(member_chats::last_seq + 1))
+        .execute(conn)?;
+    if counted == 0 {
+        return Err(diesel::result::Error::NotFound);
+    }
+    let (seq, last_at): (i64, NaiveDateTime) = chat
+        .clone()
+        .select((member_chats::last_seq, member_chats::last_message_at))
+        .first(conn)?;
+    let at = message
+        .tm_create
+        .max(last_at + chrono::TimeDelta::microseconds(1));
+    diesel::update(chat)
+        .set(member_chats::last_message_at.eq(at))
+        .execute(conn)?;
+    message.chat_seq = seq;
+    message.tm_create = at;
+    message.tm_update = at;
     diesel::insert_into(chatmessages::table)
-        .values(message)
+        .values(&*message)
         .execute(conn)
         .map(|_| ())
 }
 
-/// Writes the message and its outbox row. On PostgreSQL one statement (atomic on its own, so
-/// no transaction is needed: one round trip in all), kept prepared; on SQLite a transaction.
+/// Writes the message (as `insert_message` does) and its outbox row. On PostgreSQL one
+/// statement (atomic on its own, so no transaction is needed: one round trip in all), kept
+/// prepared; on SQLite a transaction.
 pub fn insert_message_and_outbox(
     conn: &mut DbConnection,
-    message: &ChatmessageRow,
+    message: &mut ChatmessageRow,
     outbox_row: &pipeline::outbox::OutboxRow,
 ) -> QueryResult<()> {
     match conn {
-        DbConnection::Pg(pg) => SendStatement {
-            message,
-            outbox: outbox_row,
+        DbConnection::Pg(pg) => {
+            let placed: Vec<(i64, NaiveDateTime)> = SendStatement {
+                message,
+                outbox: outbox_row,
+            }
+            .load(pg)?;
+            // No row: the chat is not in the view (the send checked it was).
+            let (seq, at) = placed
+                .into_iter()
+                .next()
+                .ok_or(diesel::result::Error::NotFound)?;
+            message.chat_seq = seq;
+            message.tm_create = at;
+            message.tm_update = at;
+            Ok(())
         }
-        .execute(pg)
-        .map(|_| ()),
         DbConnection::Sqlite(_) => conn.transaction(|conn| {
             insert_message(conn, message)?;
             diesel::insert_into(pipeline::outbox::outbox::table)
@@ -45,9 +82,10 @@ pub fn insert_message_and_outbox(
     }
 }
 
-/// The send's one statement on PostgreSQL: the message and its outbox row. A statement type
-/// of its own rather than `sql_query`, which diesel never keeps prepared: this one is parsed
-/// and planned once per connection, then only executed (one round trip, no parse).
+/// The send's one statement on PostgreSQL: the chat's counters, the message at its place, and
+/// its outbox row; it returns the message's place and time. A statement type of its own rather
+/// than `sql_query`, which diesel never keeps prepared: this one is parsed and planned once per
+/// connection, then only executed (one round trip, no parse).
 struct SendStatement<'a> {
     message: &'a ChatmessageRow,
     outbox: &'a pipeline::outbox::OutboxRow,
@@ -61,8 +99,19 @@ impl QueryFragment<Pg> for SendStatement<'_> {
         use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
         let (m, o) = (self.message, self.outbox);
         out.push_sql(
-            "WITH message AS (INSERT INTO chatmessages (no, id, customer_id, chat_id, source, \
-             message_type, text, medias, tm_create, tm_update, tm_delete) VALUES (",
+            "WITH chat AS (UPDATE member_chats SET last_seq = last_seq + 1, \
+             last_message_at = GREATEST(last_message_at + interval '1 microsecond', ",
+        );
+        out.push_bind_param::<Timestamp, _>(&m.tm_create)?;
+        out.push_sql(") WHERE id = ");
+        out.push_bind_param::<Text, _>(&m.chat_id)?;
+        out.push_sql(" AND customer_id = ");
+        out.push_bind_param::<Text, _>(&m.customer_id)?;
+        out.push_sql(
+            " RETURNING last_seq, last_message_at), \
+             message AS (INSERT INTO chatmessages (no, id, customer_id, chat_id, source, \
+             message_type, text, medias, tm_create, tm_update, tm_delete, chat_seq, sender_id) \
+             SELECT ",
         );
         out.push_bind_param::<BigInt, _>(&m.no)?;
         for text in [
@@ -77,13 +126,14 @@ impl QueryFragment<Pg> for SendStatement<'_> {
             out.push_sql(", ");
             out.push_bind_param::<Text, _>(text)?;
         }
-        for tm in [&m.tm_create, &m.tm_update, &m.tm_delete] {
-            out.push_sql(", ");
-            out.push_bind_param::<Timestamp, _>(tm)?;
-        }
+        out.push_sql(", chat.last_message_at, chat.last_message_at, ");
+        out.push_bind_param::<Timestamp, _>(&m.tm_delete)?;
+        out.push_sql(", chat.last_seq, ");
+        out.push_bind_param::<Nullable<Text>, _>(&m.sender_id)?;
         out.push_sql(
-            ")) INSERT INTO outbox (events, event_count, request_id, traceparent, created_at, \
-             publish_bytes) VALUES (",
+            " FROM chat RETURNING chat_seq, tm_create), \
+             sent AS (INSERT INTO outbox (events, event_count, request_id, traceparent, \
+             created_at, publish_bytes) SELECT ",
         );
         out.push_bind_param::<Text, _>(&o.events)?;
         out.push_sql(", ");
@@ -96,7 +146,10 @@ impl QueryFragment<Pg> for SendStatement<'_> {
         out.push_bind_param::<Timestamp, _>(&o.created_at)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Integer>, _>(&o.publish_bytes)?;
-        out.push_sql(")");
+        out.push_sql(
+            " FROM message RETURNING 1) \
+             SELECT message.chat_seq, message.tm_create FROM message, sent",
+        );
         Ok(())
     }
 }
@@ -105,6 +158,10 @@ impl QueryId for SendStatement<'_> {
     type QueryId = ();
     // Cached by its SQL text, which never changes.
     const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for SendStatement<'_> {
+    type SqlType = (diesel::sql_types::BigInt, diesel::sql_types::Timestamp);
 }
 
 impl RunQueryDsl<PgConnection> for SendStatement<'_> {}
@@ -565,3 +622,197 @@ fn insert_or_ignore(
 }
 
 pub use common::processed::{mark_processed, purge_processed};
+
+// Read state.
+
+/// Which chatrooms' read states to compute (always the tenant's live rooms of live chats).
+#[derive(Debug, Clone, Copy)]
+pub enum ReadScope<'a> {
+    /// Every room of this owner.
+    Owner(&'a str),
+    /// Every room of this chat.
+    Chat(&'a str),
+    /// This room.
+    Room(&'a str),
+}
+
+/// A read state as the database computes it (`ReadStatesQuery`).
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct ReadStateRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub chatroom_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub customer_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub chat_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub owner_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub messagechat_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    pub tm_last_read: Option<NaiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    pub tm_update: Option<NaiveDateTime>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub unread_count: i64,
+}
+
+/// The read states of the tenant's live chatrooms in `scope`, ordered by chatroom id.
+pub fn read_states(
+    conn: &mut DbConnection,
+    customer_id: &str,
+    scope: ReadScope<'_>,
+) -> QueryResult<Vec<ReadStateRow>> {
+    let query = ReadStatesQuery {
+        customer_id,
+        scope,
+        live: time::live(),
+    };
+    match conn {
+        DbConnection::Pg(c) => query.load(c),
+        DbConnection::Sqlite(c) => query.load(c),
+    }
+}
+
+/// The SQL of `read_states` on PostgreSQL with its parameters (for `EXPLAIN`; see the unread
+/// benchmark).
+pub fn read_states_pg<'a>(
+    customer_id: &'a str,
+    scope: ReadScope<'a>,
+) -> impl QueryFragment<Pg> + QueryId + 'a {
+    ReadStatesQuery {
+        customer_id,
+        scope,
+        live: time::live(),
+    }
+}
+
+/// A room's unread count without a row per copy: its chat's places after the read point (or
+/// after the last live message before the room existed, if later), less the messages after
+/// that point that are deleted, the owner's own, or deleted in this room alone. Each is an
+/// index range of the few such messages, so the cost does not grow with the unread count.
+struct ReadStatesQuery<'a> {
+    customer_id: &'a str,
+    scope: ReadScope<'a>,
+    live: NaiveDateTime,
+}
+
+impl<DB> QueryFragment<DB> for ReadStatesQuery<'_>
+where
+    DB: diesel::backend::Backend,
+    str: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+    NaiveDateTime: diesel::serialize::ToSql<diesel::sql_types::Timestamp, DB>,
+    DB: diesel::sql_types::HasSqlType<diesel::sql_types::Text>
+        + diesel::sql_types::HasSqlType<diesel::sql_types::Timestamp>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Text, Timestamp};
+        // Planned for its parameters each time: the partial indexes hold for the live mark
+        // only when the planner sees it.
+        out.unsafe_to_cache_prepared();
+        out.push_sql(
+            "SELECT x.id AS chatroom_id, x.customer_id, x.chat_id, x.owner_id, x.messagechat_id, \
+                    x.tm_last_read, x.tm_update, \
+                    x.last_seq - x.lo \
+                    - (SELECT count(*) FROM chatmessages m \
+                        WHERE m.chat_id = x.chat_id AND m.tm_delete <> ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " AND m.chat_seq > x.lo) \
+                    - (SELECT count(*) FROM chatmessages m \
+                        WHERE m.chat_id = x.chat_id AND m.sender_id = x.owner_id \
+                          AND m.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " AND m.chat_seq > x.lo) \
+                    - (SELECT count(*) FROM chatroommessage_deletions d \
+                         JOIN chatmessages m ON m.no = d.message_no \
+                        WHERE d.room_no = x.no AND m.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " AND m.chat_seq > x.lo \
+                          AND (m.sender_id IS NULL OR m.sender_id <> x.owner_id)) AS unread_count \
+               FROM (SELECT y.*, \
+                            CASE WHEN y.read_seq > y.start_seq THEN y.read_seq \
+                                 ELSE y.start_seq END AS lo \
+                       FROM (SELECT r.no, r.id, r.customer_id, r.chat_id, r.owner_id, c.last_seq, \
+                                    rd.messagechat_id, rd.tm_last_read, rd.tm_update, \
+                                    COALESCE(rd.read_seq, 0) AS read_seq, \
+                                    COALESCE((SELECT m.chat_seq FROM chatmessages m \
+                                               WHERE m.chat_id = r.chat_id AND m.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " AND m.tm_create < r.tm_create \
+                                               ORDER BY m.tm_create DESC, m.no DESC LIMIT 1), \
+                                             0) AS start_seq \
+                               FROM member_chatrooms r \
+                               JOIN member_chats c ON c.id = r.chat_id AND c.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " LEFT JOIN chatroom_reads rd ON rd.chatroom_id = r.id \
+                              WHERE r.customer_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.customer_id)?;
+        out.push_sql(" AND r.tm_delete = ");
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        let (column, value) = match self.scope {
+            ReadScope::Owner(owner) => (" AND r.owner_id = ", owner),
+            ReadScope::Chat(chat) => (" AND r.chat_id = ", chat),
+            ReadScope::Room(room) => (" AND r.id = ", room),
+        };
+        out.push_sql(column);
+        out.push_bind_param::<Text, _>(value)?;
+        out.push_sql(") y) x ORDER BY x.id");
+        Ok(())
+    }
+}
+
+impl QueryId for ReadStatesQuery<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::Query for ReadStatesQuery<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<C> RunQueryDsl<C> for ReadStatesQuery<'_> {}
+
+/// Moves the room's read point to `message` if it is after the current one (concurrent moves
+/// keep the furthest). Whether it moved.
+pub fn advance_read_point(
+    conn: &mut DbConnection,
+    room: &MemberChatroom,
+    message: &ChatmessageRow,
+    now: NaiveDateTime,
+) -> QueryResult<bool> {
+    use diesel::sql_types::{BigInt, Text, Timestamp};
+    let query = diesel::sql_query(
+        "INSERT INTO chatroom_reads \
+             (chatroom_id, customer_id, read_seq, messagechat_id, tm_last_read, tm_update) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (chatroom_id) DO UPDATE SET read_seq = excluded.read_seq, \
+             messagechat_id = excluded.messagechat_id, tm_last_read = excluded.tm_last_read, \
+             tm_update = excluded.tm_update \
+         WHERE chatroom_reads.read_seq < excluded.read_seq",
+    )
+    .bind::<Text, _>(&room.id)
+    .bind::<Text, _>(&room.customer_id)
+    .bind::<BigInt, _>(message.chat_seq)
+    .bind::<Text, _>(&message.id)
+    .bind::<Timestamp, _>(message.tm_create)
+    .bind::<Timestamp, _>(now);
+    let moved = match conn {
+        DbConnection::Pg(c) => query.execute(c)?,
+        DbConnection::Sqlite(c) => query.execute(c)?,
+    };
+    Ok(moved > 0)
+}

@@ -16,6 +16,22 @@ diesel::table! {
         tm_create -> Timestamp,
         tm_update -> Timestamp,
         tm_delete -> Timestamp,
+        /// The message's place in its chat: 1, 2, 3, ... in the order of `tm_create`.
+        chat_seq -> BigInt,
+        /// The agent of an agent source.
+        sender_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// A chatroom's read point (no row: nothing read yet).
+    chatroom_reads (chatroom_id) {
+        chatroom_id -> Text,
+        customer_id -> Text,
+        read_seq -> BigInt,
+        messagechat_id -> Text,
+        tm_last_read -> Timestamp,
+        tm_update -> Timestamp,
     }
 }
 
@@ -46,6 +62,9 @@ diesel::table! {
         tm_update -> Timestamp,
         tm_delete -> Timestamp,
         tm_checked -> Timestamp,
+        /// The last `chat_seq` given and the last message's `tm_create` (see the send).
+        last_seq -> BigInt,
+        last_message_at -> Timestamp,
     }
 }
 

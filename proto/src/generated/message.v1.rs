@@ -221,6 +221,86 @@ pub struct UpdateChatroommessageRequest {
     #[prost(message, optional, tag = "5")]
     pub medias: ::core::option::Option<Medias>,
 }
+/// A chatroom's read state: how far its owner has read in its chat. The read point is a
+/// message; `last_read_messagechat_id`, `tm_last_read` and `tm_update` are "" before the first
+/// read.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReadState {
+    #[prost(string, tag = "1")]
+    pub chatroom_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub chat_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub last_read_messagechat_id: ::prost::alloc::string::String,
+    /// The read message's tm_create.
+    #[prost(string, tag = "6")]
+    pub tm_last_read: ::prost::alloc::string::String,
+    /// The room's live copies after the read point that its owner did not send.
+    #[prost(int64, tag = "7")]
+    pub unread_count: i64,
+    #[prost(string, tag = "8")]
+    pub tm_update: ::prost::alloc::string::String,
+}
+/// The read state of `owner_id`'s own live chatroom (NOT_FOUND for anyone else's).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetReadStateRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub chatroom_id: ::prost::alloc::string::String,
+}
+/// Moves the read point of `owner_id`'s chatroom forward, to `messagechat_id` (a message the
+/// room holds a copy of) or, without it, to the room's newest live copy. A point at or before
+/// the current one leaves it as it is. A move publishes `chatroom_read_updated`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MarkReadRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub chatroom_id: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "4")]
+    pub messagechat_id: ::core::option::Option<::prost::alloc::string::String>,
+}
+/// The read states of every live chatroom of the chat of `owner_id`'s chatroom.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListReadStatesRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub chatroom_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListReadStatesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub read_states: ::prost::alloc::vec::Vec<ReadState>,
+}
+/// How much `owner_id` has not read, over all its live chatrooms.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetUnreadRequest {
+    #[prost(string, tag = "1")]
+    pub customer_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub owner_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Unread {
+    /// Live chatrooms with at least one unread copy.
+    #[prost(int64, tag = "1")]
+    pub chatrooms: i64,
+    /// Unread copies in all of them.
+    #[prost(int64, tag = "2")]
+    pub chatroommessages: i64,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum MessageType {
@@ -587,6 +667,93 @@ pub mod message_service_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        pub async fn get_read_state(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetReadStateRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadState>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/GetReadState",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("message.v1.MessageService", "GetReadState"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn mark_read(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MarkReadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadState>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/MarkRead",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("message.v1.MessageService", "MarkRead"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_read_states(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListReadStatesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListReadStatesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/ListReadStates",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("message.v1.MessageService", "ListReadStates"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get_unread(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetUnreadRequest>,
+        ) -> std::result::Result<tonic::Response<super::Unread>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/message.v1.MessageService/GetUnread",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("message.v1.MessageService", "GetUnread"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -648,6 +815,25 @@ pub mod message_service_server {
             &self,
             request: tonic::Request<super::UpdateChatroommessageRequest>,
         ) -> std::result::Result<tonic::Response<super::Chatroommessage>, tonic::Status>;
+        async fn get_read_state(
+            &self,
+            request: tonic::Request<super::GetReadStateRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadState>, tonic::Status>;
+        async fn mark_read(
+            &self,
+            request: tonic::Request<super::MarkReadRequest>,
+        ) -> std::result::Result<tonic::Response<super::ReadState>, tonic::Status>;
+        async fn list_read_states(
+            &self,
+            request: tonic::Request<super::ListReadStatesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListReadStatesResponse>,
+            tonic::Status,
+        >;
+        async fn get_unread(
+            &self,
+            request: tonic::Request<super::GetUnreadRequest>,
+        ) -> std::result::Result<tonic::Response<super::Unread>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct MessageServiceServer<T> {
@@ -1182,6 +1368,187 @@ pub mod message_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateChatroommessageSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/message.v1.MessageService/GetReadState" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetReadStateSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::GetReadStateRequest>
+                    for GetReadStateSvc<T> {
+                        type Response = super::ReadState;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetReadStateRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::get_read_state(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetReadStateSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/message.v1.MessageService/MarkRead" => {
+                    #[allow(non_camel_case_types)]
+                    struct MarkReadSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::MarkReadRequest>
+                    for MarkReadSvc<T> {
+                        type Response = super::ReadState;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MarkReadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::mark_read(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MarkReadSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/message.v1.MessageService/ListReadStates" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListReadStatesSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::ListReadStatesRequest>
+                    for ListReadStatesSvc<T> {
+                        type Response = super::ListReadStatesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListReadStatesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::list_read_states(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListReadStatesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/message.v1.MessageService/GetUnread" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetUnreadSvc<T: MessageService>(pub Arc<T>);
+                    impl<
+                        T: MessageService,
+                    > tonic::server::UnaryService<super::GetUnreadRequest>
+                    for GetUnreadSvc<T> {
+                        type Response = super::Unread;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetUnreadRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as MessageService>::get_unread(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetUnreadSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
