@@ -646,11 +646,6 @@ fn summary(samples: &[i64]) -> String {
 // ---------------------------------------------------------------------------------------------
 // 2 and 3. Paced.
 
-fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
-    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
-}
-
 async fn paced(env: &Env, webhooks: usize, rate: f64, seconds: u64, hang: bool) {
     let stack = &env.stack;
     // A customer may have at most 100 webhooks: the hanging one takes a healthy one's place.

@@ -31,12 +31,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The `p` quantile of sorted microseconds, in milliseconds.
-fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
-    sorted.get(i).copied().unwrap_or(0) as f64 / 1000.0
-}
-
 fn now_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

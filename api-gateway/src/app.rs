@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
                 .route("/ws", axum::routing::get(crate::ws::upgrade))
                 .route("/openapi.json", axum::routing::get(crate::openapi::serve)),
         )
+        // The agent console's page (it signs in with a token of its own).
+        .merge(crate::console::router())
         // Outside /v1.0 and without a token: for probes and load balancers.
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))

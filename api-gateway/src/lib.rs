@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+mod console;
 pub mod embedded;
 pub mod error;
 pub mod health;

@@ -201,7 +201,10 @@ struct Connector {
 /// every call (BENCHMARKS.md, run G). A statement no
 /// index serves (housekeeping's deletes by age of sent outbox rows and applied event ids) is
 /// still planned as a scan: the setting only makes the planner take an index where one applies.
-pub const BY_INDEX: &str = "SET enable_seqscan = off";
+/// And no JIT compilation: a plan that keeps a sequential scan (of a table with no better
+/// path) is costed far above `jit_above_cost` by the setting above, and would pay tens of
+/// milliseconds compiling a statement that runs in a few (BENCHMARKS.md, "Unread counts").
+pub const BY_INDEX: &str = "SET enable_seqscan = off; SET jit = off";
 
 impl ManageConnection for Connector {
     type Connection = DbConnection;

@@ -19,7 +19,6 @@ use common::grpc_server::ObserveLayer;
 use common::page::Page;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::Text;
 use message_manager::db::models::MemberChat;
 use message_manager::db::queries;
@@ -29,33 +28,6 @@ use tonic::service::LayerExt;
 
 const STEPS: [i64; 4] = [1_000, 10_000, 100_000, 1_000_000];
 const WARM_UP: usize = 20;
-
-/// `EXPLAIN (<options>) <query>`, with the query's own bind values.
-struct Explain<Q> {
-    options: &'static str,
-    query: Q,
-}
-
-impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Explain<Q> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.unsafe_to_cache_prepared();
-        out.push_sql("EXPLAIN (");
-        out.push_sql(self.options);
-        out.push_sql(") ");
-        self.query.walk_ast(out.reborrow())
-    }
-}
-
-impl<Q> QueryId for Explain<Q> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<Q> Query for Explain<Q> {
-    type SqlType = Text;
-}
-
-impl<Q> RunQueryDsl<PgConnection> for Explain<Q> {}
 
 /// p50, p99 and max of the samples, in milliseconds.
 fn summary(mut samples: Vec<Duration>) -> (f64, f64, f64) {
@@ -280,13 +252,7 @@ async fn run() {
                 "\nEXPLAIN ANALYZE, {what} at {stored} messages:\n{}",
                 diesel::debug_query::<Pg, _>(&query)
             );
-            let plan = Explain {
-                options: "ANALYZE, BUFFERS",
-                query,
-            }
-            .load::<String>(&mut conn)
-            .expect("EXPLAIN")
-            .join("\n");
+            let plan = testkit::explain::explain(&mut conn, "ANALYZE, BUFFERS", query);
             println!("{plan}");
         }
         conn

@@ -190,7 +190,12 @@ pub fn delete(
         return Err(MessageError::not_found("chatroommessage"));
     }
     let now = time::now();
-    queries::delete_copies(conn, &[CopyKey::of(&found.room, &found.message)], now)?;
+    queries::delete_copy(
+        conn,
+        CopyKey::of(&found.room, &found.message),
+        &found.message,
+        now,
+    )?;
     let copy = to_proto(&found.message, &found.room, Some(now));
     let record = MessageRecord::copy(Action::Deleted, &copy, &found.room.owner_id);
     Ok((copy, vec![record]))

@@ -15,7 +15,7 @@ use common::page::Page;
 use diesel::connection::InstrumentationEvent;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::QueryFragment;
 use diesel::sql_types::Text;
 use message_manager::chatroommessages::CopyKey;
 use message_manager::db::queries;
@@ -29,43 +29,7 @@ const OTHERS: i64 = 100_000;
 const OTHER_CHATS: i64 = 1_000;
 const PAGE_SIZE: u32 = 10;
 
-/// `EXPLAIN (<options>) <query>`, with the query's own bind values.
-struct Explain<Q> {
-    options: &'static str,
-    query: Q,
-}
-
-impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Explain<Q> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.unsafe_to_cache_prepared();
-        out.push_sql("EXPLAIN (");
-        out.push_sql(self.options);
-        out.push_sql(") ");
-        self.query.walk_ast(out.reborrow())
-    }
-}
-
-impl<Q> QueryId for Explain<Q> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl<Q> Query for Explain<Q> {
-    type SqlType = Text;
-}
-
-impl<Q> RunQueryDsl<PgConnection> for Explain<Q> {}
-
-fn explain<Q: QueryFragment<Pg>>(
-    conn: &mut PgConnection,
-    options: &'static str,
-    query: Q,
-) -> String {
-    Explain { options, query }
-        .load::<String>(conn)
-        .unwrap_or_else(|e| panic!("EXPLAIN ({options}): {e}"))
-        .join("\n")
-}
+use testkit::explain::explain;
 
 /// A plan's nodes, depth first.
 fn nodes(plan: &Value) -> Vec<&Value> {

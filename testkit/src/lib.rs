@@ -8,6 +8,7 @@
 //! Every test gets names of its own (a fresh PostgreSQL schema, an exchange/queue prefix), so
 //! tests run in parallel and leave nothing behind.
 
+pub mod explain;
 pub mod ops;
 pub mod receiver;
 pub mod tls;
@@ -89,6 +90,20 @@ pub fn require_tool(test: &str, tool: &str) -> bool {
         report_skip(
             test,
             &format!("{tool} not found on PATH"),
+            &skipped_tests_file(),
+        );
+    }
+    found
+}
+
+/// True when `path` exists (a file a test needs that a set-up step makes, such as a tool's
+/// installed package); otherwise skips (or panics under CI), saying what makes it.
+pub fn require_path(test: &str, path: &Path, made_by: &str) -> bool {
+    let found = path.exists();
+    if !found {
+        report_skip(
+            test,
+            &format!("{} not found ({made_by})", path.display()),
             &skipped_tests_file(),
         );
     }

@@ -1,8 +1,8 @@
 use chrono::NaiveDateTime;
 use common::db::{DbConnection, MultiBackend};
 use common::page::Page;
+use common::paginate;
 use common::time;
-use common::{insert_rows, paginate};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{QueryFragment, QueryId};
@@ -340,27 +340,23 @@ pub fn delete_message(conn: &mut DbConnection, no: i64, now: NaiveDateTime) -> Q
         .map(|_| ())
 }
 
-/// Records copies deleted on their own.
-pub fn delete_copies(
+/// Records a copy of `message` deleted on its own.
+pub fn delete_copy(
     conn: &mut DbConnection,
-    keys: &[CopyKey],
+    key: CopyKey,
+    message: &ChatmessageRow,
     now: NaiveDateTime,
 ) -> QueryResult<()> {
-    let rows: Vec<_> = keys
-        .iter()
-        .map(|k| {
-            (
-                chatroommessage_deletions::room_no.eq(k.room_no),
-                chatroommessage_deletions::message_no.eq(k.message_no),
-                chatroommessage_deletions::tm_delete.eq(now),
-            )
-        })
-        .collect();
-    // SQLite caps bound parameters per statement (3 columns x 500 rows stays under it).
-    for chunk in rows.chunks(500) {
-        insert_rows!(conn, chatroommessage_deletions::table, chunk)?;
-    }
-    Ok(())
+    diesel::insert_into(chatroommessage_deletions::table)
+        .values((
+            chatroommessage_deletions::room_no.eq(key.room_no),
+            chatroommessage_deletions::message_no.eq(key.message_no),
+            chatroommessage_deletions::tm_delete.eq(now),
+            chatroommessage_deletions::chat_seq.eq(message.chat_seq),
+            chatroommessage_deletions::sender_id.eq(&message.sender_id),
+        ))
+        .execute(conn)
+        .map(|_| ())
 }
 
 /// The chatrooms holding a live copy of `message` now: the rooms of its chat that were live
@@ -713,8 +709,42 @@ where
         // Planned for its parameters each time: the partial indexes hold for the live mark
         // only when the planner sees it.
         out.unsafe_to_cache_prepared();
+        // The rooms and where each one's count starts, computed once per room (materialized:
+        // inlined, the start's lookup would run again in each count that uses it).
         out.push_sql(
-            "SELECT x.id AS chatroom_id, x.customer_id, x.chat_id, x.owner_id, x.messagechat_id, \
+            "WITH y AS MATERIALIZED \
+                  (SELECT r.no, r.id, r.customer_id, r.chat_id, r.owner_id, c.last_seq, \
+                          rd.messagechat_id, rd.tm_last_read, rd.tm_update, \
+                          COALESCE(rd.read_seq, 0) AS read_seq, \
+                          COALESCE((SELECT m.chat_seq FROM chatmessages m \
+                                     WHERE m.chat_id = r.chat_id AND m.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " AND m.tm_create < r.tm_create \
+                                     ORDER BY m.tm_create DESC, m.no DESC LIMIT 1), \
+                                   0) AS start_seq \
+                     FROM member_chatrooms r \
+                     JOIN member_chats c ON c.id = r.chat_id AND c.tm_delete = ",
+        );
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        out.push_sql(
+            " LEFT JOIN chatroom_reads rd ON rd.chatroom_id = r.id \
+                    WHERE r.customer_id = ",
+        );
+        out.push_bind_param::<Text, _>(self.customer_id)?;
+        out.push_sql(" AND r.tm_delete = ");
+        out.push_bind_param::<Timestamp, _>(&self.live)?;
+        let (column, value) = match self.scope {
+            ReadScope::Owner(owner) => (" AND r.owner_id = ", owner),
+            ReadScope::Chat(chat) => (" AND r.chat_id = ", chat),
+            ReadScope::Room(room) => (" AND r.id = ", room),
+        };
+        out.push_sql(column);
+        out.push_bind_param::<Text, _>(value)?;
+        out.push_sql(
+            ") \
+             SELECT x.id AS chatroom_id, x.customer_id, x.chat_id, x.owner_id, x.messagechat_id, \
                     x.tm_last_read, x.tm_update, \
                     x.last_seq - x.lo \
                     - (SELECT count(*) FROM chatmessages m \
@@ -731,46 +761,19 @@ where
         out.push_sql(
             " AND m.chat_seq > x.lo) \
                     - (SELECT count(*) FROM chatroommessage_deletions d \
-                         JOIN chatmessages m ON m.no = d.message_no \
-                        WHERE d.room_no = x.no AND m.tm_delete = ",
+                        WHERE d.room_no = x.no AND d.chat_seq > x.lo \
+                          AND (d.sender_id IS NULL OR d.sender_id <> x.owner_id) \
+                          AND NOT EXISTS (SELECT 1 FROM chatmessages m \
+                                           WHERE m.chat_id = x.chat_id \
+                                             AND m.chat_seq = d.chat_seq AND m.tm_delete <> ",
         );
         out.push_bind_param::<Timestamp, _>(&self.live)?;
         out.push_sql(
-            " AND m.chat_seq > x.lo \
-                          AND (m.sender_id IS NULL OR m.sender_id <> x.owner_id)) AS unread_count \
-               FROM (SELECT y.*, \
-                            CASE WHEN y.read_seq > y.start_seq THEN y.read_seq \
-                                 ELSE y.start_seq END AS lo \
-                       FROM (SELECT r.no, r.id, r.customer_id, r.chat_id, r.owner_id, c.last_seq, \
-                                    rd.messagechat_id, rd.tm_last_read, rd.tm_update, \
-                                    COALESCE(rd.read_seq, 0) AS read_seq, \
-                                    COALESCE((SELECT m.chat_seq FROM chatmessages m \
-                                               WHERE m.chat_id = r.chat_id AND m.tm_delete = ",
+            ")) AS unread_count \
+               FROM (SELECT y.*, CASE WHEN y.read_seq > y.start_seq THEN y.read_seq \
+                                      ELSE y.start_seq END AS lo FROM y) x \
+              ORDER BY x.id",
         );
-        out.push_bind_param::<Timestamp, _>(&self.live)?;
-        out.push_sql(
-            " AND m.tm_create < r.tm_create \
-                                               ORDER BY m.tm_create DESC, m.no DESC LIMIT 1), \
-                                             0) AS start_seq \
-                               FROM member_chatrooms r \
-                               JOIN member_chats c ON c.id = r.chat_id AND c.tm_delete = ",
-        );
-        out.push_bind_param::<Timestamp, _>(&self.live)?;
-        out.push_sql(
-            " LEFT JOIN chatroom_reads rd ON rd.chatroom_id = r.id \
-                              WHERE r.customer_id = ",
-        );
-        out.push_bind_param::<Text, _>(self.customer_id)?;
-        out.push_sql(" AND r.tm_delete = ");
-        out.push_bind_param::<Timestamp, _>(&self.live)?;
-        let (column, value) = match self.scope {
-            ReadScope::Owner(owner) => (" AND r.owner_id = ", owner),
-            ReadScope::Chat(chat) => (" AND r.chat_id = ", chat),
-            ReadScope::Room(room) => (" AND r.id = ", room),
-        };
-        out.push_sql(column);
-        out.push_bind_param::<Text, _>(value)?;
-        out.push_sql(") y) x ORDER BY x.id");
         Ok(())
     }
 }

@@ -41,6 +41,9 @@ diesel::table! {
         room_no -> BigInt,
         message_no -> BigInt,
         tm_delete -> Timestamp,
+        /// The message's `chat_seq` and `sender_id` (for the unread counts).
+        chat_seq -> BigInt,
+        sender_id -> Nullable<Text>,
     }
 }
 

@@ -1,5 +1,8 @@
 DROP TABLE chatroom_reads;
 DROP INDEX member_chatrooms_owner;
+DROP INDEX chatroommessage_deletions_after;
+ALTER TABLE chatroommessage_deletions DROP COLUMN sender_id;
+ALTER TABLE chatroommessage_deletions DROP COLUMN chat_seq;
 DROP INDEX chatmessages_sent_after;
 DROP INDEX chatmessages_deleted_after;
 ALTER TABLE member_chats DROP COLUMN last_message_at;

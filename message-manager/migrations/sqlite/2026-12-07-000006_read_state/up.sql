@@ -9,6 +9,15 @@ SELECT no, row_number() OVER (PARTITION BY chat_id ORDER BY tm_create, no) FROM 
 UPDATE chatmessages SET chat_seq = (SELECT seq FROM chat_seqs WHERE chat_seqs.no = chatmessages.no);
 DROP TABLE chat_seqs;
 
+-- A copy deleted on its own carries its message's place and sender, so a room's count of them
+-- after its read point is a range of this table's index.
+ALTER TABLE chatroommessage_deletions ADD COLUMN chat_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE chatroommessage_deletions ADD COLUMN sender_id TEXT;
+UPDATE chatroommessage_deletions
+   SET chat_seq = (SELECT m.chat_seq FROM chatmessages m WHERE m.no = chatroommessage_deletions.message_no),
+       sender_id = (SELECT m.sender_id FROM chatmessages m WHERE m.no = chatroommessage_deletions.message_no);
+CREATE INDEX chatroommessage_deletions_after ON chatroommessage_deletions (room_no, chat_seq, sender_id);
+
 ALTER TABLE member_chats ADD COLUMN last_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE member_chats ADD COLUMN last_message_at TIMESTAMP NOT NULL DEFAULT '1970-01-01 00:00:00';
 UPDATE member_chats
@@ -18,7 +27,7 @@ UPDATE member_chats
 CREATE INDEX chatmessages_deleted_after ON chatmessages (chat_id, chat_seq)
  WHERE tm_delete <> '9999-01-01 00:00:00';
 CREATE INDEX chatmessages_sent_after ON chatmessages (chat_id, sender_id, chat_seq)
- WHERE sender_id IS NOT NULL AND tm_delete = '9999-01-01 00:00:00';
+ WHERE tm_delete = '9999-01-01 00:00:00';
 CREATE INDEX member_chatrooms_owner ON member_chatrooms (owner_id, customer_id, tm_delete);
 
 CREATE TABLE chatroom_reads (
