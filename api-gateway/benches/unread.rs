@@ -28,13 +28,6 @@ use message_manager::db::queries::{self, ReadScope};
 use serde_json::json;
 use support::*;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn connect(url: &str, schema: &str) -> PgConnection {
     let mut conn = PgConnection::establish(url).expect("PostgreSQL");
     diesel::sql_query(format!("SET search_path TO \"{schema}\""))

@@ -56,13 +56,6 @@ use tokio::sync::Semaphore;
 use webhook_manager::address::AddressPolicy;
 use webhook_manager::dispatch::DispatchSettings;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The receivers: one port per webhook, one shared count.
 

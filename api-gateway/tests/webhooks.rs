@@ -212,6 +212,20 @@ async fn every_event_type_is_delivered_signed_to_the_webhooks_of_its_tenant_that
     s.put(&format!("/chatrooms/{room}"), &token, r#"{"name":"mine"}"#)
         .await
         .ok();
+    // chatroom_read_updated: once, though the other two participants' sockets hear of it too.
+    let reader = agent_token(
+        &customer,
+        &agents[1],
+        api_gateway::auth::permission::CUSTOMER_AGENT,
+    );
+    s.call(
+        "PUT",
+        &format!("/service_agents/chatrooms/{room}/read"),
+        &reader,
+        None,
+    )
+    .await
+    .ok();
     let copies = s
         .list_all(&token, &format!("/chatroommessages?chatroom_id={room}"))
         .await;
@@ -241,6 +255,7 @@ async fn every_event_type_is_delivered_signed_to_the_webhooks_of_its_tenant_that
         "messagechat_deleted",
         "messagechatroom_created",
         "messagechatroom_deleted",
+        "chatroom_read_updated",
     ]
     .map(String::from)
     .into();
@@ -279,6 +294,7 @@ async fn every_event_type_is_delivered_signed_to_the_webhooks_of_its_tenant_that
     let count = |t: &str| received.iter().filter(|r| r.json()["type"] == t).count();
     assert_eq!(count("chatroom_created"), 3);
     assert_eq!(count("messagechatroom_created"), 3);
+    assert_eq!(count("chatroom_read_updated"), 1);
     let ids: HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), received.len(), "a webhook-id per delivery");
     for r in &received {

@@ -968,6 +968,14 @@ pub async fn group(s: &Stack, admin: &str, agents: &[&str]) -> (String, Vec<Stri
     (chat_id, rooms)
 }
 
+/// A whole number from the environment (the benchmarks' settings), else `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `p` quantile of sorted microseconds, in milliseconds (the benchmarks' figures).
 pub fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
