@@ -678,13 +678,16 @@ async fn rebind(
         });
     }
     for tenant in bound.difference(&wanted) {
+        // No longer bound from before the unbinding starts: a socket of the tenant that
+        // registers meanwhile must wait for the next round to bind it again, not take the
+        // binding being removed for one in place (its first events would be lost).
+        hub.feed.bound.send_modify(|b| {
+            b.remove(tenant);
+        });
         // An event routed meanwhile finds no socket of its tenant and is dropped here.
         for (exchange, pattern) in exchanges.of_tenant(tenant) {
             binder.unbind(exchange, &pattern).await?;
         }
-        hub.feed.bound.send_modify(|b| {
-            b.remove(tenant);
-        });
     }
     Ok(())
 }
