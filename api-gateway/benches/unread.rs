@@ -28,14 +28,6 @@ use message_manager::db::queries::{self, ReadScope};
 use serde_json::json;
 use support::*;
 
-fn connect(url: &str, schema: &str) -> PgConnection {
-    let mut conn = PgConnection::establish(url).expect("PostgreSQL");
-    diesel::sql_query(format!("SET search_path TO \"{schema}\""))
-        .execute(&mut conn)
-        .expect("search_path");
-    conn
-}
-
 fn run(conn: &mut PgConnection, sql: &str) -> Duration {
     let started = Instant::now();
     diesel::sql_query(sql)
@@ -183,7 +175,7 @@ async fn measure(
         agent.to_owned(),
     );
     let (statement, plan) = tokio::task::spawn_blocking(move || {
-        let mut conn = connect(&url, &schema);
+        let mut conn = testkit::connect_in_schema(&url, &schema);
         // As the services' sessions are (common::db::BY_INDEX: no JIT among others).
         diesel::connection::SimpleConnection::batch_execute(&mut conn, common::db::BY_INDEX)
             .expect("session settings");
@@ -254,7 +246,7 @@ async fn main() {
             (url.clone(), schema.clone(), customer.clone(), agent.clone());
         tokio::task::spawn_blocking(move || {
             load(
-                &mut connect(&url, &schema),
+                &mut testkit::connect_in_schema(&url, &schema),
                 &customer,
                 &agent,
                 rooms,
@@ -272,7 +264,12 @@ async fn main() {
         let (url, schema, customer, agent) =
             (url.clone(), schema.clone(), customer.clone(), agent.clone());
         tokio::task::spawn_blocking(move || {
-            scatter(&mut connect(&url, &schema), &customer, &agent, unread)
+            scatter(
+                &mut testkit::connect_in_schema(&url, &schema),
+                &customer,
+                &agent,
+                unread,
+            )
         })
         .await
         .expect("scatter task");

@@ -82,11 +82,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(req).await?;
-        if !bytes.iter().any(|b| !b.is_ascii_whitespace()) {
-            return Err(ApiError::invalid("body: required (a JSON object)"));
-        }
-        parse_object(&bytes).map(JsonBody)
+        parse_object(&read_body(req).await?).map(JsonBody)
     }
 }
 
@@ -145,7 +141,7 @@ async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
     Ok(bytes)
 }
 
-/// A non-empty body as a JSON object.
+/// The body as a JSON object (an empty one is refused: `body: required`).
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Every body of the API is an object; serde would also read a struct from an array
     // (`[null, null]`, by position), which no client means.

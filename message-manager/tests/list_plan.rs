@@ -279,10 +279,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
             )
             .expect("migrate"),
         );
-        let mut pg = PgConnection::establish(&url).expect("connect");
-        diesel::sql_query(format!("SET search_path TO \"{schema}\""))
-            .execute(&mut pg)
-            .expect("search_path");
+        let mut pg = testkit::connect_in_schema(&url, &schema);
         let customer = uuid::Uuid::new_v4().to_string();
         let (chat, room) = (
             uuid::Uuid::new_v4().to_string(),
@@ -291,10 +288,7 @@ async fn newest_pages_are_read_through_the_list_indexes_without_a_scan_or_sort()
         fill(&mut pg, &customer, &chat, &room);
 
         // What the service sends, through the real functions on its connection type.
-        let mut service = DbConnection::Pg(PgConnection::establish(&url).expect("connect"));
-        diesel::sql_query(format!("SET search_path TO \"{schema}\""))
-            .execute(&mut service)
-            .expect("search_path");
+        let mut service = DbConnection::Pg(testkit::connect_in_schema(&url, &schema));
         let sent = record_statements(&mut service);
         let first = Page::new(PAGE_SIZE, "").unwrap();
         let rows = queries::list_messages(&mut service, &customer, &chat, &first).expect("list");

@@ -121,14 +121,10 @@ async fn unread_counts_are_index_ranges_of_what_they_subtract() {
             )
             .expect("migrate"),
         );
-        let mut conn = PgConnection::establish(&url).expect("connect");
-        // As the services' sessions are set (common::db::BY_INDEX).
-        use diesel::connection::SimpleConnection;
-        conn.batch_execute(&format!(
-            "SET search_path TO \"{schema}\"; {}",
-            common::db::BY_INDEX
-        ))
-        .expect("session settings");
+        let mut conn = testkit::connect_in_schema(&url, &schema);
+        // As the services' sessions are set.
+        diesel::connection::SimpleConnection::batch_execute(&mut conn, common::db::BY_INDEX)
+            .expect("session settings");
         let (customer, agent) = (
             uuid::Uuid::new_v4().to_string(),
             uuid::Uuid::new_v4().to_string(),

@@ -344,14 +344,16 @@ pub enum EventData {
 impl EventData {
     /// The data of an event of `event_type` from its JSON.
     pub fn parse(event_type: EventType, json: &str) -> Result<Self, serde_json::Error> {
-        if event_type == EventType::CHATROOM_READ_UPDATED {
-            return Ok(EventData::ChatroomRead(serde_json::from_str(json)?));
-        }
-        Ok(match event_type.resource {
-            Resource::Chat => EventData::Chat(serde_json::from_str(json)?),
-            Resource::Chatroom => EventData::Chatroom(serde_json::from_str(json)?),
-            Resource::Messagechat => EventData::Messagechat(serde_json::from_str(json)?),
-            Resource::Messagechatroom => EventData::Messagechatroom(serde_json::from_str(json)?),
+        Ok(match (event_type.resource, event_type.action) {
+            (Resource::Chatroom, Action::ReadUpdated) => {
+                EventData::ChatroomRead(serde_json::from_str(json)?)
+            }
+            (Resource::Chat, _) => EventData::Chat(serde_json::from_str(json)?),
+            (Resource::Chatroom, _) => EventData::Chatroom(serde_json::from_str(json)?),
+            (Resource::Messagechat, _) => EventData::Messagechat(serde_json::from_str(json)?),
+            (Resource::Messagechatroom, _) => {
+                EventData::Messagechatroom(serde_json::from_str(json)?)
+            }
         })
     }
 

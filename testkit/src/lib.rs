@@ -188,6 +188,18 @@ impl PgSchema {
     }
 }
 
+/// A connection to `url` whose tables are those of `schema` (`search_path`), for tests and
+/// benches that read or write a service's schema directly.
+pub fn connect_in_schema(url: &str, schema: &str) -> diesel::PgConnection {
+    use diesel::Connection;
+    use diesel::connection::SimpleConnection;
+    let mut conn = diesel::PgConnection::establish(url)
+        .unwrap_or_else(|e| panic!("connect to PostgreSQL: {e}"));
+    conn.batch_execute(&format!("SET search_path TO \"{schema}\""))
+        .expect("search_path");
+    conn
+}
+
 fn resolve(host_port: &str) -> SocketAddr {
     host_port
         .to_socket_addrs()
