@@ -240,11 +240,24 @@ struct Feed {
     /// The tenants bound on the subscription: their events published from now on reach the
     /// sockets.
     bound: watch::Sender<HashSet<String>>,
+    /// Bound tenants whose bindings are being removed (their last socket went): a socket of
+    /// theirs that registers meanwhile waits for the next rebinding rather than take these for
+    /// bindings in place (the events between the two would be lost). Marked under the routes
+    /// lock, cleared with the removal from `bound`.
+    unbinding: std::sync::Mutex<HashSet<String>>,
     /// The tenants with sockets changed: bindings to add or remove.
     tenants_changed: Notify,
     /// A socket was told "subscribed" before the subscription was in place (the broker was
     /// unreachable): once it is, every socket is told to resync.
     owed_resync: AtomicBool,
+}
+
+impl Feed {
+    fn unbinding(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.unbinding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What the hub received from the broker.
@@ -296,7 +309,11 @@ impl Registration {
         let feed = &self.hub.feed;
         let in_place = async {
             let _ = bound
-                .wait_for(|tenants| *feed.consuming.borrow() && tenants.contains(&customer))
+                .wait_for(|tenants| {
+                    *feed.consuming.borrow()
+                        && tenants.contains(&customer)
+                        && !feed.unbinding().contains(&customer)
+                })
                 .await;
         };
         if tokio::time::timeout(limit, in_place).await.is_err() {
@@ -359,6 +376,7 @@ impl EventHub {
                 wanted: watch::channel(false).0,
                 consuming: watch::channel(false).0,
                 bound: watch::channel(HashSet::new()).0,
+                unbinding: std::sync::Mutex::new(HashSet::new()),
                 tenants_changed: Notify::new(),
                 owed_resync: AtomicBool::new(false),
             }),
@@ -484,6 +502,22 @@ impl EventHub {
     /// The tenants with sockets here.
     fn tenants(&self) -> HashSet<String> {
         self.lock().by_customer.keys().cloned().collect()
+    }
+
+    /// The tenants with sockets here, and the bound ones without (now marked as unbinding:
+    /// decided under the lock a socket registers under).
+    fn tenants_and_leaving(&self) -> (HashSet<String>, HashSet<String>) {
+        let routes = self.lock();
+        let wanted: HashSet<String> = routes.by_customer.keys().cloned().collect();
+        let leaving: HashSet<String> = self
+            .feed
+            .bound
+            .borrow()
+            .difference(&wanted)
+            .cloned()
+            .collect();
+        self.feed.unbinding().extend(leaving.iter().cloned());
+        (wanted, leaving)
     }
 }
 
@@ -667,7 +701,7 @@ async fn rebind(
     exchanges: &HubExchanges,
     hub: &EventHub,
 ) -> Result<(), pipeline::bus::BusError> {
-    let wanted = hub.tenants();
+    let (wanted, leaving) = hub.tenants_and_leaving();
     let bound = hub.feed.bound.borrow().clone();
     for tenant in wanted.difference(&bound) {
         for (exchange, pattern) in exchanges.of_tenant(tenant) {
@@ -677,17 +711,21 @@ async fn rebind(
             b.insert(tenant.clone());
         });
     }
-    for tenant in bound.difference(&wanted) {
-        // No longer bound from before the unbinding starts: a socket of the tenant that
-        // registers meanwhile must wait for the next round to bind it again, not take the
-        // binding being removed for one in place (its first events would be lost).
+    for tenant in &leaving {
+        // An event routed meanwhile finds no socket of its tenant and is dropped here.
+        let unbound = async {
+            for (exchange, pattern) in exchanges.of_tenant(tenant) {
+                binder.unbind(exchange, &pattern).await?;
+            }
+            Ok::<_, pipeline::bus::BusError>(())
+        }
+        .await;
+        // Failed, the subscription is made again from scratch (and bound anew).
         hub.feed.bound.send_modify(|b| {
             b.remove(tenant);
+            hub.feed.unbinding().remove(tenant);
         });
-        // An event routed meanwhile finds no socket of its tenant and is dropped here.
-        for (exchange, pattern) in exchanges.of_tenant(tenant) {
-            binder.unbind(exchange, &pattern).await?;
-        }
+        unbound?;
     }
     Ok(())
 }
